@@ -1,0 +1,15 @@
+"""s2s: recurrent sequence models (translation, tagging, classification) on one shared encoder."""
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+__all__ = ["Translator", "__version__"]
+
+
+def __getattr__(name: str):
+    # Lazy so that `import s2s` (and `s2s --help`) stays fast.
+    if name == "Translator":
+        from s2s.translation import Translator
+
+        return Translator
+    raise AttributeError(name)

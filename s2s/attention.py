@@ -1,0 +1,34 @@
+"""Additive attention (Bahdanau, Cho & Bengio 2015, section 3.1 and appendix A.1.2)."""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class BahdanauAttention(nn.Module):
+    """score(q, k_j) = v^T tanh(W_q q + U_k k_j)   (Bahdanau et al. 2015, eq. 6 / A.1.2).
+
+    The keys term U_k k_j does not depend on the decoder step, so callers project the
+    keys once per batch with `project_keys` and pass the result to every step.
+    """
+
+    def __init__(self, key_size: int, query_size: int, attn_size: int):
+        super().__init__()
+        self.key_proj = nn.Linear(key_size, attn_size, bias=False)
+        self.query_proj = nn.Linear(query_size, attn_size, bias=False)
+        self.energy = nn.Linear(attn_size, 1, bias=False)
+
+    def project_keys(self, keys: torch.Tensor) -> torch.Tensor:
+        return self.key_proj(keys)  # (B, S, K) -> (B, S, A)
+
+    def forward(
+        self, query: torch.Tensor, proj_keys: torch.Tensor, values: torch.Tensor, mask: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """query (B, Q); proj_keys (B, S, A); values (B, S, V); mask (B, S) bool, True = real.
+        Returns context (B, V) and weights (B, S), exactly 0 on padding."""
+        q = self.query_proj(query).unsqueeze(1)  # (B, 1, A)
+        scores = self.energy(torch.tanh(q + proj_keys)).squeeze(2)  # (B, S)
+        scores = scores.masked_fill(~mask, float("-inf"))
+        weights = torch.softmax(scores, dim=-1)  # (B, S); exp(-inf) = 0 on padding
+        context = torch.bmm(weights.unsqueeze(1), values).squeeze(1)  # (B, V)
+        return context, weights

@@ -1,0 +1,54 @@
+"""The run directory and its checkpoints.
+
+    RUN_DIR/config.yaml      the resolved config
+    RUN_DIR/spm.*.model      SentencePiece models
+    RUN_DIR/best.pt          model weights with the best dev score (+ config, task, version)
+    RUN_DIR/last.pt          everything needed to resume: model, optimizer, scheduler, progress, RNG
+    RUN_DIR/metrics.jsonl    one JSON object per log or validation event
+
+Checkpoints are written to a temporary file and renamed, so a crash never leaves a
+half-written one, and are read with weights_only=True, so loading cannot run code.
+"""
+from __future__ import annotations
+
+import os
+import pickle
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from s2s.errors import S2SError
+
+BEST, LAST = "best.pt", "last.pt"
+
+
+def save(payload: dict[str, Any], path: Path) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(payload, tmp)
+    os.replace(tmp, path)  # atomic on POSIX
+
+
+def load(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    if not path.is_file():
+        raise S2SError(f"{path}: no such checkpoint")
+    try:
+        payload = torch.load(path, map_location=map_location, weights_only=True)
+    except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile, pickle.UnpicklingError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise S2SError(f"{path}: corrupt or truncated checkpoint ({first[:200]})") from None
+    if not isinstance(payload, dict) or "model" not in payload or "config" not in payload:
+        raise S2SError(f"{path}: not an s2s checkpoint (no model weights or config inside)")
+    return payload
+
+
+def find(run_dir: Path, prefer: str = BEST) -> Path:
+    """The checkpoint to load from a run directory: `prefer`, else the other one."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise S2SError(f"{run_dir}: no such run directory")
+    for name in (prefer, LAST if prefer == BEST else BEST):
+        if (run_dir / name).is_file():
+            return run_dir / name
+    raise S2SError(f"{run_dir}: no checkpoint ({BEST} or {LAST}); train a model there first with `s2s train`")

@@ -1,0 +1,166 @@
+"""The `s2s` command: train, translate, evaluate. Each handler parses, calls the library, prints."""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+from s2s.errors import S2SError
+
+EPILOG = "Configs are YAML; `s2s train --help` lists every key. Errors print one line and exit 2."
+
+
+def _read_input(path: str | None) -> list[str]:
+    from s2s.data import read_lines
+
+    if path is None or path == "-":
+        data = sys.stdin.buffer.read()
+        try:
+            return data.decode("utf-8").splitlines()
+        except UnicodeDecodeError as e:
+            line = data[: e.start].count(b"\n") + 1
+            raise S2SError(f"<stdin>:{line}: not valid UTF-8") from None
+    return read_lines(path)
+
+
+def _write_lines(path: str | Path | None, lines: list[str]) -> None:
+    text = "".join(line + "\n" for line in lines)
+    if path is None or path == "-":
+        sys.stdout.write(text)
+        return
+    try:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        Path(path).write_text(text, encoding="utf-8")
+    except OSError as e:
+        raise S2SError(f"{path}: cannot write ({e.strerror or e})") from None
+
+
+def cmd_train(args: argparse.Namespace) -> None:
+    from s2s import config as config_lib
+    from s2s.train import train
+
+    config = config_lib.load(args.config, args.set)
+    run_dir = Path(args.out) if args.out else Path("runs") / Path(args.config).stem
+    progress = train(config, run_dir, resume=args.resume)
+    print(json.dumps({"run_dir": str(run_dir), "best": progress["best"], "best_step": progress["best_step"],
+                      "steps": progress["step"], "seconds": progress["seconds"]}))
+
+
+def cmd_translate(args: argparse.Namespace) -> None:
+    from s2s.translation import Translator
+
+    translator = Translator.load(args.model, device=args.device)
+    sentences = _read_input(args.input)
+    ids = translator.translate_ids(sentences, args.beam_size, args.batch_size)
+    _write_lines(args.output, [translator.sp_tgt.decode(x) for x in ids])
+    if args.raw_output:
+        _write_lines(args.raw_output, [translator.pieces(x) for x in ids])
+
+
+def cmd_evaluate(args: argparse.Namespace) -> None:
+    from s2s import config as config_lib
+    from s2s.data import load_split, read_parallel
+    from s2s.translation import Translator
+
+    if bool(args.split) == bool(args.src or args.ref) or bool(args.src) != bool(args.ref):
+        raise S2SError("evaluate needs either --src FILE --ref FILE, or --split dev|test")
+    translator = Translator.load(args.model, device=args.device)
+    if args.split:
+        data = config_lib.load(Path(args.model) / "config.yaml").data
+        sources, refs = load_split(data, getattr(data, args.split))
+        name = args.split
+    else:
+        sources, refs = read_parallel(args.src, args.ref)
+        name = Path(args.src).name
+    scores, ids = translator.evaluate(sources, refs, args.beam_size)
+    prefix = Path(args.hyp_prefix) if args.hyp_prefix else Path(args.model) / "eval" / name
+    _write_lines(f"{prefix}.hyp", [translator.sp_tgt.decode(x) for x in ids])  # detokenized, what is scored
+    _write_lines(f"{prefix}.raw", [translator.pieces(x) for x in ids])  # raw subword output of the model
+    scores["hypotheses"] = f"{prefix}.hyp"
+    if args.json:
+        print(json.dumps(scores))
+    else:
+        print(scores["bleu_line"])
+        print(scores["chrf_line"])
+        print(f"hypotheses: {prefix}.hyp (raw subwords: {prefix}.raw)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from s2s import __version__
+    from s2s.config import valid_keys
+
+    parser = argparse.ArgumentParser(prog="s2s", description="Recurrent sequence models: train, translate, evaluate.", epilog=EPILOG)
+    parser.add_argument("--version", action="version", version=f"s2s {__version__}")
+    parser.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors on stderr")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser(
+        "train",
+        help="train a model from a YAML config",
+        description="Train a model. The run directory receives the resolved config, SentencePiece models, "
+        "best.pt / last.pt checkpoints and metrics.jsonl.",
+        epilog="config keys: " + ", ".join(valid_keys()),
+    )
+    p.add_argument("config", help="YAML config (see configs/)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key, e.g. --set train.lr=3e-4 (repeatable)")
+    p.add_argument("--out", metavar="RUN_DIR", help="run directory (default: runs/<config name>)")
+    p.add_argument("--resume", action="store_true", help="continue the run in RUN_DIR from last.pt exactly where it stopped")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("translate", help="translate raw sentences, one per line",
+                       description="Translate raw sentences (one per line, stdin by default) into detokenized text, "
+                       "one output line per input line, in input order. An empty line gives an empty line; "
+                       "inputs longer than decode.max_src_len subword tokens are truncated with a warning.")
+    p.add_argument("--model", required=True, metavar="RUN_DIR", help="a run directory made by `s2s train`")
+    p.add_argument("--input", metavar="FILE", help="source sentences (default: stdin)")
+    p.add_argument("--output", metavar="FILE", help="translations (default: stdout)")
+    p.add_argument("--raw-output", metavar="FILE", help="also write the raw subword output here")
+    p.add_argument("--beam-size", type=int, metavar="N", help="beam size, 1 = greedy (default: the config's decode.beam_size)")
+    p.add_argument("--batch-size", type=int, metavar="N", help="sentences per batch (default: decode.batch_size)")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="default: auto (CUDA when present)")
+    p.set_defaults(func=cmd_translate)
+
+    p = sub.add_parser("evaluate", help="translate a test set and score it with sacreBLEU",
+                       description="Translate --src, score against --ref with detokenized sacreBLEU (BLEU, chrF) "
+                       "and print the scores with their signatures. Hypotheses are kept next to the raw subword output.")
+    p.add_argument("--model", required=True, metavar="RUN_DIR")
+    p.add_argument("--src", metavar="FILE", help="source sentences")
+    p.add_argument("--ref", metavar="FILE", help="reference translations, aligned with --src")
+    p.add_argument("--split", choices=["dev", "test"], help="instead of --src/--ref: the run config's dev or test split")
+    p.add_argument("--beam-size", type=int, metavar="N")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--hyp-prefix", metavar="PATH", help="write PATH.hyp and PATH.raw (default: RUN_DIR/eval/<src name>)")
+    p.add_argument("--json", action="store_true", help="print the scores as one JSON object")
+    p.set_defaults(func=cmd_evaluate)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.WARNING if args.quiet else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+    )
+    for noisy in ("datasets", "urllib3", "httpx", "filelock", "fsspec"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    try:
+        for value in (getattr(args, "beam_size", None), getattr(args, "batch_size", None)):
+            if value is not None and value < 1:
+                raise S2SError("--beam-size and --batch-size must be at least 1")
+        args.func(args)
+    except S2SError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,97 @@
+"""LSTM decoder with additive attention and input feeding.
+
+Per step (Bahdanau et al. 2015 score; Luong et al. 2015 input feeding, eq. 5):
+    s_t      = LSTM([emb(y_{t-1}); a_{t-1}], s_{t-1})
+    c_t      = sum_j alpha_tj h_j,  alpha_t = softmax_j(v^T tanh(W s_t + U h_j))
+    a_t      = tanh(W_c [s_t; c_t])                  the attentional vector, fed to the next step
+    p(y_t)   = softmax(W_o a_t)
+"""
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+from torch import nn
+
+from s2s.attention import BahdanauAttention
+from s2s.encoder import EncoderOutput
+
+
+class DecoderState(NamedTuple):
+    h: torch.Tensor  # (L, B, H)
+    c: torch.Tensor  # (L, B, H)
+    att: torch.Tensor  # (B, O) previous attentional vector (input feeding)
+
+    def select(self, index: torch.Tensor) -> "DecoderState":
+        """Rows `index` of the batch (beam reordering, dropping finished sentences)."""
+        return DecoderState(self.h.index_select(1, index), self.c.index_select(1, index), self.att.index_select(0, index))
+
+
+def select_encoder(enc: EncoderOutput, index: torch.Tensor) -> EncoderOutput:
+    return EncoderOutput(*(x.index_select(0, index) for x in enc))
+
+
+class AttentionDecoder(nn.Module):
+    def __init__(
+        self,
+        vocab_size: int,
+        emb_dim: int,
+        hidden_size: int,
+        enc_size: int,
+        attn_size: int,
+        num_layers: int = 1,
+        dropout: float = 0.0,
+        tie_embeddings: bool = False,
+        pad_id: int = 0,
+    ):
+        super().__init__()
+        # With tied embeddings the attentional vector lives in embedding space.
+        self.out_size = emb_dim if tie_embeddings else hidden_size
+        self.num_layers = num_layers
+        self.embed = nn.Embedding(vocab_size, emb_dim, padding_idx=pad_id)
+        self.rnn = nn.LSTM(
+            emb_dim + self.out_size, hidden_size, num_layers, batch_first=True, dropout=dropout if num_layers > 1 else 0.0
+        )
+        self.attention = BahdanauAttention(enc_size, hidden_size, attn_size)
+        self.bridge = nn.Linear(enc_size, hidden_size)  # encoder final state -> initial decoder state
+        self.combine = nn.Linear(hidden_size + enc_size, self.out_size)
+        self.output = nn.Linear(self.out_size, vocab_size)
+        if tie_embeddings:
+            self.output.weight = self.embed.weight
+        self.dropout = nn.Dropout(dropout)
+
+    def init_state(self, enc: EncoderOutput) -> DecoderState:
+        h = torch.tanh(self.bridge(enc.final))  # (B, H)
+        h = h.unsqueeze(0).repeat(self.num_layers, 1, 1).contiguous()  # (L, B, H)
+        att = h.new_zeros(h.size(1), self.out_size)
+        return DecoderState(h, torch.zeros_like(h), att)
+
+    def _step(
+        self, emb: torch.Tensor, state: DecoderState, proj_keys: torch.Tensor, enc: EncoderOutput
+    ) -> tuple[torch.Tensor, DecoderState, torch.Tensor]:
+        """emb (B, E) -> attentional vector (B, O), new state, attention weights (B, S)."""
+        x = torch.cat([emb, state.att], dim=-1).unsqueeze(1)  # (B, 1, E + O)
+        _, (h, c) = self.rnn(x, (state.h, state.c))
+        query = h[-1]  # (B, H)
+        context, weights = self.attention(query, proj_keys, enc.states, enc.mask)  # (B, D), (B, S)
+        att = torch.tanh(self.combine(torch.cat([query, context], dim=-1)))  # (B, O)
+        return att, DecoderState(h, c, att), weights
+
+    def step(
+        self, prev: torch.Tensor, state: DecoderState, proj_keys: torch.Tensor, enc: EncoderOutput
+    ) -> tuple[torch.Tensor, DecoderState, torch.Tensor]:
+        """One decoding step: prev (B,) token ids -> logits (B, V), new state, weights (B, S)."""
+        att, state, weights = self._step(self.dropout(self.embed(prev)), state, proj_keys, enc)
+        return self.output(self.dropout(att)), state, weights
+
+    def forward(self, tgt_in: torch.Tensor, enc: EncoderOutput) -> torch.Tensor:
+        """Teacher forcing: tgt_in (B, T) = BOS + target -> logits (B, T, V)."""
+        proj_keys = self.attention.project_keys(enc.states)  # once per batch
+        state = self.init_state(enc)
+        embs = self.dropout(self.embed(tgt_in))  # (B, T, E)
+        atts = []
+        for t in range(tgt_in.size(1)):
+            att, state, _ = self._step(embs[:, t], state, proj_keys, enc)
+            atts.append(att)
+        # One output projection for all steps: the largest matmul runs once, not T times.
+        return self.output(self.dropout(torch.stack(atts, dim=1)))  # (B, T, V)

@@ -1,0 +1,126 @@
+"""Greedy and batched beam search for Seq2Seq, as free functions.
+
+Both decode a whole batch at once, stop each sentence at its own length limit
+(so a sentence decodes the same alone or in any batch), and drop finished
+sentences from the batch so that short outputs stop costing compute.
+"""
+from __future__ import annotations
+
+import torch
+
+from s2s.decoder import select_encoder
+from s2s.models import Seq2Seq
+
+
+def max_lengths(src_lengths: torch.Tensor, a: float, b: int) -> torch.Tensor:
+    """Per-sentence output limit (tokens including EOS): a * source length + b."""
+    return (src_lengths.float() * a).long() + b
+
+
+@torch.no_grad()
+def greedy_search(
+    model: Seq2Seq, src: torch.Tensor, src_lengths: torch.Tensor, max_lens: torch.Tensor, bos: int, eos: int
+) -> list[list[int]]:
+    """src (B, S) -> B token-id lists (without EOS), in batch order."""
+    enc = model.encoder(src, src_lengths)
+    proj_keys = model.decoder.attention.project_keys(enc.states)
+    state = model.decoder.init_state(enc)
+    alive = torch.arange(src.size(0), device=src.device)  # batch rows still decoding
+    prev = torch.full_like(alive, bos)
+    limits = max_lens.to(src.device)
+    steps: list[tuple[torch.Tensor, torch.Tensor]] = []  # (rows, tokens) per step
+    t = 0
+    while alive.numel():
+        logits, state, _ = model.decoder.step(prev, state, proj_keys, enc)
+        tokens = logits.argmax(-1)  # (n,)
+        tokens = torch.where(limits <= t + 1, torch.full_like(tokens, eos), tokens)
+        steps.append((alive, tokens))
+        keep = tokens != eos
+        if not bool(keep.all()):
+            index = keep.nonzero().squeeze(1)
+            alive, tokens, limits = alive[index], tokens[index], limits[index]
+            state, enc, proj_keys = state.select(index), select_encoder(enc, index), proj_keys.index_select(0, index)
+        prev = tokens
+        t += 1
+    out: list[list[int]] = [[] for _ in range(src.size(0))]
+    for rows, tokens in steps:
+        for row, tok in zip(rows.tolist(), tokens.tolist()):
+            if tok != eos:
+                out[row].append(tok)
+    return out
+
+
+def length_penalty(length: int, alpha: float) -> float:
+    """GNMT length normalisation ((5 + |Y|) / 6) ** alpha (Wu et al. 2016, eq. 14)."""
+    return ((5.0 + length) / 6.0) ** alpha
+
+
+@torch.no_grad()
+def beam_search(
+    model: Seq2Seq,
+    src: torch.Tensor,
+    src_lengths: torch.Tensor,
+    max_lens: torch.Tensor,
+    bos: int,
+    eos: int,
+    beam_size: int,
+    alpha: float = 1.0,
+) -> list[list[int]]:
+    """Beam search over all sentences and beams at once (beam_size 1 gives greedy's output).
+
+    A sentence is finished when its best-scoring candidate ends in EOS (or at its
+    length limit); its answer is the finished hypothesis with the best
+    length-normalised score.
+    """
+    K = beam_size
+    device = src.device
+    enc = model.encoder(src, src_lengths)
+    expand = torch.arange(src.size(0), device=device).repeat_interleave(K)  # (B*K,)
+    enc = select_encoder(enc, expand)
+    proj_keys = model.decoder.attention.project_keys(enc.states)
+    state = model.decoder.init_state(enc)
+    alive = torch.arange(src.size(0), device=device)  # sentence ids still decoding (n,)
+    limits = max_lens.to(device)
+    scores = torch.full((src.size(0), K), float("-inf"), device=device)
+    scores[:, 0] = 0.0  # all beams start identical: keep one so the first top-k is not K copies
+    history = torch.empty(src.size(0) * K, 0, dtype=torch.long, device=device)  # (n*K, t)
+    prev = torch.full((src.size(0) * K,), bos, dtype=torch.long, device=device)
+    finished: list[list[tuple[float, list[int]]]] = [[] for _ in range(src.size(0))]
+    t = 0
+    while alive.numel():
+        n = alive.numel()
+        logits, state, _ = model.decoder.step(prev, state, proj_keys, enc)
+        logp = torch.log_softmax(logits.float(), dim=-1)  # (n*K, V)
+        V = logp.size(-1)
+        at_limit = limits <= t + 1  # (n,)
+        if bool(at_limit.any()):  # only EOS may follow at the limit
+            rows = at_limit.repeat_interleave(K)
+            eos_col = logp[:, eos].clone()
+            logp[rows] = float("-inf")
+            logp[rows, eos] = eos_col[rows]
+        cand = (scores.view(-1, 1) + logp).view(n, K * V)
+        top_scores, top_index = cand.topk(K, dim=1)  # (n, K)
+        origin = torch.div(top_index, V, rounding_mode="floor")  # which beam each candidate extends
+        tokens = top_index % V  # (n, K)
+        rows = (torch.arange(n, device=device).unsqueeze(1) * K + origin).view(-1)  # (n*K,)
+        history = torch.cat([history.index_select(0, rows), tokens.view(-1, 1)], dim=1)
+        state = state.select(rows)
+        is_eos = tokens == eos
+        if bool(is_eos.any()):
+            lp = length_penalty(t + 1, alpha)
+            for i, k in is_eos.nonzero().tolist():
+                score = float(top_scores[i, k])
+                if score > float("-inf"):
+                    finished[int(alive[i])].append((score / lp, history[i * K + k, :-1].tolist()))
+        scores = top_scores.masked_fill(is_eos, float("-inf"))
+        done = is_eos[:, 0] | at_limit  # the best candidate ended, or no room is left
+        if bool(done.any()):
+            keep = (~done).nonzero().squeeze(1)
+            keep_rows = (keep.unsqueeze(1) * K + torch.arange(K, device=device)).view(-1)
+            alive, limits, scores = alive[keep], limits[keep], scores[keep]
+            history, tokens = history.index_select(0, keep_rows), tokens[keep]
+            state, enc = state.select(keep_rows), select_encoder(enc, keep_rows)
+            proj_keys = proj_keys.index_select(0, keep_rows)
+        prev = tokens.reshape(-1)
+        t += 1
+    return [max(hyps, key=lambda h: h[0])[1] for hyps in finished]

@@ -1,0 +1,212 @@
+"""One training loop for every task.
+
+A task object supplies the model, the example lengths for batching, `batch(indices)`
+and `validate(model, device) -> {metric: value}`; this loop does the rest:
+optimisation, schedules, early stopping, logging, checkpoints and exact resume.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import math
+import random
+import time
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+import s2s
+from s2s import checkpoint
+from s2s import config as config_lib
+from s2s.config import Config
+from s2s.data import token_batches
+from s2s.device import resolve_device
+from s2s.errors import S2SError
+
+log = logging.getLogger(__name__)
+
+
+def build_task(config: Config, run_dir: Path, resume: bool):
+    match config.task:
+        case "translation":
+            from s2s.translation import TranslationTask
+
+            return TranslationTask(config, run_dir, resume)
+    raise S2SError(f"unknown task {config.task!r}")
+
+
+def _scheduler(config: Config, optimizer: torch.optim.Optimizer):
+    t = config.train
+    match t.scheduler:
+        case "plateau":
+            return torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="max", factor=t.lr_decay, patience=t.patience)
+        case "exponential":
+            return torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=t.lr_decay)
+    return None
+
+
+def _rng_state() -> dict:
+    state = {"torch": torch.get_rng_state(), "python": random.getstate()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    random.setstate(state["python"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _autocast(device: torch.device, enabled: bool):
+    if device.type == "cuda" and enabled:
+        dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.autocast("cuda", dtype=dtype)
+    return contextlib.nullcontext()
+
+
+def train(config: Config, run_dir: str | Path, resume: bool = False) -> dict:
+    """Train in `run_dir`; returns the final progress (best score, steps, time)."""
+    run_dir = Path(run_dir)
+    t = config.train
+    if resume:
+        last = checkpoint.load(run_dir / checkpoint.LAST)
+        saved = config_lib.from_dict(last["config"], where=str(run_dir / checkpoint.LAST))
+        if saved.model != config.model or saved.vocab != config.vocab or saved.task != config.task:
+            raise S2SError(f"{run_dir}: --resume with a different task, model or vocab config than the run was started with")
+    elif (run_dir / checkpoint.LAST).exists():
+        raise S2SError(f"{run_dir}: already holds a run; pass --resume to continue it or choose another --out")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    config_lib.save(config, run_dir / "config.yaml")
+
+    device = resolve_device(t.device)
+    if t.threads:
+        torch.set_num_threads(t.threads)
+    random.seed(t.seed)
+    torch.manual_seed(t.seed)
+
+    task = build_task(config, run_dir, resume)
+    model = task.model.to(device)
+    n_params = sum(p.numel() for p in model.parameters())
+    log.info("model: %s parameters, device %s", f"{n_params:,}", device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=t.lr)
+    scheduler = _scheduler(config, optimizer)
+    progress = {"step": 0, "epoch": 0, "batch": 0, "best": -math.inf, "best_step": 0, "bad": 0, "seconds": 0.0}
+    if resume:
+        model.load_state_dict(last["model"])
+        optimizer.load_state_dict(last["optimizer"])
+        if scheduler is not None and last.get("scheduler"):
+            scheduler.load_state_dict(last["scheduler"])
+        progress.update(last["progress"])
+        _set_rng_state(last["rng"])
+        log.info("resumed %s at step %d (epoch %d, best %s %.2f)", run_dir, progress["step"], progress["epoch"] + 1, task.metric, progress["best"])
+
+    metrics_log = open(run_dir / "metrics.jsonl", "a", encoding="utf-8")
+    start = time.time() - progress["seconds"]
+
+    def record(event: dict) -> None:
+        event = {"step": progress["step"], "epoch": progress["epoch"] + 1, **event}
+        metrics_log.write(json.dumps(event) + "\n")
+        metrics_log.flush()
+
+    def save_last() -> None:
+        progress["seconds"] = time.time() - start
+        checkpoint.save(
+            {
+                "version": s2s.__version__,
+                "task": config.task,
+                "config": config_lib.to_dict(config),
+                "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict() if scheduler is not None else {},
+                "progress": dict(progress),
+                "rng": _rng_state(),
+            },
+            run_dir / checkpoint.LAST,
+        )
+
+    def validate() -> bool:
+        """Score on dev, checkpoint, adjust the lr; True when training should stop."""
+        scores = task.validate(model, device)
+        score = scores[task.metric]
+        improved = score > progress["best"]
+        if improved:
+            progress.update(best=score, best_step=progress["step"], bad=0)
+            payload = {"version": s2s.__version__, "task": config.task, "config": config_lib.to_dict(config), "model": model.state_dict()}
+            checkpoint.save(payload, run_dir / checkpoint.BEST)
+        else:
+            progress["bad"] += 1
+        if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+            scheduler.step(score)
+        lr = optimizer.param_groups[0]["lr"]
+        elapsed = time.time() - start
+        record({f"dev_{k}": v for k, v in scores.items()} | {"lr": lr, "best": progress["best"], "seconds": round(elapsed, 1)})
+        log.info(
+            "step %d: dev %s %.2f (best %.2f at step %d), lr %.2e, %.0fs",
+            progress["step"], task.metric, score, progress["best"], progress["best_step"], lr, elapsed,
+        )
+        stop = (t.early_stopping and progress["bad"] >= t.early_stopping) or lr < t.min_lr
+        if stop:
+            log.info("stopping: %s", "lr below train.min_lr" if lr < t.min_lr else f"no improvement in {progress['bad']} validations")
+        progress["stopped"] = bool(stop)
+        save_last()
+        return bool(stop)
+
+    stop = progress.get("stopped", False)
+    loss_sum = tokens = 0.0
+    tick = time.time()
+    try:
+        while not stop and progress["epoch"] < t.epochs:
+            batches = token_batches(task.lengths, t.max_tokens, t.seed, progress["epoch"])
+            bar = tqdm(total=len(batches), initial=progress["batch"], desc=f"epoch {progress['epoch'] + 1}", unit="batch", leave=False, dynamic_ncols=True)
+            model.train()
+            for i in range(progress["batch"], len(batches)):
+                batch = task.batch(batches[i]).to(device)
+                with _autocast(device, t.amp):
+                    out = model(batch)
+                optimizer.zero_grad(set_to_none=True)
+                out.loss.backward()
+                torch.nn.utils.clip_grad_norm_(model.parameters(), t.clip)
+                optimizer.step()
+                progress["step"] += 1
+                progress["batch"] = i + 1
+                loss_sum += out.loss.item() * out.num_tokens
+                tokens += out.num_tokens
+                bar.update(1)
+                if progress["step"] % t.log_every == 0 or progress["step"] == t.max_steps:
+                    rate = tokens / max(time.time() - tick, 1e-9)
+                    lr = optimizer.param_groups[0]["lr"]
+                    bar.set_postfix(loss=f"{loss_sum / tokens:.3f}", tok_s=f"{rate:.0f}", lr=f"{lr:.1e}")
+                    record({"train_loss": loss_sum / tokens, "tokens_per_s": round(rate), "lr": lr})
+                    loss_sum = tokens = 0.0
+                    tick = time.time()
+                if t.valid_every and progress["step"] % t.valid_every == 0:
+                    stop = validate()
+                if t.max_steps and progress["step"] >= t.max_steps:
+                    if not (t.valid_every and progress["step"] % t.valid_every == 0):
+                        validate()
+                    stop = True
+                if stop:
+                    break
+            bar.close()
+            if progress["batch"] >= len(batches):
+                progress["epoch"] += 1
+                progress["batch"] = 0
+                if isinstance(scheduler, torch.optim.lr_scheduler.ExponentialLR):
+                    scheduler.step()
+                if not t.valid_every and not stop:
+                    stop = validate()
+                    model.train()
+        if not stop:  # ran out of epochs
+            save_last()
+    except KeyboardInterrupt:
+        save_last()
+        metrics_log.close()
+        raise S2SError(f"interrupted at step {progress['step']}; resume with: s2s train {run_dir / 'config.yaml'} --out {run_dir} --resume") from None
+    metrics_log.close()
+    progress["seconds"] = round(time.time() - start, 1)
+    log.info("done: best dev %s %.2f at step %d, %.0fs", task.metric, progress["best"], progress["best_step"], progress["seconds"])
+    return progress
