@@ -11,8 +11,8 @@ def bleu_chrf(hyps: list[str], refs: list[str]) -> dict:
     return {
         "bleu": round(b.score, 2),
         "chrf": round(c.score, 2),
-        "bleu_line": f"{b}",
-        "chrf_line": f"{c}",
+        "bleu_line": b.format(signature=str(bleu.get_signature())),
+        "chrf_line": c.format(signature=str(chrf.get_signature())),
         "bleu_signature": str(bleu.get_signature()),
         "chrf_signature": str(chrf.get_signature()),
     }

@@ -1,0 +1,127 @@
+"""The fixed seq2seq speed benchmark of ../shared/bench/README.md, run on s2s.
+
+    python bench/seq2seq.py [--data bench-data] [--steps 300] [--json-only]
+
+Synthetic Multi30k-shaped corpus (../shared/bench/make_synthetic.py, generated if missing), whitespace
+tokens with the full vocabulary, emb 256, 1-layer Bi-LSTM encoder 2x256, 1-layer LSTM decoder 512,
+Bahdanau attention with input feeding, dropout 0.2, untied embeddings; batches of 64 sentences
+(length-bucketed), Adam 1e-3, clip 5, 2 threads. Prints training target tokens/s over steps 51-300,
+peak RSS, and greedy / beam-5 decoding speed on the 1,000 test sentences (batch 64, max length 100).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from s2s.config import Config, DecodeConfig, ModelConfig, TrainConfig
+from s2s.data import make_batch, pad
+from s2s.models import build_model
+from s2s.search import beam_search, greedy_search
+from s2s.tokenizer import BOS, EOS
+
+ROOT = Path(__file__).resolve().parents[1]
+SPECIALS = 4  # pad, unk, bos, eos come first, as in s2s.tokenizer
+
+
+def vocabulary(lines: list[str]) -> dict[str, int]:
+    words = sorted({w for line in lines for w in line.split()})
+    return {w: i + SPECIALS for i, w in enumerate(words)}
+
+
+def encode(lines: list[str], vocab: dict[str, int]) -> list[list[int]]:
+    return [[vocab.get(w, 1) for w in line.split()] for line in lines]
+
+
+def peak_rss_gib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # Linux reports KiB
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", default=str(ROOT / "bench-data"), help="synthetic corpus folder (made if missing)")
+    parser.add_argument("--steps", type=int, default=300, help="training steps; throughput is over steps 51..N")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--json-only", action="store_true")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(1234)
+    random.seed(1234)
+
+    data = Path(args.data)
+    if not (data / "train.de").is_file():
+        maker = ROOT.parent / "shared" / "bench" / "make_synthetic.py"
+        subprocess.run([sys.executable, str(maker), str(data)], check=True)
+    read = lambda name: (data / name).read_text(encoding="utf-8").splitlines()  # noqa: E731
+    train_de, train_en, test_de = read("train.de"), read("train.en"), read("test.de")
+    src_vocab, tgt_vocab = vocabulary(train_de), vocabulary(train_en)
+    src, tgt = encode(train_de, src_vocab), encode(train_en, tgt_vocab)
+
+    config = Config(
+        model=ModelConfig(emb_dim=256, hidden_size=256, dropout=0.2, dec_hidden_size=512, attn_size=512, tie_embeddings=False),
+        train=TrainConfig(lr=1e-3, clip=5.0, label_smoothing=0.0),
+        decode=DecodeConfig(),
+    )
+    model = build_model(config, len(src_vocab) + SPECIALS, len(tgt_vocab) + SPECIALS)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+
+    # Length-bucketed batches of 64 sentences, in shuffled order.
+    order = sorted(range(len(src)), key=lambda i: (len(tgt[i]), len(src[i])))
+    batches = [order[i : i + 64] for i in range(0, len(order), 64)]
+    random.shuffle(batches)
+
+    model.train()
+    timed_tokens, t0 = 0, 0.0
+    for step in range(1, args.steps + 1):
+        idx = batches[(step - 1) % len(batches)]
+        batch = make_batch([src[i] for i in idx], [tgt[i] for i in idx])
+        if step == 51:
+            t0 = time.perf_counter()
+        out = model(batch)
+        optimizer.zero_grad(set_to_none=True)
+        out.loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
+        optimizer.step()
+        if step > 50:
+            timed_tokens += out.num_tokens
+    train_tok_s = timed_tokens / (time.perf_counter() - t0)
+    train_rss = peak_rss_gib()
+
+    model.eval()
+    test = encode(test_de, src_vocab)
+    order = sorted(range(len(test)), key=lambda i: len(test[i]))
+    results = {"train_tgt_tok_s": round(train_tok_s), "train_peak_rss_gib": round(train_rss, 2)}
+    for name, beam in (("greedy", 1), ("beam5", 5)):
+        generated, t0 = 0, time.perf_counter()
+        for start in range(0, len(order), 64):
+            tokens, lengths = pad([test[i] for i in order[start : start + 64]])
+            limits = torch.full_like(lengths, 100)
+            if beam == 1:
+                hyps = greedy_search(model, tokens, lengths, limits, BOS, EOS)
+            else:
+                hyps = beam_search(model, tokens, lengths, limits, BOS, EOS, beam, alpha=1.0)
+            generated += sum(len(h) + 1 for h in hyps)  # + EOS
+        seconds = time.perf_counter() - t0
+        results[f"{name}_tok_s"] = round(generated / seconds)
+        results[f"{name}_sent_s"] = round(len(test) / seconds, 1)
+        results[f"{name}_tokens"] = generated
+    results["peak_rss_gib"] = round(peak_rss_gib(), 2)
+    results["threads"] = args.threads
+    results["torch"] = torch.__version__
+
+    if not args.json_only:
+        print(f"{'metric':<24}{'value':>12}")
+        for key, value in results.items():
+            print(f"{key:<24}{value!s:>12}")
+    print(json.dumps(results))
+
+
+if __name__ == "__main__":
+    main()
