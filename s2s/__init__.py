@@ -3,7 +3,7 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-__all__ = ["Translator", "__version__"]
+__all__ = ["Tagger", "Translator", "__version__"]
 
 
 def __getattr__(name: str):
@@ -12,4 +12,8 @@ def __getattr__(name: str):
         from s2s.translation import Translator
 
         return Translator
+    if name == "Tagger":
+        from s2s.tagging import Tagger
+
+        return Tagger
     raise AttributeError(name)

@@ -1,4 +1,4 @@
-"""The `s2s` command: train, translate, evaluate. Each handler parses, calls the library, prints."""
+"""The `s2s` command: train, translate, tag, evaluate. Each handler parses, calls the library, prints."""
 from __future__ import annotations
 
 import argparse
@@ -59,11 +59,59 @@ def cmd_translate(args: argparse.Namespace) -> None:
         _write_lines(args.raw_output, [translator.pieces(x) for x in ids])
 
 
+def cmd_tag(args: argparse.Namespace) -> None:
+    from s2s.conll import parse_conll
+    from s2s.tagging import Tagger
+
+    tagger = Tagger.load(args.model, device=args.device)
+    lines = _read_input(args.input)
+    if args.input_format == "conll":
+        where = args.input if args.input and args.input != "-" else "<stdin>"
+        records = tagger.tag_conll(parse_conll(lines, where=where, tagged=False), args.batch_size)
+    else:
+        records = tagger.tag(lines, args.batch_size)
+    match args.format:
+        case "json":
+            out = [r.to_json() for r in records]
+        case "inline":
+            out = [r.to_inline() for r in records]
+        case _:
+            out = [line for r in records for line in r.to_conll(args.tag_scheme)]
+    _write_lines(args.output, out)
+
+
+def cmd_evaluate_conll(args: argparse.Namespace) -> None:
+    from s2s.conll import gold_and_predicted, read_conll
+    from s2s.tagging import Tagger
+
+    if args.src or args.ref or args.split:
+        raise S2SError("evaluate --conll FILE scores a tagging model; it does not take --src, --ref or --split")
+    tagger = Tagger.load(args.model, device=args.device)
+    scheme = args.scheme or tagger.file_scheme
+    gold = read_conll(args.conll, scheme)
+    scores, pred = tagger.evaluate(gold, scheme, args.batch_size)
+    prefix = Path(args.hyp_prefix) if args.hyp_prefix else Path(args.model) / "eval" / Path(args.conll).stem
+    _write_lines(f"{prefix}.conll", gold_and_predicted(gold, pred, scheme))
+    scores["predictions"] = f"{prefix}.conll"
+    if args.json:
+        print(json.dumps(scores))
+        return
+    m = scores["micro"]
+    print(f"{args.conll}: {scores['sentences']} sentences, {scores['tokens']} tokens; "
+          f"{m['gold']} gold entities, {m['predicted']} predicted, {m['correct']} correct")
+    for kind, v in scores["types"].items():
+        print(f"{kind:<6} precision {v['precision']:6.2f}  recall {v['recall']:6.2f}  F1 {v['f1']:6.2f}  ({v['gold']} gold)")
+    print(f"predictions (token gold predicted, IOB2): {prefix}.conll")
+    print(f"F1 {m['f1']:.2f} (micro, exact span and type)  precision {m['precision']:.2f}  recall {m['recall']:.2f}")
+
+
 def cmd_evaluate(args: argparse.Namespace) -> None:
     from s2s import config as config_lib
     from s2s.data import load_split, read_parallel
     from s2s.translation import Translator
 
+    if args.conll:
+        return cmd_evaluate_conll(args)
     if bool(args.split) == bool(args.src or args.ref) or bool(args.src) != bool(args.ref):
         raise S2SError("evaluate needs either --src FILE --ref FILE, or --split dev|test")
     translator = Translator.load(args.model, device=args.device)
@@ -91,7 +139,7 @@ def build_parser() -> argparse.ArgumentParser:
     from s2s import __version__
     from s2s.config import valid_keys
 
-    parser = argparse.ArgumentParser(prog="s2s", description="Recurrent sequence models: train, translate, evaluate.", epilog=EPILOG)
+    parser = argparse.ArgumentParser(prog="s2s", description="Recurrent sequence models: train, translate, tag, evaluate.", epilog=EPILOG)
     parser.add_argument("--version", action="version", version=f"s2s {__version__}")
     parser.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors on stderr")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -122,17 +170,40 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="default: auto (CUDA when present)")
     p.set_defaults(func=cmd_translate)
 
-    p = sub.add_parser("evaluate", help="translate a test set and score it with sacreBLEU",
-                       description="Translate --src, score against --ref with detokenized sacreBLEU (BLEU, chrF) "
-                       "and print the scores with their signatures. Hypotheses are kept next to the raw subword output.")
+    p = sub.add_parser("tag", help="tag named entities in raw sentences or a CoNLL file",
+                       description="Tag sentences with a tagging model: one record per input sentence, in input order; "
+                       "an empty input line gives an empty record. Raw text is tokenised by one rule that keeps "
+                       "character offsets: abbreviations (U.S.) and numbers (3,000.5) stay whole, words keep inner "
+                       "hyphens and apostrophes, every other non-space character is a token.")
+    p.add_argument("--model", required=True, metavar="RUN_DIR", help="a run directory made by `s2s train` with task: tagging")
+    p.add_argument("--input", metavar="FILE", help="sentences (default: stdin)")
+    p.add_argument("--output", metavar="FILE", help="tagged records (default: stdout)")
+    p.add_argument("--input-format", default="text", choices=["text", "conll"],
+                   help="text: one raw sentence per line (default); conll: tokens in the first column, blank line between sentences")
+    p.add_argument("--format", default="conll", choices=["conll", "json", "inline"],
+                   help="conll: 'token tag' lines and a blank line per sentence (default); json: one object per sentence "
+                   "with tokens and entities (text, type, token and character offsets, score); inline: [PER Alan Shearer] ...")
+    p.add_argument("--tag-scheme", default="iob2", choices=["iob1", "iob2", "bioes"], help="tags of --format conll (default: iob2)")
+    p.add_argument("--batch-size", type=int, metavar="N", help="sentences per batch (default: decode.batch_size)")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.set_defaults(func=cmd_tag)
+
+    p = sub.add_parser("evaluate", help="score a model: sacreBLEU for translation, entity F1 for tagging (--conll)",
+                       description="Translation: translate --src, score against --ref with detokenized sacreBLEU (BLEU, chrF) "
+                       "and print the scores with their signatures. Hypotheses are kept next to the raw subword output. "
+                       "Tagging: --conll FILE tags the file's tokens and prints entity precision, recall and F1 per type "
+                       "and micro-averaged on exact span and type (conlleval-equivalent).")
     p.add_argument("--model", required=True, metavar="RUN_DIR")
     p.add_argument("--src", metavar="FILE", help="source sentences")
     p.add_argument("--ref", metavar="FILE", help="reference translations, aligned with --src")
     p.add_argument("--split", choices=["dev", "test"], help="instead of --src/--ref: the run config's dev or test split")
     p.add_argument("--beam-size", type=int, metavar="N")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    p.add_argument("--hyp-prefix", metavar="PATH", help="write PATH.hyp and PATH.raw (default: RUN_DIR/eval/<src name>)")
+    p.add_argument("--hyp-prefix", metavar="PATH", help="write PATH.hyp and PATH.raw; tagging: PATH.conll (default: RUN_DIR/eval/<src or conll name>)")
     p.add_argument("--json", action="store_true", help="print the scores as one JSON object")
+    p.add_argument("--conll", metavar="FILE", help="tagging: a gold CoNLL file to tag and score")
+    p.add_argument("--scheme", choices=["iob1", "iob2", "bioes"], help="tagging: tag scheme of --conll (default: the run config's data.scheme)")
+    p.add_argument("--batch-size", type=int, metavar="N", help="tagging: sentences per batch")
     p.set_defaults(func=cmd_evaluate)
     return parser
 

@@ -16,7 +16,7 @@ import yaml
 
 from s2s.errors import S2SError
 
-TASKS = ("translation",)
+TASKS = ("translation", "tagging")
 
 
 @dataclass(frozen=True)
@@ -31,6 +31,8 @@ class DataConfig:
     test: str = "test2016"
     max_train_pairs: int = 0  # keep only the first N training pairs (0 = all); used by smoke runs
     max_len: int = 100  # training pairs longer than this many subword tokens on either side are skipped
+    max_dev: int = 0  # tagging: score only the first N dev sentences during training (0 = all); used by smoke runs
+    scheme: str = "iob1"  # tagging: tag scheme of the CoNLL files (format conll: {dir}/{split}.txt); iob1 | iob2 | bioes
 
 
 @dataclass(frozen=True)
@@ -40,6 +42,8 @@ class VocabConfig:
     tgt_size: int = 8000
     model_type: str = "unigram"  # unigram | bpe
     character_coverage: float = 1.0
+    lowercase: bool = True  # tagging: word vocabulary lowercased with digits mapped to 0 (characters keep the case)
+    min_freq: int = 1  # tagging: words seen fewer times in training map to UNK
 
 
 @dataclass(frozen=True)
@@ -53,6 +57,12 @@ class ModelConfig:
     dec_layers: int = 1
     attn_size: int = 256  # Bahdanau attention's hidden layer
     tie_embeddings: bool = True  # share the target embedding with the output projection
+    char_emb_dim: int = 30  # tagging: character embedding size of the char-CNN
+    char_filters: int = 50  # tagging: char-CNN output features per token (0 = no character features)
+    char_kernel: int = 3  # tagging: char-CNN window
+    case_dim: int = 8  # tagging: word-shape (casing) embedding size (0 = none)
+    crf: bool = True  # tagging: linear-chain CRF on top (False: per-token softmax, still decoded to valid spans)
+    tag_scheme: str = "bioes"  # tagging: scheme the model predicts internally (files are converted on the fly)
 
 
 @dataclass(frozen=True)
@@ -74,6 +84,8 @@ class TrainConfig:
     valid_every: int = 0  # validate every N updates (0 = once per epoch)
     log_every: int = 100  # updates between metrics-log lines
     amp: bool = True  # bf16/fp16 autocast on CUDA (ignored on CPU)
+    unk_replace: float = 0.0  # tagging: chance that a word seen once in training is replaced by UNK (Lample et al. 2016, sec. 4)
+    word_dropout: float = 0.0  # tagging: chance that any training word is replaced by UNK, so the tagger leans on characters too
 
 
 @dataclass(frozen=True)
@@ -99,7 +111,9 @@ class Config:
 
 CHOICES = {
     "task": TASKS,
-    "data.format": ("text", "tsv", "jsonl", "hub"),
+    "data.format": ("text", "tsv", "jsonl", "hub", "conll"),
+    "data.scheme": ("iob1", "iob2", "bioes"),
+    "model.tag_scheme": ("bioes", "iob2"),
     "vocab.model_type": ("unigram", "bpe"),
     "model.cell": ("lstm", "gru", "rnn"),
     "train.device": ("auto", "cpu", "cuda"),

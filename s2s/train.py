@@ -34,6 +34,10 @@ def build_task(config: Config, run_dir: Path, resume: bool):
             from s2s.translation import TranslationTask
 
             return TranslationTask(config, run_dir, resume)
+        case "tagging":
+            from s2s.tagging import TaggingTask
+
+            return TaggingTask(config, run_dir, resume)
     raise S2SError(f"unknown task {config.task!r}")
 
 

@@ -1,0 +1,144 @@
+"""Linear-chain CRF (Lafferty et al. 2001; Lample et al. 2016, sec. 2.2) and constrained Viterbi.
+
+Scores of a tag sequence y for emissions E (B, T, K):
+    s(y) = start[y_1] + sum_t E[t, y_t] + sum_t trans[y_{t-1}, y_t] + end[y_T]
+Transitions the tag scheme forbids (e.g. O -> I-PER in BIOES) get a large negative
+constant on top of the learned score, so they are never decoded and carry ~0 probability.
+Everything is batched: the forward algorithm and Viterbi loop over time only.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from s2s.conll import _split_tag
+
+FORBIDDEN = -1e4  # added to forbidden transitions; finite so that logsumexp never sees all -inf
+
+
+def allowed_transitions(tags: list[str], scheme: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(trans (K, K), start (K,), end (K,)) bool masks of what `scheme` allows between `tags`."""
+    parts = [_split_tag(t) for t in tags]
+    k = len(tags)
+    trans = torch.zeros(k, k, dtype=torch.bool)
+    start = torch.zeros(k, dtype=torch.bool)
+    end = torch.zeros(k, dtype=torch.bool)
+    for j, (p, kind) in enumerate(parts):
+        if scheme == "bioes":
+            start[j] = p in "OBS"
+            end[j] = p in "OES"
+        else:  # iob2; also used for iob1 decoding, which reads I- after O as a start
+            start[j] = p in "OB" or scheme == "iob1"
+            end[j] = True
+        for i, (q, prev) in enumerate(parts):
+            if scheme == "bioes":
+                ok = (p in "IE" and prev == kind) if q in "BI" else p in "OBS"
+            elif scheme == "iob2":
+                ok = p != "I" or (q in "BI" and prev == kind)
+            else:  # iob1: B- only right after the same type
+                ok = p != "B" or (q in "BI" and prev == kind)
+            trans[i, j] = ok
+    return trans, start, end
+
+
+class CRF(nn.Module):
+    def __init__(self, num_tags: int, allowed: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None):
+        super().__init__()
+        self.trans = nn.Parameter(torch.zeros(num_tags, num_tags))  # trans[i, j]: score of tag i -> tag j
+        self.start = nn.Parameter(torch.zeros(num_tags))
+        self.end = nn.Parameter(torch.zeros(num_tags))
+        if allowed is None:
+            allowed = (torch.ones(num_tags, num_tags, dtype=torch.bool), torch.ones(num_tags, dtype=torch.bool), torch.ones(num_tags, dtype=torch.bool))
+        # Penalties are buffers: saved with the model, never learned.
+        for name, mask in zip(("trans_penalty", "start_penalty", "end_penalty"), allowed):
+            self.register_buffer(name, (~mask).float() * FORBIDDEN)
+
+    def scores(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        return self.trans + self.trans_penalty, self.start + self.start_penalty, self.end + self.end_penalty
+
+    def log_partition(self, emissions: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """log Z per sentence (B,) by the forward algorithm; emissions (B, T, K), mask (B, T) with mask[:, 0] True."""
+        trans, start, end = self.scores()
+        alpha = start + emissions[:, 0]  # (B, K)
+        for t in range(1, emissions.size(1)):
+            # alpha_t[j] = logsumexp_i(alpha_{t-1}[i] + trans[i, j]) + E[t, j]
+            nxt = torch.logsumexp(alpha.unsqueeze(2) + trans, dim=1) + emissions[:, t]  # (B, K)
+            alpha = torch.where(mask[:, t, None], nxt, alpha)  # padding carries alpha through unchanged
+        return torch.logsumexp(alpha + end, dim=1)
+
+    def score(self, emissions: torch.Tensor, tags: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """s(y) per sentence (B,) for gold tags (B, T) (any value on padding)."""
+        trans, start, end = self.scores()
+        tags = tags.masked_fill(~mask, 0)
+        emit = emissions.gather(2, tags.unsqueeze(2)).squeeze(2)  # (B, T)
+        step = trans[tags[:, :-1], tags[:, 1:]]  # (B, T-1)
+        lengths = mask.sum(1)
+        last = tags.gather(1, (lengths - 1).unsqueeze(1)).squeeze(1)  # (B,)
+        return (
+            start[tags[:, 0]]
+            + (emit * mask).sum(1)
+            + (step * mask[:, 1:]).sum(1)
+            + end[last]
+        )
+
+    def nll(self, emissions: torch.Tensor, tags: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Negative log-likelihood per sentence (B,)."""
+        emissions = emissions.float()
+        return self.log_partition(emissions, mask) - self.score(emissions, tags, mask)
+
+    def marginals(self, emissions: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """p(y_t = k | x) (B, T, K) by forward-backward; 0 on padding."""
+        trans, start, end = self.scores()
+        emissions = emissions.float()
+        b, t_len, _ = emissions.shape
+        # Same recursions as log_partition, but each logsumexp over (B, K, K) is done as a
+        # (B, K) @ (K, K) product in exp space, shifted by the row maximum for stability: faster.
+        exp_trans = trans.exp()  # forbidden transitions -> exactly 0
+
+        def lse_matmul(x: torch.Tensor, m: torch.Tensor) -> torch.Tensor:  # log(exp(x) @ m), x (B, K)
+            top = x.max(dim=1, keepdim=True).values
+            return ((x - top).exp() @ m).clamp_min(1e-30).log() + top
+
+        alphas = [start + emissions[:, 0]]
+        for t in range(1, t_len):
+            nxt = lse_matmul(alphas[-1], exp_trans) + emissions[:, t]
+            alphas.append(torch.where(mask[:, t, None], nxt, alphas[-1]))
+        # beta_t[i] = logsumexp_j(trans[i, j] + E[t+1, j] + beta_{t+1}[j]); beta_last = end
+        betas = [end.expand(b, -1)]
+        exp_trans_t = exp_trans.t()
+        for t in range(t_len - 2, -1, -1):
+            nxt = lse_matmul(emissions[:, t + 1] + betas[-1], exp_trans_t)
+            # Past a sentence's end the step is the identity: beta stays `end` until the last real token.
+            betas.append(torch.where(mask[:, t + 1, None], nxt, betas[-1]))
+        betas.reverse()
+        alpha, beta = torch.stack(alphas, 1), torch.stack(betas, 1)  # (B, T, K)
+        log_z = torch.logsumexp(alphas[-1] + end, dim=1)  # (B,)
+        return (alpha + beta - log_z[:, None, None]).exp() * mask.unsqueeze(2)
+
+    def decode(self, emissions: torch.Tensor, mask: torch.Tensor) -> list[list[int]]:
+        return viterbi(emissions, mask, *self.scores())
+
+
+def viterbi(
+    emissions: torch.Tensor, mask: torch.Tensor, trans: torch.Tensor, start: torch.Tensor, end: torch.Tensor
+) -> list[list[int]]:
+    """Best tag sequence per sentence, vectorised over the batch; emissions (B, T, K), mask (B, T)."""
+    emissions = emissions.float()
+    b, t_len, k = emissions.shape
+    score = start + emissions[:, 0]  # (B, K)
+    backpointers = []
+    identity = torch.arange(k, device=emissions.device).expand(b, k)
+    for t in range(1, t_len):
+        best, idx = (score.unsqueeze(2) + trans).max(dim=1)  # (B, K): best previous tag for each tag
+        score = torch.where(mask[:, t, None], best + emissions[:, t], score)
+        # On padding the pointer is the identity, so backtracking passes through unchanged.
+        backpointers.append(torch.where(mask[:, t, None], idx, identity))
+    last = (score + end).argmax(dim=1)  # (B,)
+    path = [last]
+    for bp in reversed(backpointers):
+        last = bp.gather(1, last.unsqueeze(1)).squeeze(1)
+        path.append(last)
+    path.reverse()
+    tags = torch.stack(path, dim=1).tolist()  # (B, T)
+    lengths = mask.sum(1).tolist()
+    return [row[:n] for row, n in zip(tags, lengths)]

@@ -1,0 +1,310 @@
+"""The tagging task: vocabularies and batches for training, the Tagger API, and span F1 evaluation.
+
+Raw text is tokenised by one rule that keeps character offsets (`tokenize`):
+abbreviations like "U.S." stay one token, numbers like "3,000.5" stay one token,
+words keep inner hyphens and apostrophes ("Hewlett-Packard", "O'Neill"), and every
+other non-space character is a token of its own.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import random
+import re
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import NamedTuple
+
+import torch
+
+from s2s import checkpoint
+from s2s.chars import case_id, clip_word
+from s2s.config import Config, DecodeConfig, from_dict
+from s2s.conll import Sentence, Span, convert, read_conll, span_scores, spans, to_tags
+from s2s.device import resolve_device
+from s2s.errors import S2SError
+from s2s.models import SequenceTagger, build_model
+
+log = logging.getLogger(__name__)
+
+PAD, UNK = "<pad>", "<unk>"
+VOCAB_FILE = "tagging_vocab.json"
+TOKEN_RE = re.compile(r"(?:[^\W\d_]\.){2,}|\d+(?:[.,:/]\d+)*|\w+(?:[-'’]\w+)*|\S", re.UNICODE)
+
+
+def tokenize(text: str) -> tuple[list[str], list[tuple[int, int]]]:
+    """Tokens of raw text and their (start, end) character offsets in it."""
+    matches = list(TOKEN_RE.finditer(text))
+    return [m.group() for m in matches], [m.span() for m in matches]
+
+
+def normalize(word: str, lowercase: bool) -> str:
+    return re.sub(r"\d", "0", word.lower()) if lowercase else word
+
+
+@dataclass
+class Vocab:
+    words: list[str]
+    chars: list[str]
+    tags: list[str]  # in the model's internal scheme
+    lowercase: bool = True
+
+    def __post_init__(self):
+        self.word_ids = {w: i for i, w in enumerate(self.words)}
+        self.char_ids = {c: i for i, c in enumerate(self.chars)}
+        self.tag_ids = {t: i for i, t in enumerate(self.tags)}
+        self._features: dict[str, tuple[int, int, list[int]]] = {}  # token -> (word id, case id, char ids)
+
+    def features(self, token: str) -> tuple[int, int, list[int]]:
+        """(word id, case id, char ids) of a token, memoised: batching is on the tagging hot path."""
+        found = self._features.get(token)
+        if found is None:
+            if len(self._features) > 200_000:
+                self._features.clear()
+            found = self._features[token] = (self.encode_words([token])[0], case_id(token), self.encode_chars(token))
+        return found
+
+    @classmethod
+    def build(cls, sentences: list[Sentence], scheme: str, target: str, lowercase: bool, min_freq: int) -> "Vocab":
+        counts = Counter(normalize(w, lowercase) for s in sentences for w in s.tokens)
+        words = [PAD, UNK] + sorted((w for w, n in counts.items() if n >= min_freq), key=lambda w: (-counts[w], w))
+        chars = [PAD, UNK] + sorted({c for s in sentences for w in s.tokens for c in w})
+        types = sorted({kind for s in sentences for _, _, kind in spans(s.tags, scheme)})
+        prefixes = "BIES" if target == "bioes" else "BI"
+        tags = ["O"] + [f"{p}-{k}" for k in types for p in prefixes]  # every tag of every type, seen or not
+        return cls(words, chars, tags, lowercase)
+
+    def save(self, path: Path) -> None:
+        data = {"words": self.words, "chars": self.chars, "tags": self.tags, "lowercase": self.lowercase}
+        path.write_text(json.dumps(data, ensure_ascii=False), encoding="utf-8")
+
+    @classmethod
+    def load(cls, path: Path) -> "Vocab":
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+            return cls(data["words"], data["chars"], data["tags"], data["lowercase"])
+        except FileNotFoundError:
+            raise S2SError(f"{path}: no such file (the run directory lacks its tagging vocabularies)") from None
+        except (ValueError, KeyError, TypeError) as e:
+            raise S2SError(f"{path}: not a tagging vocabulary ({e})") from None
+
+    def encode_words(self, tokens: list[str]) -> list[int]:
+        unk = self.word_ids[UNK]
+        return [self.word_ids.get(normalize(w, self.lowercase), unk) for w in tokens]
+
+    def encode_chars(self, token: str) -> list[int]:
+        unk = self.char_ids[UNK]
+        return [self.char_ids.get(c, unk) for c in clip_word(token)]
+
+
+class TagBatch(NamedTuple):
+    words: torch.Tensor  # (B, T) word ids, 0-padded
+    chars: torch.Tensor  # (B, T, C) character ids, 0-padded
+    cases: torch.Tensor  # (B, T) word-shape ids (chars.CASES), 0 on padding
+    lengths: torch.Tensor  # (B,)
+    tags: torch.Tensor  # (B, T) tag ids, 0 on padding (masked out)
+    num_tokens: int
+
+    def to(self, device: torch.device) -> "TagBatch":
+        return TagBatch(*(x.to(device, non_blocking=True) for x in self[:5]), self.num_tokens)
+
+
+def make_batch(vocab: Vocab, tokens: list[list[str]], words: list[list[int]] | None = None, tags: list[list[int]] | None = None) -> TagBatch:
+    """A padded batch of non-empty token lists; `words` may pass pre-encoded (e.g. UNK-replaced) word ids."""
+    t = max(len(s) for s in tokens)
+    feats = [[vocab.features(w) for w in s] for s in tokens]
+    c = max(len(f[2]) for fs in feats for f in fs)
+    # Padded nested lists first, then one tensor each: far faster than filling tensors per token.
+    word_rows, case_rows, char_rows, tag_rows = [], [], [], []
+    for i, fs in enumerate(feats):
+        pad = t - len(fs)
+        word_rows.append((words[i] if words is not None else [f[0] for f in fs]) + [0] * pad)
+        case_rows.append([f[1] for f in fs] + [0] * pad)
+        char_rows.append([f[2] + [0] * (c - len(f[2])) for f in fs] + [[0] * c] * pad)
+        tag_rows.append((tags[i] if tags is not None else [0] * len(fs)) + [0] * pad)
+    lengths = torch.tensor([len(s) for s in tokens])
+    return TagBatch(
+        torch.tensor(word_rows), torch.tensor(char_rows), torch.tensor(case_rows), lengths, torch.tensor(tag_rows), int(lengths.sum())
+    )
+
+
+def conll_path(config: Config, split: str) -> Path:
+    return Path(config.data.dir) / f"{split}.txt"
+
+
+class TaggingTask:
+    """Training data, model and dev scoring for `s2s train` with task: tagging."""
+
+    metric = "f1"
+
+    def __init__(self, config: Config, run_dir: Path, resume: bool = False):
+        data, m = config.data, config.model
+        if data.format != "conll":
+            raise S2SError(f"task tagging reads CoNLL files: set data.format: conll (got {data.format!r})")
+        train = read_conll(conll_path(config, data.train), data.scheme)
+        if data.max_train_pairs:
+            train = train[: data.max_train_pairs]
+        too_long = sum(len(s.tokens) > data.max_len for s in train)
+        if too_long:
+            log.warning("%s: skipped %d sentences longer than data.max_len=%d tokens", conll_path(config, data.train), too_long, data.max_len)
+            train = [s for s in train if len(s.tokens) <= data.max_len]
+        if not train:
+            raise S2SError(f"{conll_path(config, data.train)}: no training sentences")
+        self.dev = read_conll(conll_path(config, data.dev), data.scheme)
+        if data.max_dev:
+            self.dev = self.dev[: data.max_dev]
+        self.scheme, self.decode = data.scheme, config.decode
+
+        vocab_path = run_dir / VOCAB_FILE
+        if resume:
+            self.vocab = Vocab.load(vocab_path)
+        else:
+            self.vocab = Vocab.build(train, data.scheme, m.tag_scheme, config.vocab.lowercase, config.vocab.min_freq)
+            self.vocab.save(vocab_path)
+        v = self.vocab
+        log.info("%s: %d sentences; %d words, %d characters, %d tags", conll_path(config, data.train), len(train), len(v.words), len(v.chars), len(v.tags))
+
+        self.tokens = [s.tokens for s in train]
+        self.words = [v.encode_words(s.tokens) for s in train]
+        self.tags = [[v.tag_ids[t] for t in convert(s.tags, data.scheme, m.tag_scheme)] for s in train]
+        counts = Counter(w for ids in self.words for w in ids)
+        self.singletons = {w for w, n in counts.items() if n == 1}
+        self.unk_replace = config.train.unk_replace
+        self.word_dropout = config.train.word_dropout
+        self.lengths = [len(s) for s in self.tokens]
+        self.model = build_model(config, len(v.words), len(v.tags), len(v.chars), v.tags)
+
+    def batch(self, indices: list[int]) -> TagBatch:
+        unk = self.vocab.word_ids[UNK]
+        words = [self.words[i] for i in indices]
+        if self.unk_replace:
+            # Words seen once stand in for unseen ones, so the UNK embedding gets trained.
+            words = [[unk if w in self.singletons and random.random() < self.unk_replace else w for w in s] for s in words]
+        if self.word_dropout:
+            words = [[unk if random.random() < self.word_dropout else w for w in s] for s in words]
+        return make_batch(self.vocab, [self.tokens[i] for i in indices], words, [self.tags[i] for i in indices])
+
+    def validate(self, model: SequenceTagger, device: torch.device) -> dict:
+        tagger = Tagger(model, self.vocab, self.decode, device)
+        scores, _ = tagger.evaluate(self.dev, self.scheme)
+        return {"f1": scores["micro"]["f1"], "precision": scores["micro"]["precision"], "recall": scores["micro"]["recall"]}
+
+
+@dataclass
+class Entity:
+    text: str
+    type: str
+    start: int  # token offsets, end exclusive
+    end: int
+    char_start: int  # character offsets into the sentence text, end exclusive
+    char_end: int
+    score: float  # mean probability of the entity's tags (CRF: marginals)
+
+
+@dataclass
+class Tagged:
+    """One tagged sentence (an empty input line gives an empty one)."""
+
+    text: str
+    tokens: list[str] = field(default_factory=list)
+    offsets: list[tuple[int, int]] = field(default_factory=list)
+    entities: list[Entity] = field(default_factory=list)
+
+    def tags(self, scheme: str = "iob2") -> list[str]:
+        return to_tags([(e.start, e.end, e.type) for e in self.entities], len(self.tokens), scheme)
+
+    def to_json(self) -> str:
+        return json.dumps({"text": self.text, "tokens": self.tokens, "entities": [asdict(e) for e in self.entities]}, ensure_ascii=False)
+
+    def to_inline(self) -> str:
+        """`[PER Alan Shearer] was named ...`: the text with each entity bracketed with its type."""
+        out, pos = [], 0
+        for e in self.entities:
+            out += [self.text[pos : e.char_start], f"[{e.type} {self.text[e.char_start : e.char_end]}]"]
+            pos = e.char_end
+        return "".join(out + [self.text[pos:]])
+
+    def to_conll(self, scheme: str = "iob2") -> list[str]:
+        """Token and tag columns, then a blank line (only the blank line for an empty sentence)."""
+        return [f"{t} {g}" for t, g in zip(self.tokens, self.tags(scheme))] + [""]
+
+
+class Tagger:
+    """Tag named entities with a trained model: `Tagger.load(run_dir).tag(["Alan Shearer was named ..."])`."""
+
+    def __init__(self, model: SequenceTagger, vocab: Vocab, decode: DecodeConfig, device: torch.device, file_scheme: str = "iob1"):
+        self.model, self.vocab, self.decode, self.device = model, vocab, decode, device
+        self.file_scheme = file_scheme  # tag scheme of the CoNLL files the model was trained on
+        self.scheme = "bioes" if any(t.startswith(("E-", "S-")) for t in vocab.tags) else "iob2"
+
+    @classmethod
+    def load(cls, run_dir: str | Path, device: str = "auto") -> "Tagger":
+        run_dir = Path(run_dir)
+        path = checkpoint.find(run_dir)
+        payload = checkpoint.load(path)
+        config = from_dict(payload["config"], where=str(path))
+        if config.task != "tagging":
+            raise S2SError(f"{run_dir}: this model was trained for {config.task}, not tagging")
+        vocab = Vocab.load(run_dir / VOCAB_FILE)
+        model = build_model(config, len(vocab.words), len(vocab.tags), len(vocab.chars), vocab.tags)
+        try:
+            model.load_state_dict(payload["model"])
+        except RuntimeError as e:
+            raise S2SError(f"{path}: weights do not fit the model in its config ({str(e).splitlines()[0]})") from None
+        target = resolve_device(device)
+        return cls(model.to(target).eval(), vocab, config.decode, target, config.data.scheme)
+
+    def tag_tokens(self, sentences: list[list[str]], batch_size: int | None = None, with_scores: bool = True) -> list[list[tuple[Span, float]]]:
+        """Entity spans with scores per tokenised sentence, in input order; [] for an empty one."""
+        batch_size = batch_size or self.decode.batch_size
+        out: list[list[tuple[Span, float]]] = [[] for _ in sentences]
+        todo = sorted((i for i, s in enumerate(sentences) if s), key=lambda i: len(sentences[i]))
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            for start in range(0, len(todo), batch_size):
+                rows = todo[start : start + batch_size]
+                b = make_batch(self.vocab, [sentences[i] for i in rows]).to(self.device)
+                paths, probs = self.model.decode(b.words, b.chars, b.cases, b.lengths, with_scores)
+                for i, path, p in zip(rows, paths, probs):
+                    found = spans([self.vocab.tags[k] for k in path], self.scheme)
+                    out[i] = [(s, sum(p[s[0] : s[1]]) / (s[1] - s[0])) for s in found]
+        finally:
+            self.model.train(was_training)
+        return out
+
+    def tag(self, texts: list[str], batch_size: int | None = None) -> list[Tagged]:
+        """Tag raw sentences (tokenised by `tokenize`), one record per sentence, in input order."""
+        tokenized = [tokenize(t) for t in texts]
+        return self._records(texts, tokenized, batch_size)
+
+    def tag_conll(self, sentences: list[Sentence], batch_size: int | None = None) -> list[Tagged]:
+        """Tag pre-tokenised sentences; a record's text is its tokens joined by single spaces."""
+        tokenized = []
+        for s in sentences:
+            offsets, pos = [], 0
+            for w in s.tokens:
+                offsets.append((pos, pos + len(w)))
+                pos += len(w) + 1
+            tokenized.append((s.tokens, offsets))
+        return self._records([" ".join(s.tokens) for s in sentences], tokenized, batch_size)
+
+    def _records(self, texts, tokenized, batch_size) -> list[Tagged]:
+        found = self.tag_tokens([toks for toks, _ in tokenized], batch_size)
+        records = []
+        for text, (tokens, offsets), ents in zip(texts, tokenized, found):
+            entities = [
+                Entity(text[offsets[s][0] : offsets[e - 1][1]], kind, s, e, offsets[s][0], offsets[e - 1][1], round(score, 4))
+                for (s, e, kind), score in ents
+            ]
+            records.append(Tagged(text, tokens, offsets, entities))
+        return records
+
+    def evaluate(self, gold: list[Sentence], scheme: str, batch_size: int | None = None) -> tuple[dict, list[list[Span]]]:
+        """Entity P/R/F1 (exact span and type) of the predictions on gold sentences, and the predicted spans."""
+        found = self.tag_tokens([s.tokens for s in gold], batch_size, with_scores=False)
+        pred = [[span for span, _ in f] for f in found]
+        scores = span_scores([spans(s.tags, scheme) for s in gold], pred)
+        scores["sentences"], scores["tokens"] = len(gold), sum(len(s.tokens) for s in gold)
+        return scores, pred

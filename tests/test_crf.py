@@ -1,0 +1,96 @@
+"""The CRF against brute-force enumeration; padding invariance; forbidden transitions."""
+from __future__ import annotations
+
+import itertools
+
+import torch
+
+from s2s.conll import check_tags
+from s2s.crf import CRF, allowed_transitions
+
+TAGS = ["O", "B-PER", "I-PER", "E-PER", "S-PER", "B-LOC", "I-LOC", "E-LOC", "S-LOC"]
+
+
+def _random_crf(k: int, allowed=None, seed: int = 0) -> CRF:
+    torch.manual_seed(seed)
+    crf = CRF(k, allowed)
+    with torch.no_grad():
+        for p in crf.parameters():
+            p.normal_()
+    return crf
+
+
+def _brute_force(crf: CRF, emissions: torch.Tensor) -> tuple[torch.Tensor, list[int], torch.Tensor]:
+    """log Z, best path and marginals (T, K) of one sentence, emissions (T, K), by enumeration."""
+    trans, start, end = crf.scores()
+    t_len, k = emissions.shape
+    paths = list(itertools.product(range(k), repeat=t_len))
+    scores = torch.stack([
+        start[p[0]] + end[p[-1]] + sum(emissions[i, p[i]] for i in range(t_len)) + sum(trans[p[i - 1], p[i]] for i in range(1, t_len))
+        for p in paths
+    ])
+    probs = (scores - scores.logsumexp(0)).exp()
+    marginals = torch.zeros(t_len, k)
+    for p, prob in zip(paths, probs):
+        marginals[torch.arange(t_len), torch.tensor(p)] += prob
+    return scores.logsumexp(0), list(paths[int(scores.argmax())]), marginals
+
+
+def test_forward_viterbi_and_marginals_equal_brute_force():
+    k, t_len = 3, 4
+    crf = _random_crf(k)
+    emissions = torch.randn(2, t_len, k)
+    mask = torch.ones(2, t_len, dtype=torch.bool)
+    log_z = crf.log_partition(emissions, mask)
+    paths = crf.decode(emissions, mask)
+    marginals = crf.marginals(emissions, mask)
+    for b in range(2):
+        ref_z, ref_path, ref_marg = _brute_force(crf, emissions[b])
+        assert torch.allclose(log_z[b], ref_z, atol=1e-5)
+        assert paths[b] == ref_path
+        assert torch.allclose(marginals[b], ref_marg, atol=1e-5)
+    # The gold-path score is consistent with log Z: NLL of every path >= 0 and their probabilities sum to 1.
+    all_paths = torch.tensor(list(itertools.product(range(k), repeat=t_len)))
+    e = emissions[0].expand(len(all_paths), -1, -1)
+    nll = crf.nll(e, all_paths, torch.ones_like(all_paths, dtype=torch.bool))
+    assert (nll >= -1e-5).all() and torch.allclose((-nll).exp().sum(), torch.tensor(1.0), atol=1e-4)
+
+
+def test_padding_changes_nothing():
+    crf = _random_crf(len(TAGS), allowed_transitions(TAGS, "bioes"), seed=1)
+    lengths = [5, 2, 1, 4]
+    emissions = torch.randn(len(lengths), 5, len(TAGS))
+    mask = torch.arange(5)[None, :] < torch.tensor(lengths)[:, None]
+    tags = torch.randint(len(TAGS), (len(lengths), 5))
+    padded_junk = emissions.masked_fill(~mask.unsqueeze(2), 123.0)  # padding values must not leak in
+    batch = (crf.log_partition(padded_junk, mask), crf.score(padded_junk, tags, mask), crf.decode(padded_junk, mask), crf.marginals(padded_junk, mask))
+    for b, n in enumerate(lengths):
+        e, m, t = emissions[b : b + 1, :n], mask[b : b + 1, :n], tags[b : b + 1, :n]
+        assert torch.allclose(batch[0][b], crf.log_partition(e, m)[0], atol=1e-4)
+        assert torch.allclose(batch[1][b], crf.score(e, t, m)[0], atol=1e-4)
+        assert batch[2][b] == crf.decode(e, m)[0]
+        assert torch.allclose(batch[3][b, :n], crf.marginals(e, m)[0], atol=1e-5)
+        assert (batch[3][b, n:] == 0).all()
+
+
+def test_forbidden_transitions_are_never_decoded():
+    allowed = allowed_transitions(TAGS, "bioes")
+    assert not allowed[0][TAGS.index("O"), TAGS.index("I-PER")]
+    assert not allowed[0][TAGS.index("B-PER"), TAGS.index("E-LOC")]
+    assert allowed[0][TAGS.index("B-PER"), TAGS.index("E-PER")]
+    assert not allowed[1][TAGS.index("E-LOC")] and not allowed[2][TAGS.index("B-LOC")]
+    crf = _random_crf(len(TAGS), allowed, seed=2)
+    torch.manual_seed(3)
+    emissions = torch.randn(64, 7, len(TAGS)) * 5
+    emissions[..., [TAGS.index("I-PER"), TAGS.index("E-LOC")]] += 8  # the best tokens alone would be invalid
+    lengths = torch.randint(1, 8, (64,))
+    mask = torch.arange(7)[None, :] < lengths[:, None]
+    for path in crf.decode(emissions, mask):
+        assert check_tags([TAGS[i] for i in path], "bioes") is None
+
+
+def test_iob2_transitions():
+    tags = ["O", "B-PER", "I-PER", "B-LOC", "I-LOC"]
+    trans, start, end = allowed_transitions(tags, "iob2")
+    assert not start[2] and start[1] and end.all()
+    assert not trans[0, 2] and not trans[3, 2] and trans[1, 2] and trans[2, 2] and trans[2, 3]

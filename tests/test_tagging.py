@@ -1,0 +1,307 @@
+"""The tagging head: tokeniser, model, Tagger API, span F1 against seqeval, `s2s tag` / `s2s evaluate --conll`, recipe."""
+from __future__ import annotations
+
+import json
+import random
+import subprocess
+from pathlib import Path
+
+import pytest
+import torch
+
+from s2s import checkpoint, config as config_lib
+from s2s.cli import main
+from s2s.conll import check_tags, read_conll, span_scores, spans, to_tags
+from s2s.config import Config
+from s2s.models import build_model
+from s2s.tagging import Tagger, Vocab, make_batch, tokenize
+
+ROOT = Path(__file__).resolve().parents[1]
+CONLL = ROOT.parent / "shared" / "data" / "conll2003"
+
+PEOPLE = ["Alan Shearer", "Peter", "Ann Lee"]
+PLACES = ["Paris", "New York", "Italy"]
+ORGS = ["EU", "Reuters"]
+
+
+def _sentence(rng: random.Random) -> list[tuple[str, str]]:
+    """One IOB1-tagged sentence from a template."""
+    def entity(name: str, kind: str) -> list[tuple[str, str]]:
+        return [(w, f"I-{kind}") for w in name.split()]
+
+    choice = rng.randrange(3)
+    if choice == 0:
+        return entity(rng.choice(PEOPLE), "PER") + [("visited", "O")] + entity(rng.choice(PLACES), "LOC") + [(".", "O")]
+    if choice == 1:
+        return [("the", "O")] + entity(rng.choice(ORGS), "ORG") + [("said", "O"), ("on", "O"), ("Monday", "O")]
+    return entity(rng.choice(PEOPLE), "PER") + [("left", "O"), (".", "O")]
+
+
+def _write_conll(path: Path, n: int, seed: int) -> None:
+    rng = random.Random(seed)
+    lines = ["-DOCSTART- -X- -X- O", ""]
+    for _ in range(n):
+        lines += [f"{w} NN O {t}" for w, t in _sentence(rng)] + [""]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+def _tiny_config(data_dir: Path, **train) -> Config:
+    raw = {
+        "task": "tagging",
+        "data": {"format": "conll", "dir": str(data_dir), "scheme": "iob1", "train": "train", "dev": "valid", "test": "test"},
+        "model": {"emb_dim": 8, "hidden_size": 8, "char_emb_dim": 4, "char_filters": 4, "case_dim": 2, "dropout": 0.0},
+        "train": {"epochs": 60, "max_tokens": 60, "lr": 0.02, "log_every": 1000, "threads": 1, "early_stopping": 0, **train},
+    }
+    return config_lib.from_dict(raw)
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory) -> Path:
+    """A tiny tagging model trained on template sentences (a few seconds)."""
+    from s2s.train import train
+
+    root = tmp_path_factory.mktemp("ner")
+    for split, n, seed in (("train", 40, 0), ("valid", 10, 1), ("test", 12, 2)):
+        _write_conll(root / f"{split}.txt", n, seed)
+    out = root / "run"
+    progress = train(_tiny_config(root), out)
+    assert progress["best"] == 100, progress
+    return out
+
+
+def test_tokenize_keeps_offsets():
+    text = "Mr. Smith of the U.S. paid $3,000.50 to Hewlett-Packard's O'Neill (Paris)."
+    tokens, offsets = tokenize(text)
+    assert [text[s:e] for s, e in offsets] == tokens
+    assert {"U.S.", "3,000.50", "Hewlett-Packard's", "O'Neill", "("} <= set(tokens)
+    assert tokenize("") == ([], []) and tokenize("   ") == ([], [])
+
+
+def _tiny_tagger(crf: bool) -> tuple[torch.nn.Module, Vocab]:
+    tags = ["O", "B-PER", "I-PER", "E-PER", "S-PER", "B-LOC", "I-LOC", "E-LOC", "S-LOC"]
+    vocab = Vocab(["<pad>", "<unk>", "alan", "shearer", "visited", "paris", "."], ["<pad>", "<unk>", *"AlanShrvitdP."], tags)
+    config = config_lib.from_dict({"task": "tagging", "model": {"emb_dim": 8, "hidden_size": 8, "char_emb_dim": 4, "char_filters": 4, "case_dim": 2, "dropout": 0.0, "crf": crf}})
+    torch.manual_seed(0)
+    return build_model(config, len(vocab.words), len(tags), len(vocab.chars), tags), vocab
+
+
+@pytest.mark.parametrize("crf", [True, False])
+def test_decoding_yields_valid_spans(crf):
+    model, vocab = _tiny_tagger(crf)
+    with torch.no_grad():
+        model.proj.bias.normal_(0, 5)  # make invalid per-token choices likely
+    sentences = [["Alan", "Shearer", "visited", "Paris", "."], ["Paris"], ["unseen", "Ω", "words", "here"]]
+    b = make_batch(vocab, sentences)
+    paths, probs = model.decode(b.words, b.chars, b.cases, b.lengths)
+    for path, p, sent in zip(paths, probs, sentences):
+        assert len(path) == len(p) == len(sent)
+        assert check_tags([vocab.tags[i] for i in path], "bioes") is None
+        assert all(0.0 <= x <= 1.0 for x in p)
+
+
+@pytest.mark.parametrize("crf", [True, False])
+def test_tagger_overfits_one_batch(crf):
+    model, vocab = _tiny_tagger(crf)
+    sentences = [["Alan", "Shearer", "visited", "Paris", "."], ["Paris", "visited", "Alan"]]
+    gold = [["B-PER", "E-PER", "O", "S-LOC", "O"], ["S-LOC", "O", "S-PER"]]
+    b = make_batch(vocab, sentences, tags=[[vocab.tag_ids[t] for t in g] for g in gold])
+    optimizer = torch.optim.Adam(model.parameters(), lr=0.05)
+    first = None
+    for _ in range(80):
+        loss = model(b).loss
+        first = first if first is not None else loss.item()
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    assert loss.item() < first / 20
+    model.eval()
+    paths, _ = model.decode(b.words, b.chars, b.cases, b.lengths)
+    assert [[vocab.tags[i] for i in p] for p in paths] == gold
+
+
+def _seqeval(gold: list[list[str]], pred: list[list[str]]) -> dict:
+    from seqeval.metrics import classification_report
+    from seqeval.scheme import IOB2
+
+    return classification_report(gold, pred, mode="strict", scheme=IOB2, output_dict=True, zero_division=0)
+
+
+def _check_against_seqeval(gold_tags: list[list[str]], pred_tags: list[list[str]], ours: dict) -> None:
+    ref = _seqeval(gold_tags, pred_tags)
+    assert ours["micro"]["f1"] == pytest.approx(100 * ref["micro avg"]["f1-score"], abs=1e-6)
+    assert ours["micro"]["precision"] == pytest.approx(100 * ref["micro avg"]["precision"], abs=1e-6)
+    assert ours["micro"]["recall"] == pytest.approx(100 * ref["micro avg"]["recall"], abs=1e-6)
+    for kind, v in ours["types"].items():
+        if v["gold"]:
+            assert v["f1"] == pytest.approx(100 * ref[kind]["f1-score"], abs=1e-6)
+
+
+def test_span_f1_equals_seqeval_on_random_tags():
+    rng = random.Random(0)
+    kinds = ["PER", "LOC", "ORG"]
+
+    def random_spans(n: int) -> list:
+        out, i = [], 0
+        while i < n:
+            if rng.random() < 0.4:
+                end = min(n, i + rng.randint(1, 3))
+                out.append((i, end, rng.choice(kinds)))
+                i = end
+            else:
+                i += 1
+        return out
+
+    gold, pred = [], []
+    for _ in range(200):
+        n = rng.randint(1, 9)
+        g = random_spans(n)
+        p = [s for s in g if rng.random() < 0.7] + [s for s in random_spans(n) if rng.random() < 0.3]
+        p = sorted({s[0]: s for s in sorted(p)}.values())
+        p = [s for j, s in enumerate(p) if j == 0 or s[0] >= p[j - 1][1]]  # no overlaps
+        gold.append((g, n))
+        pred.append(p)
+    ours = span_scores([g for g, _ in gold], pred)
+    _check_against_seqeval([to_tags(g, n, "iob2") for g, n in gold], [to_tags(p, n, "iob2") for p, (_, n) in zip(pred, gold)], ours)
+
+
+def test_tagger_api_and_hard_inputs(run_dir):
+    tagger = Tagger.load(run_dir)
+    records = tagger.tag(["Alan Shearer visited Paris .", "", "   ", "Zygmunt visited Ωmega-城市 ."])
+    assert [len(r.tokens) for r in records] == [5, 0, 0, 4]
+    assert [(e.text, e.type, e.start, e.end, e.char_start, e.char_end) for e in records[0].entities] == [
+        ("Alan Shearer", "PER", 0, 2, 0, 12), ("Paris", "LOC", 3, 4, 21, 26)]
+    assert all(0 < e.score <= 1 for e in records[0].entities)
+    long = tagger.tag([" ".join(["Peter left ."] * 700)])[0]  # 2,100 tokens
+    assert len(long.tokens) == 2100 and len(long.entities) == 700
+    assert tagger.tag([]) == []
+
+
+def _run(capsys, *argv) -> tuple[int, str, str]:
+    code = main(["-q", *map(str, argv)])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.mark.parametrize("fmt", ["conll", "json", "inline"])
+def test_tag_cli_keeps_order_and_empty_lines(run_dir, tmp_path, capsys, fmt):
+    lines = ["Peter left .", "", "the EU said on Monday", "Ann Lee visited New York ."]
+    src = tmp_path / "in.txt"
+    src.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    code, out, err = _run(capsys, "tag", "--model", run_dir, "--input", src, "--format", fmt)
+    assert code == 0, err
+    if fmt == "conll":
+        blocks, block = [], []
+        for line in out.splitlines():
+            if line:
+                block.append(line.split())
+            else:
+                blocks.append(block)
+                block = []
+        assert len(blocks) == len(lines) and blocks[1] == []
+        assert [[t for t, _ in b] for b in blocks] == [tokenize(x)[0] for x in lines]
+        assert [t for _, t in blocks[3]] == ["B-PER", "I-PER", "O", "B-LOC", "I-LOC", "O"]
+    elif fmt == "json":
+        objs = [json.loads(x) for x in out.splitlines()]
+        assert [o["text"] for o in objs] == lines and objs[1] == {"text": "", "tokens": [], "entities": []}
+        assert [(e["text"], e["type"]) for e in objs[2]["entities"]] == [("EU", "ORG")]
+        e = objs[3]["entities"][1]
+        assert lines[3][e["char_start"] : e["char_end"]] == "New York" and (e["start"], e["end"]) == (3, 5)
+    else:
+        assert out.splitlines() == ["[PER Peter] left .", "", "the [ORG EU] said on Monday", "[PER Ann Lee] visited [LOC New York] ."]
+    # An empty file gives empty output.
+    (tmp_path / "empty.txt").write_text("", encoding="utf-8")
+    code, out, err = _run(capsys, "tag", "--model", run_dir, "--input", tmp_path / "empty.txt", "--format", fmt)
+    assert code == 0 and out == ""
+
+
+def test_tag_cli_reads_conll_input(run_dir, tmp_path, capsys):
+    src = tmp_path / "in.conll"
+    src.write_text("-DOCSTART-\n\nAnn\nLee\nleft\n\n\nParis\n", encoding="utf-8")
+    code, out, err = _run(capsys, "tag", "--model", run_dir, "--input", src, "--input-format", "conll", "--format", "json", "--batch-size", "1")
+    assert code == 0, err
+    assert [json.loads(x)["text"] for x in out.splitlines()] == ["Ann Lee left", "Paris"]
+
+
+def test_evaluate_conll_matches_seqeval(run_dir, capsys):
+    test = run_dir.parent / "test.txt"
+    code, out, err = _run(capsys, "evaluate", "--model", run_dir, "--conll", test, "--json")
+    assert code == 0, err
+    scores = json.loads(out)
+    gold, pred = [], []
+    for block in Path(scores["predictions"]).read_text(encoding="utf-8").strip().split("\n\n"):
+        cols = [line.split() for line in block.splitlines()]
+        gold.append([c[1] for c in cols])
+        pred.append([c[2] for c in cols])
+    assert gold == [to_tags(spans(s.tags, "iob1"), len(s.tokens), "iob2") for s in read_conll(test, "iob1")]
+    _check_against_seqeval(gold, pred, scores)
+    assert scores["micro"]["gold"] == sum(len(spans(g, "iob2")) for g in gold)
+    code, out, err = _run(capsys, "evaluate", "--model", run_dir, "--conll", test)
+    assert code == 0 and out.splitlines()[-1].startswith("F1 ") and "PER" in out
+
+
+def test_task_mismatch_errors(run_dir, tmp_path, capsys):
+    fake = tmp_path / "translation-run"
+    fake.mkdir()
+    checkpoint.save({"config": config_lib.to_dict(Config()), "model": {}, "task": "translation"}, fake / checkpoint.BEST)
+    (tmp_path / "in.txt").write_text("Peter left .\n", encoding="utf-8")
+    for argv, message in [
+        (["tag", "--model", fake, "--input", tmp_path / "in.txt"], "trained for translation, not tagging"),
+        (["evaluate", "--model", fake, "--conll", run_dir.parent / "test.txt"], "trained for translation, not tagging"),
+        (["translate", "--model", run_dir, "--input", tmp_path / "in.txt"], "trained for tagging, not translation"),
+        (["evaluate", "--model", run_dir, "--src", tmp_path / "in.txt", "--ref", tmp_path / "in.txt"], "trained for tagging, not translation"),
+        (["tag", "--model", tmp_path / "nowhere"], "no such run directory"),
+    ]:
+        code, out, err = _run(capsys, *argv)
+        assert code == 2 and out == ""
+        assert err.count("\n") == 1 and err.startswith("error: ") and message in err and "Traceback" not in err
+
+
+def test_resume_reloads_the_vocabulary(run_dir, tmp_path):
+    from s2s.train import train
+
+    config = _tiny_config(run_dir.parent, epochs=2)
+    out = tmp_path / "run"
+    train(config, out)
+    saved = (out / "tagging_vocab.json").read_text()
+    config = _tiny_config(run_dir.parent, epochs=3)
+    progress = train(config, out, resume=True)
+    assert progress["epoch"] == 3 and (out / "tagging_vocab.json").read_text() == saved
+
+
+@pytest.mark.skipif(not (CONLL / "train.txt").is_file(), reason=f"CoNLL-2003 not found at {CONLL} (the shared data folder)")
+def test_ner_smoke_recipe_end_to_end(tmp_path):
+    out = tmp_path / "run"
+    result = subprocess.run(
+        ["bash", str(ROOT / "recipes" / "ner.sh"), "--smoke", "--data", str(CONLL), "--out", str(out)],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    last = result.stdout.strip().splitlines()[-1]
+    assert last.startswith("F1 ") and "micro" in last
+    assert float(last.split()[1]) > 20
+    for name in ("config.yaml", "best.pt", "last.pt", "tagging_vocab.json", "metrics.jsonl", "test.conll"):
+        assert (out / name).is_file(), name
+    events = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert any("dev_f1" in e for e in events) and any("train_loss" in e for e in events)
+
+
+def test_ner_recipe_rejects_unknown_option():
+    result = subprocess.run(["bash", str(ROOT / "recipes" / "ner.sh"), "--nope"], capture_output=True, text=True)
+    assert result.returncode == 2 and "unknown option '--nope'" in result.stderr
+
+
+def test_training_batches_replace_words_by_unk(run_dir, tmp_path):
+    from s2s.tagging import TaggingTask
+
+    unk = 1
+    task = TaggingTask(_tiny_config(run_dir.parent, unk_replace=1.0), tmp_path, resume=False)
+    assert (tmp_path / "tagging_vocab.json").is_file()
+    rows = list(range(len(task.tokens)))
+    words = task.batch(rows).words
+    for i in rows:
+        n = len(task.words[i])
+        expected = [unk if w in task.singletons else w for w in task.words[i]]
+        assert words[i, :n].tolist() == expected
+    task = TaggingTask(_tiny_config(run_dir.parent, word_dropout=1.0), tmp_path, resume=True)
+    b = task.batch(rows)
+    assert (b.words[b.words != 0] == unk).all() and b.chars.any()
