@@ -1,0 +1,274 @@
+"""The `s2s` command: user errors print one `error: ...` line and exit 2; translate keeps one output
+line per input line; the Translator API behind it decodes independently of batching."""
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+
+import pytest
+import torch
+
+from s2s import checkpoint
+from s2s.cli import main
+from s2s.translation import Translator
+
+
+def _one_line_error(capsys, *needles: str) -> str:
+    out, err = capsys.readouterr()
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1, err
+    assert lines[0].startswith("error: "), err
+    assert "Traceback" not in err
+    for needle in needles:
+        assert needle in lines[0], (needle, lines[0])
+    return lines[0]
+
+
+# --- errors -----------------------------------------------------------------------------------
+
+
+def test_missing_config_file(tmp_path, capsys):
+    assert main(["-q", "train", str(tmp_path / "nope.yaml"), "--out", str(tmp_path / "run")]) == 2
+    _one_line_error(capsys, "nope.yaml")
+    assert not (tmp_path / "run").exists()
+
+
+def test_unknown_config_key(tmp_path, capsys):
+    path = tmp_path / "bad.yaml"
+    path.write_text("model:\n  hiden_size: 8\n", encoding="utf-8")
+    assert main(["-q", "train", str(path), "--out", str(tmp_path / "run")]) == 2
+    _one_line_error(capsys, str(path), "model.hiden_size", "did you mean 'model.hidden_size'")
+
+
+def test_unknown_set_key(tmp_path, capsys, corpus_dir, tiny_config):
+    from s2s import config as config_lib
+
+    path = tmp_path / "tiny.yaml"
+    config_lib.save(tiny_config(corpus_dir), path)
+    assert main(["-q", "train", str(path), "--set", "train.lrr=0.1", "--out", str(tmp_path / "run")]) == 2
+    _one_line_error(capsys, "train.lrr", "did you mean 'train.lr'")
+
+
+def test_invalid_yaml_names_file_and_line(tmp_path, capsys):
+    path = tmp_path / "bad.yaml"
+    path.write_text("model:\n  cell: lstm\n emb_dim: 8\n", encoding="utf-8")
+    assert main(["-q", "train", str(path)]) == 2
+    _one_line_error(capsys, f"{path}:3")
+
+
+def test_translate_from_a_run_directory_without_checkpoint(tmp_path, capsys):
+    (tmp_path / "in.txt").write_text("der hund\n", encoding="utf-8")
+    assert main(["-q", "translate", "--model", str(tmp_path), "--input", str(tmp_path / "in.txt")]) == 2
+    _one_line_error(capsys, str(tmp_path), "no checkpoint")
+
+
+def test_translate_from_a_missing_run_directory(tmp_path, capsys):
+    assert main(["-q", "translate", "--model", str(tmp_path / "nope")]) == 2
+    _one_line_error(capsys, "no such run directory")
+
+
+def test_translate_with_a_corrupt_checkpoint(tmp_path, capsys, trained_run):
+    run = tmp_path / "run"
+    shutil.copytree(trained_run, run)
+    data = (run / checkpoint.BEST).read_bytes()
+    (run / checkpoint.BEST).write_bytes(data[: len(data) // 2])
+    (tmp_path / "in.txt").write_text("der hund\n", encoding="utf-8")
+    assert main(["-q", "translate", "--model", str(run), "--input", str(tmp_path / "in.txt")]) == 2
+    _one_line_error(capsys, str(run / checkpoint.BEST), "corrupt")
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="s2s/checkpoint.py load() lets KeyError/IndexError from torch's weights_only unpickler escape "
+    "(see test_checkpoint.py); main() only catches S2SError, so the user gets a traceback, not exit 2",
+)
+def test_translate_with_a_damaged_pickle_in_the_checkpoint(tmp_path, capsys, trained_run, damage_pickle):
+    run = tmp_path / "run"
+    shutil.copytree(trained_run, run)
+    path = run / checkpoint.BEST
+    damage_pickle(path, b"\x80\x02h\x09.")  # BINGET of a memo entry that was never stored
+    assert main(["-q", "translate", "--model", str(run)]) == 2
+    _one_line_error(capsys, str(path), "corrupt")
+
+
+def test_evaluate_with_misaligned_src_and_ref(tmp_path, capsys, trained_run):
+    src, ref = tmp_path / "test.de", tmp_path / "test.en"
+    src.write_text("der hund\ndie katze\n", encoding="utf-8")
+    ref.write_text("the dog\n", encoding="utf-8")
+    argv = ["-q", "evaluate", "--model", str(trained_run), "--src", str(src), "--ref", str(ref),
+            "--hyp-prefix", str(tmp_path / "hyp")]
+    assert main(argv) == 2
+    _one_line_error(capsys, str(src), str(ref), "2 lines", "has 1")
+
+
+@pytest.mark.parametrize("argv", [["--src", "x"], ["--ref", "x"], [], ["--src", "x", "--ref", "y", "--split", "dev"]])
+def test_evaluate_needs_src_and_ref_or_split(tmp_path, capsys, trained_run, argv):
+    assert main(["-q", "evaluate", "--model", str(trained_run), *argv]) == 2
+    _one_line_error(capsys, "--src FILE --ref FILE")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message shown where there is no CUDA GPU")
+def test_device_cuda_without_a_gpu(tmp_path, capsys, trained_run):
+    (tmp_path / "in.txt").write_text("der hund\n", encoding="utf-8")
+    argv = ["-q", "translate", "--model", str(trained_run), "--input", str(tmp_path / "in.txt"), "--device", "cuda"]
+    assert main(argv) == 2
+    _one_line_error(capsys, "cuda", "no CUDA GPU")
+
+
+def test_non_utf8_input_names_file_and_line(tmp_path, capsys, trained_run):
+    path = tmp_path / "in.txt"
+    path.write_bytes(b"der hund\n\xff\xfe\n")
+    assert main(["-q", "translate", "--model", str(trained_run), "--input", str(path)]) == 2
+    _one_line_error(capsys, f"{path}:2", "UTF-8")
+
+
+@pytest.mark.parametrize("flag", ["--beam-size", "--batch-size"])
+def test_beam_and_batch_size_must_be_positive(tmp_path, capsys, trained_run, flag):
+    assert main(["-q", "translate", "--model", str(trained_run), flag, "0"]) == 2
+    _one_line_error(capsys, flag)
+
+
+def test_usage_errors_exit_2_through_argparse(capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["translate"])  # --model is required
+    assert e.value.code == 2
+
+
+# --- happy paths ------------------------------------------------------------------------------
+
+
+def test_train_through_the_cli_makes_a_run_directory(trained_run):
+    for name in ("config.yaml", "best.pt", "last.pt", "spm.src.model", "spm.tgt.model", "metrics.jsonl"):
+        assert (trained_run / name).is_file(), name
+    assert checkpoint.load(trained_run / checkpoint.LAST)["progress"]["step"] == 12
+
+
+@pytest.mark.parametrize("beam_size", ["1", "3"])
+def test_translate_keeps_one_line_per_input_line(tmp_path, capsys, trained_run, beam_size):
+    lines = ["der hund sieht ein haus", "", "die katze mag der hund", "   ", "die frau"]
+    src, out, raw = tmp_path / "in.de", tmp_path / "out.en", tmp_path / "out.raw"
+    src.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    argv = ["-q", "translate", "--model", str(trained_run), "--input", str(src), "--output", str(out),
+            "--raw-output", str(raw), "--beam-size", beam_size, "--batch-size", "2"]
+    assert main(argv) == 0
+    assert capsys.readouterr().err.count("error:") == 0
+    hyps = out.read_text(encoding="utf-8").split("\n")
+    assert hyps[-1] == "" and len(hyps) - 1 == len(lines)  # one line (ended by \n) per input line
+    assert hyps[1] == "" and hyps[3] == ""  # an empty (or blank) line gives an empty line
+    assert any(hyps[i] for i in (0, 2, 4))  # (not vacuous: the tiny model does output something)
+    assert len(raw.read_text(encoding="utf-8").splitlines()) == len(lines)
+
+
+def test_translate_to_stdout(tmp_path, capsys, trained_run):
+    src = tmp_path / "in.de"
+    src.write_text("der hund\n\ndie katze\n", encoding="utf-8")
+    assert main(["-q", "translate", "--model", str(trained_run), "--input", str(src)]) == 0
+    out = capsys.readouterr().out
+    assert out.count("\n") == 3 and out.split("\n")[1] == ""
+
+
+def test_translate_from_stdin(capsys, monkeypatch, trained_run):
+    import io
+    import sys
+
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(b"der hund\n\ndie katze\n"), encoding="utf-8"))
+    assert main(["-q", "translate", "--model", str(trained_run), "--beam-size", "1"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("\n") == 3 and out.split("\n")[1] == ""
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="s2s/data.py read_lines (and cli._read_input for stdin) split with str.splitlines(), so a line "
+    "holding U+2028 (or \\x0c, \\x85, ...) counts as two: translate writes more lines than it was given",
+)
+def test_translate_keeps_line_count_when_a_line_holds_a_unicode_line_separator(tmp_path, trained_run):
+    src, out = tmp_path / "in.de", tmp_path / "out.en"
+    src.write_text("der hund\u2028die katze\nder mann\n", encoding="utf-8")
+    assert main(["-q", "translate", "--model", str(trained_run), "--input", str(src), "--output", str(out)]) == 0
+    assert out.read_text(encoding="utf-8").count("\n") == src.read_text(encoding="utf-8").count("\n")
+
+
+def test_translate_truncates_a_very_long_line_with_a_warning(tmp_path, capsys, caplog, monkeypatch, trained_run):
+    import s2s.translation
+
+    widths = []  # source widths the search is given
+
+    def recording(search):
+        def wrapper(model, src, *args, **kwargs):
+            widths.append(src.size(1))
+            return search(model, src, *args, **kwargs)
+
+        return wrapper
+
+    monkeypatch.setattr(s2s.translation, "beam_search", recording(s2s.translation.beam_search))
+    monkeypatch.setattr(s2s.translation, "greedy_search", recording(s2s.translation.greedy_search))
+    long_line = " ".join(["der hund sieht ein haus"] * 1000)  # 5,000 words
+    assert len(long_line.split()) == 5000
+    src, out = tmp_path / "in.de", tmp_path / "out.en"
+    src.write_text(f"die katze\n{long_line}\nder mann\n", encoding="utf-8")
+    with caplog.at_level(logging.WARNING, logger="s2s"):
+        assert main(["-q", "translate", "--model", str(trained_run), "--input", str(src), "--output", str(out)]) == 0
+    assert len(out.read_text(encoding="utf-8").splitlines()) == 3
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert any("input line 2" in w and "max_src_len" in w for w in warnings), warnings
+    assert not any("input line 1" in w or "input line 3" in w for w in warnings)
+    limit = Translator.load(trained_run, device="cpu").decode.max_src_len
+    assert widths and max(widths) == limit  # the long line reached the search cut to max_src_len tokens
+
+
+def test_evaluate_prints_sacrebleu_signatures_and_writes_hypotheses(tmp_path, capsys, trained_run, corpus_dir):
+    prefix = tmp_path / "eval" / "test"
+    argv = ["-q", "evaluate", "--model", str(trained_run), "--src", str(corpus_dir / "test.de"),
+            "--ref", str(corpus_dir / "test.en"), "--hyp-prefix", str(prefix)]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("BLEU|") and "tok:13a" in out and "chrF2|" in out
+    n = len((corpus_dir / "test.de").read_text(encoding="utf-8").splitlines())
+    assert len((tmp_path / "eval" / "test.hyp").read_text(encoding="utf-8").splitlines()) == n
+    assert len((tmp_path / "eval" / "test.raw").read_text(encoding="utf-8").splitlines()) == n
+    assert main([*argv, "--json"]) == 0
+    scores = json.loads(capsys.readouterr().out)
+    assert 0.0 <= scores["bleu"] <= 100.0 and "bleu_signature" in scores
+
+
+def test_evaluate_split_uses_the_run_config(tmp_path, capsys, trained_run):
+    assert main(["-q", "evaluate", "--model", str(trained_run), "--split", "test", "--json",
+                 "--hyp-prefix", str(tmp_path / "t")]) == 0
+    assert "bleu" in json.loads(capsys.readouterr().out)
+
+
+# --- the Translator API behind `s2s translate` -------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def translator(trained_run):
+    return Translator.load(trained_run, device="cpu")
+
+
+@pytest.mark.parametrize("beam_size", [1, 3])
+def test_translator_output_does_not_depend_on_batching(translator, pairs, beam_size):
+    sentences = [s for s, _ in pairs(9, seed=5)] + [""]
+    full = translator.translate_ids(sentences, beam_size=beam_size, batch_size=64)
+    assert translator.translate_ids(sentences, beam_size=beam_size, batch_size=2) == full
+    assert [translator.translate_ids([s], beam_size=beam_size)[0] for s in sentences] == full
+    assert full[-1] == []
+
+
+def test_translator_respects_the_length_limit(translator, pairs):
+    d = translator.decode
+    for s, _ in pairs(6, seed=6):
+        n = len(translator.sp_src.encode(s))
+        for beam_size in (1, 3):
+            (hyp,) = translator.translate_ids([s], beam_size=beam_size)
+            assert len(hyp) + 1 <= int(n * d.max_len_a) + d.max_len_b
+
+
+def test_translator_leaves_training_mode_as_it_was(translator):
+    translator.model.train()
+    try:
+        translator.translate(["der hund"])
+        assert translator.model.training
+    finally:
+        translator.model.eval()

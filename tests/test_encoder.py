@@ -1,0 +1,153 @@
+"""The shared encoder and Bahdanau attention: shapes, masks, and padding that never changes a result."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from s2s.attention import BahdanauAttention
+from s2s.data import pad
+from s2s.encoder import Encoder
+
+VOCAB, EMB, HIDDEN = 20, 8, 8
+
+CONFIGS = [
+    pytest.param(cell, bidirectional, layers, id=f"{cell}-{'bi' if bidirectional else 'uni'}-{layers}l")
+    for cell in ("lstm", "gru", "rnn")
+    for bidirectional in (True, False)
+    for layers in (1, 2)
+]
+
+
+def _sentences(seed: int = 0, lengths=(5, 1, 7, 3)) -> list[list[int]]:
+    g = torch.Generator().manual_seed(seed)
+    return [torch.randint(1, VOCAB, (n,), generator=g).tolist() for n in lengths]  # ids >= 1: no PAD inside
+
+
+def _encoder(cell: str, bidirectional: bool, layers: int) -> Encoder:
+    torch.manual_seed(0)
+    # dropout > 0 so that eval() is what makes the results deterministic, as in decoding
+    return Encoder(VOCAB, EMB, HIDDEN, layers, cell, dropout=0.2, bidirectional=bidirectional).eval()
+
+
+@pytest.mark.parametrize("cell, bidirectional, layers", CONFIGS)
+def test_output_shapes(cell, bidirectional, layers):
+    encoder = _encoder(cell, bidirectional, layers)
+    tokens, lengths = pad(_sentences())
+    out = encoder(tokens, lengths)
+    directions = 2 if bidirectional else 1
+    B, T = tokens.shape
+    assert encoder.output_size == HIDDEN * directions
+    assert out.states.shape == (B, T, HIDDEN * directions)
+    assert out.mask.shape == (B, T) and out.mask.dtype == torch.bool
+    assert out.final.shape == (B, HIDDEN * directions)
+
+
+@pytest.mark.parametrize("cell, bidirectional, layers", CONFIGS)
+def test_padding_invariance(cell, bidirectional, layers):
+    """A sentence encoded alone gives the same states (on its real positions) and final state
+    as its row in a padded batch."""
+    encoder = _encoder(cell, bidirectional, layers)
+    sentences = _sentences()
+    tokens, lengths = pad(sentences)
+    with torch.no_grad():
+        batch = encoder(tokens, lengths)
+        for i, s in enumerate(sentences):
+            alone = encoder(torch.tensor([s]), torch.tensor([len(s)]))
+            n = len(s)
+            assert torch.allclose(alone.states[0, :n], batch.states[i, :n], atol=1e-5)
+            assert torch.allclose(alone.final[0], batch.final[i], atol=1e-5)
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_padding_token_values_do_not_matter(cell):
+    """Whatever sits in the padded positions, real positions are unchanged and padded states are zero."""
+    encoder = _encoder(cell, True, 2)
+    tokens, lengths = pad(_sentences())
+    noisy = tokens.clone()
+    noisy[tokens == 0] = 5
+    with torch.no_grad():
+        a, b = encoder(tokens, lengths), encoder(noisy, lengths)
+    assert torch.equal(a.mask, b.mask)
+    assert torch.allclose(a.states[a.mask], b.states[a.mask], atol=1e-6)
+    assert torch.allclose(a.final, b.final, atol=1e-6)
+    assert torch.count_nonzero(a.states[~a.mask]) == 0
+    assert torch.count_nonzero(b.states[~b.mask]) == 0
+
+
+def test_mask_is_true_exactly_on_real_tokens():
+    encoder = _encoder("lstm", True, 1)
+    sentences = _sentences(lengths=(3, 7, 1))
+    tokens, lengths = pad(sentences)
+    out = encoder(tokens, lengths)
+    expected = torch.tensor([[j < len(s) for j in range(tokens.size(1))] for s in sentences])
+    assert torch.equal(out.mask, expected)
+    assert torch.equal(out.mask.sum(1), lengths)
+
+
+def test_final_state_joins_last_forward_and_first_backward_state():
+    """final = [forward state at the last real token; backward state at the first token]."""
+    encoder = _encoder("gru", True, 1)
+    tokens, lengths = pad(_sentences())
+    out = encoder(tokens, lengths)
+    for i, n in enumerate(lengths.tolist()):
+        assert torch.allclose(out.final[i, :HIDDEN], out.states[i, n - 1, :HIDDEN], atol=1e-6)
+        assert torch.allclose(out.final[i, HIDDEN:], out.states[i, 0, HIDDEN:], atol=1e-6)
+
+
+def test_feature_dim_joins_extra_features():
+    torch.manual_seed(0)
+    encoder = Encoder(VOCAB, EMB, HIDDEN, feature_dim=3).eval()
+    tokens, lengths = pad(_sentences())
+    features = torch.randn(*tokens.shape, 3)
+    out = encoder(tokens, lengths, features)
+    assert out.states.shape == (tokens.size(0), tokens.size(1), 2 * HIDDEN)
+    assert not torch.allclose(out.states, encoder(tokens, lengths, torch.zeros_like(features)).states)
+
+
+# --- attention ----------------------------------------------------------------------------------
+
+
+def _attention_inputs(seed: int = 0):
+    torch.manual_seed(seed)
+    B, S, K, Q, A = 4, 7, 6, 5, 8
+    attention = BahdanauAttention(K, Q, A)
+    lengths = torch.tensor([7, 1, 4, 2])
+    mask = torch.arange(S)[None, :] < lengths[:, None]
+    keys = torch.randn(B, S, K)
+    query = torch.randn(B, Q)
+    return attention, query, keys, mask
+
+
+def test_attention_weights_sum_to_one_and_are_zero_on_padding():
+    attention, query, keys, mask = _attention_inputs()
+    context, weights = attention(query, attention.project_keys(keys), keys, mask)
+    assert weights.shape == mask.shape and context.shape == (keys.size(0), keys.size(2))
+    assert torch.allclose(weights.sum(-1), torch.ones(keys.size(0)), atol=1e-6)
+    assert torch.all(weights[~mask] == 0.0)  # exactly zero, not merely small
+    assert torch.all(weights[mask] > 0.0)
+    assert torch.allclose(weights[1, 0], torch.tensor(1.0))  # a one-token source gets all the weight
+
+
+def test_attention_ignores_values_and_keys_on_padding():
+    attention, query, keys, mask = _attention_inputs()
+    noisy = keys.clone()
+    noisy[~mask] = 1e3 * torch.randn(int((~mask).sum()), keys.size(2))
+    context, weights = attention(query, attention.project_keys(keys), keys, mask)
+    context2, weights2 = attention(query, attention.project_keys(noisy), noisy, mask)
+    assert torch.allclose(weights, weights2) and torch.allclose(context, context2, atol=1e-6)
+
+
+def test_attention_context_is_the_weighted_sum_of_values():
+    attention, query, keys, mask = _attention_inputs()
+    values = torch.randn(keys.size(0), keys.size(1), 3)
+    context, weights = attention(query, attention.project_keys(keys), values, mask)
+    assert torch.allclose(context, (weights.unsqueeze(-1) * values).sum(1), atol=1e-6)
+
+
+def test_attention_keeps_no_state_between_calls():
+    """Keys are projected by the caller and passed in: the module stores nothing per batch."""
+    attention, query, keys, mask = _attention_inputs()
+    before = dict(attention.__dict__)
+    attention(query, attention.project_keys(keys), keys, mask)
+    assert attention.__dict__.keys() == before.keys()
+    assert not list(attention.buffers())

@@ -1,0 +1,138 @@
+"""Greedy and beam search: beam 1 is greedy, a batch decodes like its sentences alone,
+and every output keeps to its own length limit."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from s2s.data import pad
+from s2s.search import beam_search, greedy_search, length_penalty, max_lengths
+from s2s.tokenizer import BOS, EOS
+
+SEEDS = [0, 1, 2, 3]
+
+
+@pytest.fixture
+def sharp_model(tiny_seq2seq):
+    """A random tiny model with large weights, so that outputs depend on the input and end
+    (with EOS) at different lengths instead of repeating one token to the limit."""
+    def make(seed: int):
+        model = tiny_seq2seq(seed=seed, dropout=0.3)
+        with torch.no_grad():
+            for p in model.parameters():
+                p.normal_(0.0, 0.8)
+        return model.eval()
+
+    return make
+
+
+def _sources(seed: int, lengths=(1, 3, 5, 7, 2, 6, 4, 4)):
+    g = torch.Generator().manual_seed(seed)
+    sentences = [torch.randint(4, 20, (n,), generator=g).tolist() for n in lengths]
+    src, src_lengths = pad(sentences)
+    return sentences, src, src_lengths
+
+
+def _decode(model, src, src_lengths, limits, beam_size):
+    if beam_size == 0:
+        return greedy_search(model, src, src_lengths, limits, BOS, EOS)
+    return beam_search(model, src, src_lengths, limits, BOS, EOS, beam_size)
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_beam_size_1_equals_greedy(sharp_model, seed):
+    model = sharp_model(seed)
+    _, src, src_lengths = _sources(seed)
+    limits = max_lengths(src_lengths, 1.0, 3)
+    greedy = greedy_search(model, src, src_lengths, limits, BOS, EOS)
+    assert beam_search(model, src, src_lengths, limits, BOS, EOS, beam_size=1) == greedy
+    assert beam_search(model, src, src_lengths, limits, BOS, EOS, beam_size=1, alpha=0.0) == greedy
+
+
+@pytest.mark.parametrize("beam_size", [0, 3], ids=["greedy", "beam3"])
+@pytest.mark.parametrize("seed", SEEDS)
+def test_batch_decoding_equals_decoding_alone(sharp_model, seed, beam_size):
+    model = sharp_model(seed)
+    sentences, src, src_lengths = _sources(seed)
+    limits = max_lengths(src_lengths, 1.0, 3)
+    batch = _decode(model, src, src_lengths, limits, beam_size)
+    assert len(batch) == len(sentences)
+    for i, s in enumerate(sentences):
+        alone = _decode(model, torch.tensor([s]), torch.tensor([len(s)]), limits[i : i + 1], beam_size)
+        assert alone == [batch[i]], f"sentence {i}"
+
+
+def test_sharp_models_end_outputs_at_different_lengths(sharp_model):
+    """The fixture is useful only if some outputs end (EOS) before their limit, at several lengths."""
+    ended_early, lengths = 0, set()
+    for seed in SEEDS:
+        _, src, src_lengths = _sources(seed)
+        limits = max_lengths(src_lengths, 1.0, 3)
+        for hyp, limit in zip(greedy_search(sharp_model(seed), src, src_lengths, limits, BOS, EOS), limits.tolist()):
+            ended_early += len(hyp) < limit - 1
+            lengths.add(len(hyp))
+    assert ended_early >= 5 and len(lengths) >= 4
+
+
+@pytest.mark.parametrize("beam_size", [0, 1, 3, 5], ids=["greedy", "beam1", "beam3", "beam5"])
+@pytest.mark.parametrize("seed", SEEDS)
+def test_outputs_respect_their_own_length_limit(sharp_model, seed, beam_size):
+    """Limits count tokens including EOS, so a hypothesis (without EOS) has at most limit - 1 tokens."""
+    model = sharp_model(seed)
+    _, src, src_lengths = _sources(seed)
+    limits = torch.tensor([1, 2, 3, 4, 5, 6, 1, 2])  # per sentence, unrelated to the source lengths
+    hyps = _decode(model, src, src_lengths, limits, beam_size)
+    for hyp, limit in zip(hyps, limits.tolist()):
+        assert len(hyp) <= limit - 1
+        assert EOS not in hyp
+    assert hyps[0] == [] and hyps[6] == []  # limit 1: only EOS fits
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_greedy_stops_at_the_limit_or_where_the_model_says_eos(sharp_model, seed):
+    """Check greedy against a plain step-by-step argmax decode of each sentence."""
+    model = sharp_model(seed)
+    sentences, src, src_lengths = _sources(seed)
+    limits = max_lengths(src_lengths, 1.0, 3)
+    hyps = greedy_search(model, src, src_lengths, limits, BOS, EOS)
+    with torch.no_grad():
+        for s, hyp, limit in zip(sentences, hyps, limits.tolist()):
+            enc = model.encoder(torch.tensor([s]), torch.tensor([len(s)]))
+            keys = model.decoder.attention.project_keys(enc.states)
+            state, prev, out = model.decoder.init_state(enc), torch.tensor([BOS]), []
+            for _ in range(limit - 1):
+                logits, state, _ = model.decoder.step(prev, state, keys, enc)
+                prev = logits.argmax(-1)
+                if int(prev) == EOS:
+                    break
+                out.append(int(prev))
+            assert hyp == out
+
+
+def _log_prob(model, source: list[int], hyp: list[int]) -> float:
+    """log p(hyp + EOS | source) under the model, by teacher forcing."""
+    with torch.no_grad():
+        enc = model.encoder(torch.tensor([source]), torch.tensor([len(source)]))
+        logits = model.decoder(torch.tensor([[BOS] + hyp]), enc)[0]
+        logp = torch.log_softmax(logits.float(), -1)
+        return float(logp.gather(1, torch.tensor(hyp + [EOS]).unsqueeze(1)).sum())
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_beam_finds_at_least_greedy_score_on_these_inputs(sharp_model, seed):
+    """Not a theorem (the greedy prefix can fall out of the beam), but it holds on these inputs:
+    with no length penalty, beam 5 finds a hypothesis at least as likely as greedy's."""
+    model = sharp_model(seed)
+    sentences, src, src_lengths = _sources(seed)
+    limits = max_lengths(src_lengths, 1.0, 3)
+    greedy = greedy_search(model, src, src_lengths, limits, BOS, EOS)
+    beam = beam_search(model, src, src_lengths, limits, BOS, EOS, beam_size=5, alpha=0.0)
+    for s, g, b in zip(sentences, greedy, beam):
+        assert _log_prob(model, s, b) >= _log_prob(model, s, g) - 1e-5
+
+
+def test_max_lengths_and_length_penalty():
+    assert max_lengths(torch.tensor([1, 4, 10]), 1.5, 2).tolist() == [3, 8, 17]
+    assert length_penalty(7, 0.0) == 1.0
+    assert length_penalty(1, 1.0) == 1.0
+    assert length_penalty(3, 0.5) < length_penalty(4, 0.5)
