@@ -13,15 +13,10 @@ EPILOG = "Configs are YAML; `s2s train --help` lists every key. Errors print one
 
 
 def _read_input(path: str | None) -> list[str]:
-    from s2s.data import read_lines
+    from s2s.data import decode_lines, read_lines
 
     if path is None or path == "-":
-        data = sys.stdin.buffer.read()
-        try:
-            return data.decode("utf-8").splitlines()
-        except UnicodeDecodeError as e:
-            line = data[: e.start].count(b"\n") + 1
-            raise S2SError(f"<stdin>:{line}: not valid UTF-8") from None
+        return decode_lines(sys.stdin.buffer.read(), "<stdin>")
     return read_lines(path)
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from s2s.data import read_lines
 from s2s.errors import S2SError
 
 SCHEMES = ("iob1", "iob2", "bioes")
@@ -119,15 +120,7 @@ def read_conll(path: str | Path, scheme: str = "iob1", tagged: bool = True) -> l
     path = Path(path)
     if scheme not in SCHEMES:
         raise S2SError(f"unknown tag scheme {scheme!r}; valid: {', '.join(SCHEMES)}")
-    try:
-        text = path.read_bytes().decode("utf-8")
-    except FileNotFoundError:
-        raise S2SError(f"{path}: no such file") from None
-    except OSError as e:
-        raise S2SError(f"{path}: cannot read ({e.strerror or e})") from None
-    except UnicodeDecodeError as e:
-        raise S2SError(f"{path}: not valid UTF-8 (byte offset {e.start})") from None
-    return parse_conll(text.splitlines(), scheme, str(path), tagged)
+    return parse_conll(read_lines(path), scheme, str(path), tagged)
 
 
 def parse_conll(lines: list[str], scheme: str = "iob1", where: str = "<input>", tagged: bool = True) -> list[Sentence]:

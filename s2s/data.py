@@ -4,6 +4,7 @@ Every reader fails with the file (and line, where there is one) and what is wron
 """
 from __future__ import annotations
 
+import csv
 import logging
 import random
 import socket
@@ -28,12 +29,21 @@ def read_lines(path: str | Path) -> list[str]:
         raise S2SError(f"{path}: no such file") from None
     except OSError as e:
         raise S2SError(f"{path}: cannot read ({e.strerror or e})") from None
+    return decode_lines(data, str(path))
+
+
+def decode_lines(data: bytes, where: str) -> list[str]:
+    """UTF-8 bytes -> lines. Only '\n' ends a line ('\r\n' too): str.splitlines() would also split
+    on U+2028, U+0085, form feeds..., turning one sentence into two and misaligning parallel data."""
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as e:
         line = data[: e.start].count(b"\n") + 1
-        raise S2SError(f"{path}:{line}: not valid UTF-8 (byte {data[e.start]:#04x})") from None
-    return text.splitlines()
+        raise S2SError(f"{where}:{line}: not valid UTF-8 (byte {data[e.start]:#04x})") from None
+    lines = text.split("\n")
+    if lines[-1] == "":
+        lines.pop()  # the final line end does not start another line
+    return [line[:-1] if line.endswith("\r") else line for line in lines]
 
 
 def read_parallel(src_path: str | Path, tgt_path: str | Path) -> tuple[list[str], list[str]]:
@@ -82,7 +92,14 @@ def load_split(data: DataConfig, split: str) -> tuple[list[str], list[str]]:
                 raise S2SError(f"{path}: no such file")
             try:
                 if data.format == "tsv":
-                    table = datasets.load_dataset("csv", data_files=str(path), delimiter="\t", split="train")
+                    # TSV cells are literal: no quote characters, and no type guessing ("1" stays text).
+                    with path.open(encoding="utf-8", newline="") as f:
+                        header = f.readline().rstrip("\r\n").split("\t")
+                    features = datasets.Features({name: datasets.Value("string") for name in header})
+                    table = datasets.load_dataset(
+                        "csv", data_files=str(path), delimiter="\t", quoting=csv.QUOTE_NONE, features=features,
+                        keep_default_na=False, split="train",
+                    )
                 else:
                     table = datasets.load_dataset("json", data_files=str(path), split="train")
             except Exception as e:  # datasets raises many types for a malformed file

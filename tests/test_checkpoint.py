@@ -71,13 +71,6 @@ def test_random_bytes_are_reported_as_corrupt(tmp_path):
         checkpoint.load(path)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="s2s/checkpoint.py load() catches RuntimeError, EOFError, OSError, ValueError, BadZipFile and "
-    "UnpicklingError, but torch's weights_only unpickler raises KeyError (a memo index that was never stored) "
-    "or IndexError (an opcode on an empty stack) for a damaged data.pkl; they escape as raw exceptions and "
-    "`s2s translate` prints a traceback instead of `error: ... corrupt`",
-)
 @pytest.mark.parametrize(
     "pickled",
     [b"\x80\x02h\x09.", b"\x80\x02.", b"\x80\x02N\x86."],

@@ -78,11 +78,6 @@ def test_translate_with_a_corrupt_checkpoint(tmp_path, capsys, trained_run):
     _one_line_error(capsys, str(run / checkpoint.BEST), "corrupt")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="s2s/checkpoint.py load() lets KeyError/IndexError from torch's weights_only unpickler escape "
-    "(see test_checkpoint.py); main() only catches S2SError, so the user gets a traceback, not exit 2",
-)
 def test_translate_with_a_damaged_pickle_in_the_checkpoint(tmp_path, capsys, trained_run, damage_pickle):
     run = tmp_path / "run"
     shutil.copytree(trained_run, run)
@@ -178,11 +173,6 @@ def test_translate_from_stdin(capsys, monkeypatch, trained_run):
     assert out.count("\n") == 3 and out.split("\n")[1] == ""
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="s2s/data.py read_lines (and cli._read_input for stdin) split with str.splitlines(), so a line "
-    "holding U+2028 (or \\x0c, \\x85, ...) counts as two: translate writes more lines than it was given",
-)
 def test_translate_keeps_line_count_when_a_line_holds_a_unicode_line_separator(tmp_path, trained_run):
     src, out = tmp_path / "in.de", tmp_path / "out.en"
     src.write_text("der hund\u2028die katze\nder mann\n", encoding="utf-8")

@@ -40,11 +40,6 @@ def test_read_lines_non_utf8_names_file_and_line(tmp_path):
     assert "0xe4" in str(e.value)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="s2s/data.py read_lines uses str.splitlines(), which also splits on U+2028, U+0085, \\x0b, \\x0c, "
-    "\\x1c-\\x1e; a line holding one of them becomes two, misaligning parallel data and translate output",
-)
 @pytest.mark.parametrize("separator", ["\u2028", "\x0c", "\x85"], ids=["U+2028", "form-feed", "NEL"])
 def test_read_lines_splits_only_on_line_ends(tmp_path, separator):
     path = tmp_path / "a.txt"
@@ -142,15 +137,7 @@ def test_load_split_jsonl_non_text_value_names_the_row(datasets_cache):
         load_split(DataConfig(format="jsonl", dir=str(datasets_cache)), "train")
 
 
-TSV_QUOTING = (
-    "s2s/data.py load_split reads tsv through datasets' csv builder with its default quoting (quotechar '\"'): "
-    "a cell that starts with '\"' loses its quotes ('\"Stop!\" he said.' -> 'Stop! he said.'), and an unclosed "
-    "quote swallows the tab and the following lines into one cell; TSV cells should be taken literally "
-    "(quoting=csv.QUOTE_NONE)"
-)
-
-
-@pytest.mark.xfail(strict=True, reason=TSV_QUOTING)
+# TSV cells are literal: a leading quote is text, and an unclosed one never swallows the next lines.
 def test_load_split_tsv_keeps_quotes(datasets_cache):
     rows = [('"Halt!" sagte er.', '"Stop!" he said.'), ("zwei", "two")]
     _write_tsv(datasets_cache / "train.tsv", rows, header=("de", "en"))
@@ -158,7 +145,6 @@ def test_load_split_tsv_keeps_quotes(datasets_cache):
     assert load_split(data, "train") == ([a for a, _ in rows], [b for _, b in rows])
 
 
-@pytest.mark.xfail(strict=True, reason=TSV_QUOTING)
 def test_load_split_tsv_unclosed_quote_stays_in_its_cell(datasets_cache):
     rows = [('"Hallo, sagte sie', '"Hello, she said'), ("zwei", "two"), ("drei", "three")]
     _write_tsv(datasets_cache / "train.tsv", rows, header=("de", "en"))
