@@ -112,11 +112,13 @@ def train(config: Config, run_dir: str | Path, resume: bool = False) -> dict:
     start = time.time() - progress["seconds"]
 
     def record(event: dict) -> None:
-        event = {"step": progress["step"], "epoch": progress["epoch"] + 1, **event}
+        # "epoch": the 1-based epoch the latest update belongs to (epoch counts finished epochs).
+        epoch = progress["epoch"] + (1 if progress["batch"] else 0)
+        event = {"step": progress["step"], "epoch": max(epoch, 1), **event}
         metrics_log.write(json.dumps(event) + "\n")
         metrics_log.flush()
 
-    def save_last() -> None:
+    def save_last(rng: dict | None = None) -> None:
         progress["seconds"] = time.time() - start
         checkpoint.save(
             {
@@ -127,7 +129,7 @@ def train(config: Config, run_dir: str | Path, resume: bool = False) -> dict:
                 "optimizer": optimizer.state_dict(),
                 "scheduler": scheduler.state_dict() if scheduler is not None else {},
                 "progress": dict(progress),
-                "rng": _rng_state(),
+                "rng": rng or _rng_state(),
             },
             run_dir / checkpoint.LAST,
         )
@@ -135,6 +137,7 @@ def train(config: Config, run_dir: str | Path, resume: bool = False) -> dict:
     def validate() -> bool:
         """Score on dev, checkpoint, adjust the lr; True when training should stop."""
         scores = task.validate(model, device)
+        model.train()
         score = scores[task.metric]
         improved = score > progress["best"]
         if improved:
@@ -156,18 +159,28 @@ def train(config: Config, run_dir: str | Path, resume: bool = False) -> dict:
         if stop:
             log.info("stopping: %s", "lr below train.min_lr" if lr < t.min_lr else f"no improvement in {progress['bad']} validations")
         progress["stopped"] = bool(stop)
+        progress["validate_pending"] = False
         save_last()
         return bool(stop)
 
     stop = progress.get("stopped", False)
+    if progress.get("validate_pending") and not stop:  # interrupted during a validation: do it again
+        stop = validate()
     loss_sum = tokens = 0.0
     tick = time.time()
+    # The RNG state from before the update in flight: Ctrl-C inside an update saves this one, so
+    # the resumed run redraws the same dropout masks (the weights only change in optimizer.step).
+    step_rng = None
     try:
         while not stop and progress["epoch"] < t.epochs:
             batches = token_batches(task.lengths, t.max_tokens, t.seed, progress["epoch"])
+            if progress["batch"] >= len(batches):  # saved by s2s 0.1 at an epoch end: that epoch is done
+                progress.update(epoch=progress["epoch"] + 1, batch=0)
+                continue
             bar = tqdm(total=len(batches), initial=progress["batch"], desc=f"epoch {progress['epoch'] + 1}", unit="batch", leave=False, dynamic_ncols=True)
             model.train()
             for i in range(progress["batch"], len(batches)):
+                step_rng = _rng_state()
                 batch = task.batch(batches[i]).to(device)
                 with _autocast(device, t.amp):
                     out = model(batch)
@@ -177,6 +190,7 @@ def train(config: Config, run_dir: str | Path, resume: bool = False) -> dict:
                 optimizer.step()
                 progress["step"] += 1
                 progress["batch"] = i + 1
+                step_rng = None
                 loss_sum += out.loss.item() * out.num_tokens
                 tokens += out.num_tokens
                 bar.update(1)
@@ -187,27 +201,25 @@ def train(config: Config, run_dir: str | Path, resume: bool = False) -> dict:
                     record({"train_loss": loss_sum / tokens, "tokens_per_s": round(rate), "lr": lr})
                     loss_sum = tokens = 0.0
                     tick = time.time()
-                if t.valid_every and progress["step"] % t.valid_every == 0:
-                    stop = validate()
-                if t.max_steps and progress["step"] >= t.max_steps:
-                    if not (t.valid_every and progress["step"] % t.valid_every == 0):
-                        validate()
-                    stop = True
-                if stop:
+                # Advance the epoch before validating, so the last.pt a validation writes
+                # never holds a finished epoch (a resumed run would validate it again).
+                end_of_epoch = progress["batch"] == len(batches)
+                if end_of_epoch:
+                    progress["epoch"] += 1
+                    progress["batch"] = 0
+                    if isinstance(scheduler, torch.optim.lr_scheduler.ExponentialLR):
+                        scheduler.step()
+                at_max_steps = bool(t.max_steps) and progress["step"] >= t.max_steps
+                if (t.valid_every and progress["step"] % t.valid_every == 0) or (end_of_epoch and not t.valid_every) or at_max_steps:
+                    progress["validate_pending"] = True
+                    stop = validate() or at_max_steps
+                if stop or end_of_epoch:
                     break
             bar.close()
-            if progress["batch"] >= len(batches):
-                progress["epoch"] += 1
-                progress["batch"] = 0
-                if isinstance(scheduler, torch.optim.lr_scheduler.ExponentialLR):
-                    scheduler.step()
-                if not t.valid_every and not stop:
-                    stop = validate()
-                    model.train()
         if not stop:  # ran out of epochs
             save_last()
     except KeyboardInterrupt:
-        save_last()
+        save_last(step_rng)
         metrics_log.close()
         raise S2SError(f"interrupted at step {progress['step']}; resume with: s2s train {run_dir / 'config.yaml'} --out {run_dir} --resume") from None
     metrics_log.close()

@@ -18,12 +18,6 @@ LAYOUTS = {
     "crosses_epoch": 300,  # 3 batches an epoch: the resumed part crosses an epoch end (and validates there)
     "epoch_boundary": 100_000,  # 1 batch an epoch: the stop at step 2 falls on an epoch end
 }
-BOUNDARY_BUG = (
-    "s2s/train.py: when train.max_steps is reached on the last batch of an epoch, validate() saves last.pt "
-    "before the epoch counter advances; the resumed run finds the epoch's batches done and validates the same "
-    "weights again, which counts as a validation without improvement (plateau lr decay one validation early, "
-    "early-stopping counter +1), so the resumed run diverges from the uninterrupted one"
-)
 
 
 def _events(run: Path) -> list[dict]:
@@ -59,7 +53,7 @@ def resume_runs(tmp_path_factory, corpus_dir, tiny_config):
 
 @pytest.mark.parametrize(
     "layout",
-    ["mid_epoch", "crosses_epoch", pytest.param("epoch_boundary", marks=pytest.mark.xfail(strict=True, reason=BOUNDARY_BUG))],
+    ["mid_epoch", "crosses_epoch", "epoch_boundary"],
 )
 def test_resume_equals_uninterrupted(resume_runs, layout):
     a, b = resume_runs(layout)
@@ -122,15 +116,7 @@ def _interrupt(monkeypatch, where: str, at_call: int) -> None:
     "where",
     [
         "before_forward",
-        pytest.param(
-            "inside_step",
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="s2s/train.py: on KeyboardInterrupt inside a step, save_last() stores the RNG state after "
-                "that step's forward pass already drew its dropout masks; the resumed step draws different "
-                "masks, so its loss differs from an uninterrupted run (resume is not exact after Ctrl-C)",
-            ),
-        ),
+        "inside_step",
     ],
 )
 def test_resume_after_ctrl_c_equals_uninterrupted(resume_runs, tmp_path, monkeypatch, corpus_dir, tiny_config, where):
@@ -148,6 +134,21 @@ def test_resume_after_ctrl_c_equals_uninterrupted(resume_runs, tmp_path, monkeyp
     last_a, last = checkpoint.load(a / checkpoint.LAST), checkpoint.load(run / checkpoint.LAST)
     for key, value in last_a["model"].items():
         assert torch.equal(value, last["model"][key]), key
+
+
+def test_ctrl_c_during_validation_validates_again_on_resume(resume_runs, tmp_path, monkeypatch, corpus_dir, tiny_config):
+    from s2s.translation import TranslationTask
+
+    a, _ = resume_runs("crosses_epoch")
+    config = tiny_config(corpus_dir, train={"max_tokens": LAYOUTS["crosses_epoch"], "epochs": 10, "max_steps": 4})
+    run = tmp_path / "run"
+    with monkeypatch.context() as m:
+        m.setattr(TranslationTask, "validate", lambda *args: (_ for _ in ()).throw(KeyboardInterrupt))
+        with pytest.raises(S2SError, match="interrupted at step 3"):  # the first epoch end
+            train(config, run)
+    train(config, run, resume=True)
+    dev = lambda r: [(e["step"], e["epoch"], e["dev_bleu"]) for e in _events(r) if "dev_bleu" in e]  # noqa: E731
+    assert dev(run) == dev(a) and dev(a)[0][:2] == (3, 1)
 
 
 def test_training_into_a_used_run_directory_needs_resume(resume_runs, corpus_dir, tiny_config):
