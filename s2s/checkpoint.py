@@ -17,6 +17,8 @@ from typing import Any
 
 import torch
 
+from s2s import config as config_lib
+from s2s.config import Config
 from s2s.errors import S2SError
 
 BEST, LAST = "best.pt", "last.pt"
@@ -50,3 +52,22 @@ def find(run_dir: Path, prefer: str = BEST) -> Path:
         if (run_dir / name).is_file():
             return run_dir / name
     raise S2SError(f"{run_dir}: no checkpoint ({BEST} or {LAST}); train a model there first with `s2s train`")
+
+
+def load_trained(run_dir: str | Path, task: str) -> tuple[Config, dict[str, Any], Path]:
+    """(resolved config, checkpoint payload, checkpoint path) of a trained run, checked to be for `task`."""
+    run_dir = Path(run_dir)
+    path = find(run_dir)
+    payload = load(path)
+    config = config_lib.from_dict(payload["config"], where=str(path))
+    if config.task != task:
+        raise S2SError(f"{run_dir}: this model was trained for {config.task}, not {task}")
+    return config, payload, path
+
+
+def load_weights(model: torch.nn.Module, payload: dict[str, Any], path: Path) -> torch.nn.Module:
+    try:
+        model.load_state_dict(payload["model"])
+    except RuntimeError as e:
+        raise S2SError(f"{path}: weights do not fit the model in its config ({str(e).splitlines()[0]})") from None
+    return model

@@ -20,7 +20,7 @@ import torch
 
 from s2s import checkpoint
 from s2s.chars import case_id, clip_word
-from s2s.config import Config, DecodeConfig, from_dict
+from s2s.config import Config, DecodeConfig
 from s2s.conll import Sentence, Span, convert, read_conll, span_scores, spans, to_tags
 from s2s.device import resolve_device
 from s2s.errors import S2SError
@@ -240,18 +240,10 @@ class Tagger:
 
     @classmethod
     def load(cls, run_dir: str | Path, device: str = "auto") -> "Tagger":
-        run_dir = Path(run_dir)
-        path = checkpoint.find(run_dir)
-        payload = checkpoint.load(path)
-        config = from_dict(payload["config"], where=str(path))
-        if config.task != "tagging":
-            raise S2SError(f"{run_dir}: this model was trained for {config.task}, not tagging")
-        vocab = Vocab.load(run_dir / VOCAB_FILE)
+        config, payload, path = checkpoint.load_trained(run_dir, "tagging")
+        vocab = Vocab.load(Path(run_dir) / VOCAB_FILE)
         model = build_model(config, len(vocab.words), len(vocab.tags), len(vocab.chars), vocab.tags)
-        try:
-            model.load_state_dict(payload["model"])
-        except RuntimeError as e:
-            raise S2SError(f"{path}: weights do not fit the model in its config ({str(e).splitlines()[0]})") from None
+        checkpoint.load_weights(model, payload, path)
         target = resolve_device(device)
         return cls(model.to(target).eval(), vocab, config.decode, target, config.data.scheme)
 

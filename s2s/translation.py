@@ -7,7 +7,7 @@ from pathlib import Path
 import torch
 
 from s2s import checkpoint
-from s2s.config import Config, DecodeConfig, from_dict
+from s2s.config import Config, DecodeConfig
 from s2s.data import Batch, describe, load_split, make_batch, pad
 from s2s.device import resolve_device
 from s2s.errors import S2SError
@@ -86,19 +86,11 @@ class Translator:
 
     @classmethod
     def load(cls, run_dir: str | Path, device: str = "auto") -> "Translator":
-        run_dir = Path(run_dir)
-        path = checkpoint.find(run_dir)
-        payload = checkpoint.load(path)
-        config = from_dict(payload["config"], where=str(path))
-        if config.task != "translation":
-            raise S2SError(f"{run_dir}: this model was trained for {config.task}, not translation")
-        src_path, tgt_path = model_paths(run_dir, config.vocab.joint)
+        config, payload, path = checkpoint.load_trained(run_dir, "translation")
+        src_path, tgt_path = model_paths(Path(run_dir), config.vocab.joint)
         sp_src, sp_tgt = load_sentencepiece(src_path), load_sentencepiece(tgt_path)
         model = build_model(config, sp_src.get_piece_size(), sp_tgt.get_piece_size())
-        try:
-            model.load_state_dict(payload["model"])
-        except RuntimeError as e:
-            raise S2SError(f"{path}: weights do not fit the model in its config ({str(e).splitlines()[0]})") from None
+        checkpoint.load_weights(model, payload, path)
         target = resolve_device(device)
         return cls(model.to(target).eval(), sp_src, sp_tgt, config.decode, target)
 
