@@ -98,6 +98,7 @@ class TrainConfig:
     log_every: int = 100  # updates between metrics-log lines
     amp: bool = True  # bf16/fp16 autocast on CUDA (ignored on CPU)
     unk_replace: float = 0.0  # tagging: chance that a word seen once in training is replaced by UNK (Lample et al. 2016, sec. 4)
+    trim_batches: bool = True  # classification: cut each training batch's texts to the batch's shortest (see ClassificationTask.batch)
     word_dropout: float = 0.0  # tagging, classification: chance that any training word is replaced by UNK (tagging: so the tagger leans on characters too)
 
 

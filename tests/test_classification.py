@@ -363,6 +363,17 @@ def test_dev_held_out_of_train(data_dir, tmp_path):
     assert again.dev_ids == task.dev_ids and again.dev_labels == task.dev_labels
 
 
+def test_training_batches_are_cut_to_their_shortest_text(data_dir, tmp_path):
+    task = ClassificationTask(tiny(data_dir), tmp_path)
+    rows = sorted(range(len(task.ids)), key=lambda i: len(task.ids[i]))[-4:] + [0]
+    b = task.batch(rows)
+    shortest = min(len(task.ids[i]) for i in rows)
+    assert b.tokens.shape == (5, shortest) and b.lengths.tolist() == [shortest] * 5 and b.tokens.ne(0).all()
+    assert b.tokens[0].tolist() == truncate(task.ids[rows[0]], shortest, "head_tail")
+    task = ClassificationTask(tiny(data_dir, train={"trim_batches": False}), tmp_path, resume=True)
+    assert task.batch(rows).lengths.tolist() == [len(task.ids[i]) for i in rows]
+
+
 def test_resume_equals_uninterrupted(data_dir, tmp_path):
     from s2s.train import train
 
