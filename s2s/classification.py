@@ -8,7 +8,7 @@ data.max_text_tokens is cut (data.truncate): its head, its tail, or head_tail = 
 of the budget plus the last three quarters, since a review's verdict is often at its end
 (Sun et al. 2019, "How to Fine-Tune BERT for Text Classification", sec. 5.3.1).
 
-Labelled files (JSONL, TSV with a header, CSV with a header) are read with Python's json and csv
+Labelled files (JSONL, TSV with a header and literal cells, CSV with a header and RFC 4180 quoting) are read with Python's json and csv
 modules rather than HF datasets' loaders: those neither say which line is broken nor refuse a
 CSV row with a missing field (it becomes None), and every problem here must name file and line.
 """
@@ -103,6 +103,20 @@ def read_text(path: str | Path) -> str:
         raise S2SError(f"{path}:{line}: not valid UTF-8 (byte {data[e.start]:#04x})") from None
 
 
+def input_lines(path: str | Path | None) -> list[str]:
+    """The lines of a UTF-8 file, or of stdin when path is None or "-", split at \\n only."""
+    if path is None or str(path) == "-":
+        import sys
+
+        data = sys.stdin.buffer.read()
+        try:
+            return split_lines(data.decode("utf-8"))
+        except UnicodeDecodeError as e:
+            line = data[: e.start].count(b"\n") + 1
+            raise S2SError(f"<stdin>:{line}: not valid UTF-8 (byte {data[e.start]:#04x})") from None
+    return split_lines(read_text(path))
+
+
 def format_of(path: str | Path, default: str = "jsonl") -> str:
     """The file format by extension (.jsonl, .tsv, .csv), else `default`."""
     suffix = Path(path).suffix.lstrip(".").lower()
@@ -125,7 +139,11 @@ def _rows(path: Path, fmt: str, text: str):
         return
     if fmt not in ("tsv", "csv"):
         raise S2SError(f"{path}: unknown format {fmt!r} for labelled text; valid: {', '.join(FORMATS)}")
-    reader = csv.reader(io.StringIO(text, newline=""), delimiter="\t" if fmt == "tsv" else ",", strict=True)
+    # TSV cells are literal (no quoting, as in s2s.data); CSV follows RFC 4180 quoting.
+    if fmt == "tsv":
+        reader = csv.reader(io.StringIO(text, newline=""), delimiter="\t", quoting=csv.QUOTE_NONE, strict=True)
+    else:
+        reader = csv.reader(io.StringIO(text, newline=""), strict=True)
     header = None
     try:
         for row in reader:

@@ -12,20 +12,17 @@ from s2s.errors import S2SError
 EPILOG = "Configs are YAML; `s2s train --help` lists every key. Errors print one line and exit 2."
 
 
-def _read_input(path: str | None, newline_only: bool = False) -> list[str]:
-    """Input lines; newline_only splits at \\n alone (see classification.split_lines)."""
-    from s2s.classification import read_text, split_lines
+def _read_input(path: str | None) -> list[str]:
     from s2s.data import read_lines
 
     if path is None or path == "-":
         data = sys.stdin.buffer.read()
         try:
-            text = data.decode("utf-8")
+            return data.decode("utf-8").splitlines()
         except UnicodeDecodeError as e:
             line = data[: e.start].count(b"\n") + 1
             raise S2SError(f"<stdin>:{line}: not valid UTF-8") from None
-        return split_lines(text) if newline_only else text.splitlines()
-    return split_lines(read_text(path)) if newline_only else read_lines(path)
+    return read_lines(path)
 
 
 def _write_lines(path: str | Path | None, lines: list[str]) -> None:
@@ -84,10 +81,10 @@ def cmd_tag(args: argparse.Namespace) -> None:
 
 
 def cmd_classify(args: argparse.Namespace) -> None:
-    from s2s.classification import Classifier, texts_from_jsonl
+    from s2s.classification import Classifier, input_lines, texts_from_jsonl
 
     classifier = Classifier.load(args.model, device=args.device)
-    lines = _read_input(args.input, newline_only=True)
+    lines = input_lines(args.input)
     input_format = args.input_format
     if input_format == "auto":
         input_format = "jsonl" if args.input and args.input.lower().endswith(".jsonl") else "text"

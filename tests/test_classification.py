@@ -103,11 +103,12 @@ def test_truncate_keeps_head_tail_or_both():
 
 
 def test_jsonl_tsv_and_csv_give_the_same_examples(tmp_path):
-    write_jsonl(tmp_path / "a.jsonl", [{"text": "fine, \"quoted\"", "label": 1}, {"text": "two\nlines", "label": "neg"}])
-    (tmp_path / "a.tsv").write_text('label\ttext\n1\t"fine, ""quoted"""\nneg\t"two\nlines"\n', encoding="utf-8")
-    (tmp_path / "a.csv").write_text('text,label\n"fine, ""quoted""",1\n"two\nlines",neg\n\n', encoding="utf-8")
-    found = [[(e.text, e.label) for e in read_labelled(tmp_path / f"a.{fmt}", fmt)] for fmt in ("jsonl", "tsv", "csv")]
-    assert found[0] == found[1] == found[2] == [('fine, "quoted"', "1"), ("two\nlines", "neg")]
+    write_jsonl(tmp_path / "a.jsonl", [{"text": "\"fine\", quoted", "label": 1}, {"text": "two\nlines", "label": "neg"}])
+    (tmp_path / "a.csv").write_text('text,label\n"""fine"", quoted",1\n"two\nlines",neg\n\n', encoding="utf-8")
+    (tmp_path / "a.tsv").write_text('label\ttext\n1\t"fine", quoted\nneg\ttwo\\nlines\n', encoding="utf-8")  # TSV cells are literal
+    found = [[(e.text, e.label) for e in read_labelled(tmp_path / f"a.{fmt}", fmt)] for fmt in ("jsonl", "csv", "tsv")]
+    assert found[0] == found[1] == [('"fine", quoted', "1"), ("two\nlines", "neg")]
+    assert found[2] == [('"fine", quoted', "1"), ("two\\nlines", "neg")]
 
 
 def test_a_unicode_line_separator_inside_a_text_is_not_a_line_break(tmp_path):
@@ -273,6 +274,18 @@ def test_classify_cli_keeps_order_and_empty_lines(run_dir, tmp_path, capsys, fmt
     else:
         labels = [json.loads(line)["label"] for line in lines if line]
     assert labels == ["pos", "neg", "meh"]
+
+
+def test_classify_cli_reads_stdin(run_dir, capsys, monkeypatch):
+    import io
+
+    monkeypatch.setattr("sys.stdin", io.TextIOWrapper(io.BytesIO("great film\x85 really\n\nso boring\n".encode())))
+    code, out, err = _run(capsys, "classify", "--model", run_dir)
+    assert code == 0, err
+    assert [line.split("\t")[0] for line in out.split("\n")[:-1]] == ["pos", "", "neg"]
+    monkeypatch.setattr("sys.stdin", io.TextIOWrapper(io.BytesIO(b"great\n\xff\n")))
+    code, out, err = _run(capsys, "classify", "--model", run_dir)
+    assert code == 2 and "<stdin>:2: not valid UTF-8" in err
 
 
 def test_classify_cli_reads_jsonl_input(run_dir, tmp_path, capsys):
