@@ -287,7 +287,7 @@ class ClassificationTask:
         train = read_labelled(train_path, data.format, data.text_field, data.label_field)
         if data.dev_size:
             train, dev = hold_out(train, data.dev_size, data.dev_seed, str(train_path))
-            dev_where = f"{train_path} (held out)"
+            dev_where = str(train_path)  # held-out rows keep their line numbers in the training file
         else:
             dev_where = str(split_path(config, data.dev))
             dev = read_labelled(dev_where, data.format, data.text_field, data.label_field)

@@ -60,7 +60,7 @@ class ModelConfig:
     hidden_size: int = 256  # encoder hidden size per direction (states are 2 * hidden_size)
     num_layers: int = 1  # encoder layers
     bidirectional: bool = True  # encoder runs both directions (False: forward only, states are hidden_size)
-    dropout: float = 0.3  # on embeddings, between RNN layers and on encoder states (classification: also in the head's hidden layer)
+    dropout: float = 0.3  # on embeddings, between RNN layers and on encoder states (classification: on the pooled vector instead of the states, and in the head's hidden layer)
     dec_hidden_size: int = 512  # decoder LSTM size
     dec_layers: int = 1
     attn_size: int = 256  # Bahdanau attention's hidden layer (classification: attention pooling's)

@@ -58,11 +58,14 @@ class Encoder(nn.Module):
         conv_filters: int = 0,
         conv_kernel: int = 5,
         conv_pool: int = 1,
+        output_dropout: bool = True,
     ):
         """feature_dim > 0 lets a head join extra per-token features (e.g. character
         features for tagging) to the word embeddings before the RNN. conv_filters > 0 puts a
         ConvFrontEnd between the embeddings and the RNN; with conv_pool > 1 the states, mask
-        and lengths then cover ceil(T / conv_pool) steps, not T tokens."""
+        and lengths then cover ceil(T / conv_pool) steps, not T tokens. output_dropout=False returns
+        the states without dropout, for a head that pools them first (dropout before a max would
+        make training-time maxima larger than test-time ones)."""
         super().__init__()
         self.embed = nn.Embedding(vocab_size, emb_dim, padding_idx=pad_id)
         self.dropout = nn.Dropout(dropout)
@@ -75,6 +78,7 @@ class Encoder(nn.Module):
             bidirectional=bidirectional,
             dropout=dropout if num_layers > 1 else 0.0,
         )
+        self.output_dropout = output_dropout
         self.num_directions = 2 if bidirectional else 1
         self.output_size = hidden_size * self.num_directions
 
@@ -96,4 +100,4 @@ class Encoder(nn.Module):
         h = hidden[0] if isinstance(hidden, tuple) else hidden  # (layers * dirs, B, H)
         final = torch.cat(list(h[-self.num_directions:]), dim=-1)  # (B, D)
         mask = torch.arange(steps, device=x.device)[None, :] < lengths.to(x.device)[:, None]
-        return EncoderOutput(self.dropout(states), mask, final)
+        return EncoderOutput(self.dropout(states) if self.output_dropout else states, mask, final)

@@ -136,8 +136,9 @@ class AttentionPooling(nn.Module):
 class TextClassifier(nn.Module):
     """N-vs-1 classification: the shared Encoder, its states pooled into one vector per text
     (any of mean, max, last state, attention, concatenated in the order given) and a small
-    classifier. The encoder already applies dropout to the states it returns, so the pooled
-    vector is not dropped again; a hidden layer (head_hidden) gets its own dropout."""
+    classifier. Dropout comes after pooling, not before: the encoder returns its states undropped
+    (output_dropout=False), since dropout before a max makes training-time maxima larger than
+    test-time ones (Kim 2014 also drops after pooling)."""
 
     def __init__(self, encoder: Encoder, num_classes: int, pooling: tuple[str, ...], head_hidden: int = 0,
                  attn_size: int = 128, dropout: float = 0.0, label_smoothing: float = 0.0):
@@ -150,6 +151,7 @@ class TextClassifier(nn.Module):
         self.pooling = tuple(pooling)
         size = encoder.output_size
         self.attention = AttentionPooling(size, attn_size) if "attention" in pooling else None
+        self.dropout = nn.Dropout(dropout)
         pooled = size * len(pooling)
         if head_hidden:
             self.head = nn.Sequential(nn.Linear(pooled, head_hidden), nn.ReLU(), nn.Dropout(dropout), nn.Linear(head_hidden, num_classes))
@@ -175,7 +177,7 @@ class TextClassifier(nn.Module):
         return torch.cat(parts, dim=-1)
 
     def logits(self, tokens: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        return self.head(self.pool(tokens, lengths))  # (B, K)
+        return self.head(self.dropout(self.pool(tokens, lengths)))  # (B, K)
 
     def forward(self, batch) -> Output:
         logits = self.logits(batch.tokens, batch.lengths)
@@ -216,7 +218,8 @@ def build_model(
             crf = CRF(tgt_vocab_size, allowed) if m.crf else None
             return SequenceTagger(encoder, chars, m.case_dim, tgt_vocab_size, crf, allowed)
         case "classification":
-            encoder = Encoder(src_vocab_size, m.emb_dim, m.hidden_size, m.num_layers, m.cell, m.dropout, m.bidirectional, **conv)
+            encoder = Encoder(src_vocab_size, m.emb_dim, m.hidden_size, m.num_layers, m.cell, m.dropout, m.bidirectional,
+                              output_dropout=False, **conv)
             pooling = tuple(m.pooling.split("+"))
             return TextClassifier(encoder, tgt_vocab_size, pooling, m.head_hidden, m.attn_size, m.dropout, config.train.label_smoothing)
         case _:
