@@ -162,7 +162,8 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     if args.conll:
         return cmd_evaluate_conll(args)
     if bool(args.split) == bool(args.src or args.ref) or bool(args.src) != bool(args.ref):
-        raise S2SError("evaluate needs either --src FILE --ref FILE, or --split dev|test")
+        raise S2SError("evaluate needs either --src FILE --ref FILE, or --split dev|test (translation); "
+                       "--conll FILE scores a tagging model, --data FILE a classification model")
     translator = Translator.load(args.model, device=args.device)
     if args.split:
         data = config_lib.load(Path(args.model) / "config.yaml").data
