@@ -3,7 +3,7 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-__all__ = ["Tagger", "Translator", "__version__"]
+__all__ = ["Classifier", "Tagger", "Translator", "__version__"]
 
 
 def __getattr__(name: str):
@@ -16,4 +16,8 @@ def __getattr__(name: str):
         from s2s.tagging import Tagger
 
         return Tagger
+    if name == "Classifier":
+        from s2s.classification import Classifier
+
+        return Classifier
     raise AttributeError(name)

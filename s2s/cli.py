@@ -1,4 +1,4 @@
-"""The `s2s` command: train, translate, tag, evaluate. Each handler parses, calls the library, prints."""
+"""The `s2s` command: train, translate, tag, classify, evaluate. Each handler parses, calls the library, prints."""
 from __future__ import annotations
 
 import argparse
@@ -75,6 +75,53 @@ def cmd_tag(args: argparse.Namespace) -> None:
     _write_lines(args.output, out)
 
 
+def cmd_classify(args: argparse.Namespace) -> None:
+    from s2s.classification import Classifier, input_lines, texts_from_jsonl
+
+    classifier = Classifier.load(args.model, device=args.device)
+    lines = input_lines(args.input)
+    input_format = args.input_format
+    if input_format == "auto":
+        input_format = "jsonl" if args.input and args.input.lower().endswith(".jsonl") else "text"
+    if input_format == "jsonl":
+        where = args.input if args.input and args.input != "-" else "<stdin>"
+        texts = texts_from_jsonl(lines, where, classifier.text_field)
+    else:
+        texts = lines
+    predictions = classifier.predict(texts, args.batch_size)
+    if args.format == "json":
+        out = [p.to_json() if p is not None else "" for p in predictions]
+    else:
+        out = [p.to_tsv() if p is not None else "" for p in predictions]
+    _write_lines(args.output, out)
+
+
+def cmd_evaluate_classification(args: argparse.Namespace) -> None:
+    from s2s.classification import Classifier
+
+    if args.src or args.ref or args.split or args.conll:
+        raise S2SError("evaluate --data FILE scores a classification model; it does not take --src, --ref, --split or --conll")
+    classifier = Classifier.load(args.model, device=args.device)
+    scores, pred = classifier.evaluate_file(args.data, args.batch_size)
+    prefix = Path(args.hyp_prefix) if args.hyp_prefix else Path(args.model) / "eval" / Path(args.data).stem
+    _write_lines(f"{prefix}.pred", pred)
+    scores["predictions"] = f"{prefix}.pred"
+    if args.json:
+        print(json.dumps(scores))
+        return
+    labels = scores["labels"]
+    print(f"{args.data}: {scores['examples']} examples, labels {', '.join(labels)}")
+    for label, v in scores["per_label"].items():
+        print(f"{label:<10} precision {v['precision']:6.2f}  recall {v['recall']:6.2f}  F1 {v['f1']:6.2f}  ({v['support']} gold)")
+    width = max(7, *(len(label) + 1 for label in labels))
+    print("confusion matrix (rows gold, columns predicted):")
+    print(" " * width + "".join(f"{label:>{width}}" for label in labels))
+    for label, row in zip(labels, scores["confusion"]):
+        print(f"{label:<{width}}" + "".join(f"{n:>{width}}" for n in row))
+    print(f"predictions (one label per line): {prefix}.pred")
+    print(f"accuracy {scores['accuracy']:.2f}  macro-F1 {scores['macro_f1']:.2f}  ({scores['examples']} examples)")
+
+
 def cmd_evaluate_conll(args: argparse.Namespace) -> None:
     from s2s.conll import gold_and_predicted, read_conll
     from s2s.tagging import Tagger
@@ -105,10 +152,13 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     from s2s.data import load_split, read_parallel
     from s2s.translation import Translator
 
+    if args.data:
+        return cmd_evaluate_classification(args)
     if args.conll:
         return cmd_evaluate_conll(args)
     if bool(args.split) == bool(args.src or args.ref) or bool(args.src) != bool(args.ref):
-        raise S2SError("evaluate needs either --src FILE --ref FILE, or --split dev|test")
+        raise S2SError("evaluate needs either --src FILE --ref FILE, or --split dev|test (translation); "
+                       "--conll FILE scores a tagging model, --data FILE a classification model")
     translator = Translator.load(args.model, device=args.device)
     if args.split:
         data = config_lib.load(Path(args.model) / "config.yaml").data
@@ -134,7 +184,7 @@ def build_parser() -> argparse.ArgumentParser:
     from s2s import __version__
     from s2s.config import valid_keys
 
-    parser = argparse.ArgumentParser(prog="s2s", description="Recurrent sequence models: train, translate, tag, evaluate.", epilog=EPILOG)
+    parser = argparse.ArgumentParser(prog="s2s", description="Recurrent sequence models: train, translate, tag, classify, evaluate.", epilog=EPILOG)
     parser.add_argument("--version", action="version", version=f"s2s {__version__}")
     parser.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors on stderr")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -183,22 +233,41 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.set_defaults(func=cmd_tag)
 
-    p = sub.add_parser("evaluate", help="score a model: sacreBLEU for translation, entity F1 for tagging (--conll)",
+    p = sub.add_parser("classify", help="classify texts, one per line (or JSONL), with a label and its probability",
+                       description="Classify texts with a classification model: one output line per input line, in input "
+                       "order, with the predicted label and its probability; an empty input line gives an empty output line. "
+                       "Texts are tokenised and truncated as in training (data.max_text_tokens, data.truncate).")
+    p.add_argument("--model", required=True, metavar="RUN_DIR", help="a run directory made by `s2s train` with task: classification")
+    p.add_argument("--input", metavar="FILE", help="texts (default: stdin)")
+    p.add_argument("--output", metavar="FILE", help="predictions (default: stdout)")
+    p.add_argument("--input-format", default="auto", choices=["auto", "text", "jsonl"],
+                   help="text: one raw text per line; jsonl: one JSON object per line with the model's text field "
+                   "(data.text_field); auto (default): jsonl when --input ends in .jsonl, else text")
+    p.add_argument("--format", default="tsv", choices=["tsv", "json"],
+                   help="tsv: 'label<TAB>probability' (default); json: {\"label\", \"prob\", \"probs\": every label's probability}")
+    p.add_argument("--batch-size", type=int, metavar="N", help="texts per batch (default: decode.batch_size)")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.set_defaults(func=cmd_classify)
+
+    p = sub.add_parser("evaluate", help="score a model: sacreBLEU for translation, entity F1 for tagging (--conll), accuracy for classification (--data)",
                        description="Translation: translate --src, score against --ref with detokenized sacreBLEU (BLEU, chrF) "
                        "and print the scores with their signatures. Hypotheses are kept next to the raw subword output. "
                        "Tagging: --conll FILE tags the file's tokens and prints entity precision, recall and F1 per type "
-                       "and micro-averaged on exact span and type (conlleval-equivalent).")
+                       "and micro-averaged on exact span and type (conlleval-equivalent). "
+                       "Classification: --data FILE (labelled JSONL, TSV or CSV) prints accuracy, macro-F1 and the confusion matrix.")
     p.add_argument("--model", required=True, metavar="RUN_DIR")
     p.add_argument("--src", metavar="FILE", help="source sentences")
     p.add_argument("--ref", metavar="FILE", help="reference translations, aligned with --src")
     p.add_argument("--split", choices=["dev", "test"], help="instead of --src/--ref: the run config's dev or test split")
     p.add_argument("--beam-size", type=int, metavar="N")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    p.add_argument("--hyp-prefix", metavar="PATH", help="write PATH.hyp and PATH.raw; tagging: PATH.conll (default: RUN_DIR/eval/<src or conll name>)")
+    p.add_argument("--hyp-prefix", metavar="PATH", help="write PATH.hyp and PATH.raw; tagging: PATH.conll; classification: PATH.pred "
+                   "(default: RUN_DIR/eval/<src, conll or data name>)")
     p.add_argument("--json", action="store_true", help="print the scores as one JSON object")
     p.add_argument("--conll", metavar="FILE", help="tagging: a gold CoNLL file to tag and score")
     p.add_argument("--scheme", choices=["iob1", "iob2", "bioes"], help="tagging: tag scheme of --conll (default: the run config's data.scheme)")
-    p.add_argument("--batch-size", type=int, metavar="N", help="tagging: sentences per batch")
+    p.add_argument("--data", metavar="FILE", help="classification: a labelled JSONL, TSV or CSV file to classify and score")
+    p.add_argument("--batch-size", type=int, metavar="N", help="tagging, classification: sentences or texts per batch")
     p.set_defaults(func=cmd_evaluate)
     return parser
 

@@ -16,12 +16,12 @@ import yaml
 
 from s2s.errors import S2SError
 
-TASKS = ("translation", "tagging")
+TASKS = ("translation", "tagging", "classification")
 
 
 @dataclass(frozen=True)
 class DataConfig:
-    format: str = "text"  # text: {dir}/{split}.{lang}; tsv|jsonl: {dir}/{split}.{tsv|jsonl} with one column per language; hub: `hub` names a datasets hub set
+    format: str = "text"  # text: {dir}/{split}.{lang}; tsv|jsonl: {dir}/{split}.{tsv|jsonl} with one column per language; hub: `hub` names a datasets hub set; classification: jsonl|tsv|csv
     dir: str = ""  # folder holding the split files (format text|tsv|jsonl)
     hub: str = ""  # hub dataset name, e.g. bentrevett/multi30k (format hub; needs the network)
     src_lang: str = "de"  # file suffix / column name of the source side
@@ -29,10 +29,16 @@ class DataConfig:
     train: str = "train"  # split names
     dev: str = "val"
     test: str = "test2016"
-    max_train_pairs: int = 0  # keep only the first N training pairs (0 = all); used by smoke runs
+    max_train_pairs: int = 0  # keep only the first N training pairs (0 = all; classification: N rows after the dev hold-out); used by smoke runs
     max_len: int = 100  # training pairs longer than this many subword tokens on either side are skipped
-    max_dev: int = 0  # tagging: score only the first N dev sentences during training (0 = all); used by smoke runs
+    max_dev: int = 0  # tagging, classification: score only the first N dev sentences during training (0 = all); used by smoke runs
     scheme: str = "iob1"  # tagging: tag scheme of the CoNLL files (format conll: {dir}/{split}.txt); iob1 | iob2 | bioes
+    text_field: str = "text"  # classification: the JSON key / CSV column holding the text
+    label_field: str = "label"  # classification: the JSON key / CSV column holding the label (any strings or numbers)
+    dev_size: int = 0  # classification: hold out this many training rows as the dev split (seeded by dev_seed); 0 = read {dir}/{dev}
+    dev_seed: int = 1234  # classification: seed of the dev hold-out, kept apart from train.seed so the split never moves
+    max_text_tokens: int = 400  # classification: longer texts are cut to this many word tokens (training and prediction)
+    truncate: str = "head_tail"  # classification: keep the head | the tail | head_tail (first quarter + last three quarters)
 
 
 @dataclass(frozen=True)
@@ -42,8 +48,9 @@ class VocabConfig:
     tgt_size: int = 8000
     model_type: str = "unigram"  # unigram | bpe
     character_coverage: float = 1.0
-    lowercase: bool = True  # tagging: word vocabulary lowercased with digits mapped to 0 (characters keep the case)
-    min_freq: int = 1  # tagging: words seen fewer times in training map to UNK
+    lowercase: bool = True  # tagging: word vocabulary lowercased with digits mapped to 0 (characters keep the case); classification: text lowercased
+    min_freq: int = 1  # tagging, classification: words seen fewer times in training map to UNK
+    max_words: int = 0  # classification: keep only the N most frequent training words (0 = all with min_freq)
 
 
 @dataclass(frozen=True)
@@ -52,10 +59,11 @@ class ModelConfig:
     emb_dim: int = 256
     hidden_size: int = 256  # encoder hidden size per direction (states are 2 * hidden_size)
     num_layers: int = 1  # encoder layers
-    dropout: float = 0.3
+    bidirectional: bool = True  # encoder runs both directions (False: forward only, states are hidden_size)
+    dropout: float = 0.3  # on embeddings, between RNN layers and on encoder states (classification: on the pooled vector instead of the states, and in the head's hidden layer)
     dec_hidden_size: int = 512  # decoder LSTM size
     dec_layers: int = 1
-    attn_size: int = 256  # Bahdanau attention's hidden layer
+    attn_size: int = 256  # Bahdanau attention's hidden layer (classification: attention pooling's)
     tie_embeddings: bool = True  # share the target embedding with the output projection
     char_emb_dim: int = 30  # tagging: character embedding size of the char-CNN
     char_filters: int = 50  # tagging: char-CNN output features per token (0 = no character features)
@@ -63,6 +71,11 @@ class ModelConfig:
     case_dim: int = 8  # tagging: word-shape (casing) embedding size (0 = none)
     crf: bool = True  # tagging: linear-chain CRF on top (False: per-token softmax, still decoded to valid spans)
     tag_scheme: str = "bioes"  # tagging: scheme the model predicts internally (files are converted on the fly)
+    conv_filters: int = 0  # 1-D convolution front end before the RNN: output channels (0 = none; the CNN+RNN hybrid)
+    conv_kernel: int = 5  # its window, in tokens (odd)
+    conv_pool: int = 2  # max-pooling stride after it: the RNN sees ceil(T / conv_pool) steps
+    pooling: str = "max+mean"  # classification: how encoder states become one vector: mean | max | last | attention | max+mean | attention+max
+    head_hidden: int = 0  # classification: hidden layer of the classifier on the pooled vector (0 = one linear layer)
 
 
 @dataclass(frozen=True)
@@ -85,7 +98,8 @@ class TrainConfig:
     log_every: int = 100  # updates between metrics-log lines
     amp: bool = True  # bf16/fp16 autocast on CUDA (ignored on CPU)
     unk_replace: float = 0.0  # tagging: chance that a word seen once in training is replaced by UNK (Lample et al. 2016, sec. 4)
-    word_dropout: float = 0.0  # tagging: chance that any training word is replaced by UNK, so the tagger leans on characters too
+    trim_batches: bool = True  # classification: cut each training batch's texts to the batch's shortest (see ClassificationTask.batch)
+    word_dropout: float = 0.0  # tagging, classification: chance that any training word is replaced by UNK (tagging: so the tagger leans on characters too)
 
 
 @dataclass(frozen=True)
@@ -111,7 +125,9 @@ class Config:
 
 CHOICES = {
     "task": TASKS,
-    "data.format": ("text", "tsv", "jsonl", "hub", "conll"),
+    "data.format": ("text", "tsv", "jsonl", "hub", "conll", "csv"),
+    "data.truncate": ("head", "tail", "head_tail"),
+    "model.pooling": ("mean", "max", "last", "attention", "max+mean", "attention+max"),
     "data.scheme": ("iob1", "iob2", "bioes"),
     "model.tag_scheme": ("bioes", "iob2"),
     "vocab.model_type": ("unigram", "bpe"),

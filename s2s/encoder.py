@@ -16,6 +16,33 @@ class EncoderOutput(NamedTuple):
     final: torch.Tensor  # (B, D) top layer's last forward state joined with its first backward state
 
 
+class ConvFrontEnd(nn.Module):
+    """A 1-D convolution over the embedded tokens, ReLU, then max-pooling with stride `pool`:
+    the RNN runs on ceil(T / pool) local n-gram features instead of T tokens (the CNN+RNN
+    hybrid of the Keras IMDB examples; Zhou et al. 2015, C-LSTM). Padding never changes a result:
+    inputs are zeroed past each length (what the conv's own zero padding would see), and the
+    pooling windows see only real positions (outputs are >= 0 after ReLU, padding is set to 0)."""
+
+    def __init__(self, in_dim: int, filters: int, kernel: int, pool: int):
+        super().__init__()
+        if kernel < 1 or kernel % 2 == 0:
+            raise ValueError(f"conv kernel must be odd and positive, got {kernel}")
+        if pool < 1:
+            raise ValueError(f"conv pool must be at least 1, got {pool}")
+        self.conv = nn.Conv1d(in_dim, filters, kernel, padding=kernel // 2)
+        self.pool = pool
+
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """x (B, T, E), lengths (B,) -> (B, ceil(T / pool), filters) and the pooled lengths (B,)."""
+        mask = torch.arange(x.size(1), device=x.device)[None, :] < lengths.to(x.device)[:, None]  # (B, T)
+        x = x.masked_fill(~mask[:, :, None], 0.0)
+        h = torch.relu(self.conv(x.transpose(1, 2)))  # (B, C, T)
+        h = h.masked_fill(~mask[:, None, :], 0.0)
+        if self.pool > 1:
+            h = nn.functional.max_pool1d(h, self.pool, self.pool, ceil_mode=True)  # (B, C, ceil(T / pool))
+        return h.transpose(1, 2), (lengths + self.pool - 1) // self.pool
+
+
 class Encoder(nn.Module):
     def __init__(
         self,
@@ -28,20 +55,30 @@ class Encoder(nn.Module):
         bidirectional: bool = True,
         pad_id: int = 0,
         feature_dim: int = 0,
+        conv_filters: int = 0,
+        conv_kernel: int = 5,
+        conv_pool: int = 1,
+        output_dropout: bool = True,
     ):
         """feature_dim > 0 lets a head join extra per-token features (e.g. character
-        features for tagging) to the word embeddings before the RNN."""
+        features for tagging) to the word embeddings before the RNN. conv_filters > 0 puts a
+        ConvFrontEnd between the embeddings and the RNN; with conv_pool > 1 the states, mask
+        and lengths then cover ceil(T / conv_pool) steps, not T tokens. output_dropout=False returns
+        the states without dropout, for a head that pools them first (dropout before a max would
+        make training-time maxima larger than test-time ones)."""
         super().__init__()
         self.embed = nn.Embedding(vocab_size, emb_dim, padding_idx=pad_id)
         self.dropout = nn.Dropout(dropout)
+        self.conv = ConvFrontEnd(emb_dim + feature_dim, conv_filters, conv_kernel, conv_pool) if conv_filters else None
         self.rnn = CELLS[cell](
-            emb_dim + feature_dim,
+            conv_filters or emb_dim + feature_dim,
             hidden_size,
             num_layers=num_layers,
             batch_first=True,
             bidirectional=bidirectional,
             dropout=dropout if num_layers > 1 else 0.0,
         )
+        self.output_dropout = output_dropout
         self.num_directions = 2 if bidirectional else 1
         self.output_size = hidden_size * self.num_directions
 
@@ -53,11 +90,14 @@ class Encoder(nn.Module):
         if features is not None:
             x = torch.cat([x, features], dim=-1)  # (B, T, E + F)
         x = self.dropout(x)
+        if self.conv is not None:
+            x, lengths = self.conv(x, lengths)  # (B, T', C), T' = ceil(T / conv_pool)
+        steps = x.size(1)
         # Packing makes padding cost nothing and keeps it out of the backward direction.
         packed = pack_padded_sequence(x, lengths.cpu(), batch_first=True, enforce_sorted=False)
         out, hidden = self.rnn(packed)
-        states, _ = pad_packed_sequence(out, batch_first=True, total_length=tokens.size(1))  # (B, T, D)
+        states, _ = pad_packed_sequence(out, batch_first=True, total_length=steps)  # (B, T', D)
         h = hidden[0] if isinstance(hidden, tuple) else hidden  # (layers * dirs, B, H)
         final = torch.cat(list(h[-self.num_directions:]), dim=-1)  # (B, D)
-        mask = torch.arange(tokens.size(1), device=tokens.device)[None, :] < lengths.to(tokens.device)[:, None]
-        return EncoderOutput(self.dropout(states), mask, final)
+        mask = torch.arange(steps, device=x.device)[None, :] < lengths.to(x.device)[:, None]
+        return EncoderOutput(self.dropout(states) if self.output_dropout else states, mask, final)

@@ -12,6 +12,7 @@ from s2s.config import Config
 from s2s.crf import CRF, allowed_transitions, viterbi
 from s2s.decoder import AttentionDecoder
 from s2s.encoder import Encoder
+from s2s.errors import S2SError
 
 
 class Output(NamedTuple):
@@ -113,14 +114,89 @@ class SequenceTagger(nn.Module):
         return paths, [row[: len(p)] for row, p in zip(picked, paths)]
 
 
+POOLINGS = ("mean", "max", "last", "attention")
+
+
+class AttentionPooling(nn.Module):
+    """A learned weighted average of the states: score_t = v . tanh(W h_t), weights = softmax over
+    the real positions (Yang et al. 2016, sec. 2.2, with one learned query; Lin et al. 2017)."""
+
+    def __init__(self, input_size: int, attn_size: int):
+        super().__init__()
+        self.proj = nn.Linear(input_size, attn_size)
+        self.v = nn.Linear(attn_size, 1, bias=False)
+
+    def forward(self, states: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """states (B, T, D), mask (B, T) -> (B, D)."""
+        scores = self.v(torch.tanh(self.proj(states))).squeeze(-1)  # (B, T)
+        weights = scores.float().masked_fill(~mask, -torch.inf).softmax(-1).to(states.dtype)  # (B, T), 0 on padding
+        return torch.bmm(weights.unsqueeze(1), states).squeeze(1)  # (B, D)
+
+
+class TextClassifier(nn.Module):
+    """N-vs-1 classification: the shared Encoder, its states pooled into one vector per text
+    (any of mean, max, last state, attention, concatenated in the order given) and a small
+    classifier. Dropout comes after pooling, not before: the encoder returns its states undropped
+    (output_dropout=False), since dropout before a max makes training-time maxima larger than
+    test-time ones (Kim 2014 also drops after pooling)."""
+
+    def __init__(self, encoder: Encoder, num_classes: int, pooling: tuple[str, ...], head_hidden: int = 0,
+                 attn_size: int = 128, dropout: float = 0.0, label_smoothing: float = 0.0):
+        super().__init__()
+        unknown = [p for p in pooling if p not in POOLINGS]
+        if not pooling or unknown:
+            raise ValueError(f"pooling must be one or more of {', '.join(POOLINGS)}, got {pooling}")
+        self.encoder = encoder
+        self.num_classes = num_classes
+        self.pooling = tuple(pooling)
+        size = encoder.output_size
+        self.attention = AttentionPooling(size, attn_size) if "attention" in pooling else None
+        self.dropout = nn.Dropout(dropout)
+        pooled = size * len(pooling)
+        if head_hidden:
+            self.head = nn.Sequential(nn.Linear(pooled, head_hidden), nn.ReLU(), nn.Dropout(dropout), nn.Linear(head_hidden, num_classes))
+        else:
+            self.head = nn.Linear(pooled, num_classes)
+        self.label_smoothing = label_smoothing
+
+    def pool(self, tokens: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """tokens (B, T), lengths (B,) -> pooled features (B, len(pooling) * D)."""
+        enc = self.encoder(tokens, lengths)
+        states, mask = enc.states, enc.mask  # (B, T', D), (B, T'); states are 0 on padding
+        parts = []
+        for mode in self.pooling:
+            match mode:
+                case "mean":
+                    parts.append(states.sum(1) / mask.sum(1, keepdim=True).to(states.dtype))  # (B, D)
+                case "max":
+                    parts.append(states.masked_fill(~mask.unsqueeze(-1), -torch.inf).amax(1))  # (B, D)
+                case "last":
+                    parts.append(enc.final)  # (B, D): last forward state + first backward state
+                case "attention":
+                    parts.append(self.attention(states, mask))  # (B, D)
+        return torch.cat(parts, dim=-1)
+
+    def logits(self, tokens: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        return self.head(self.dropout(self.pool(tokens, lengths)))  # (B, K)
+
+    def forward(self, batch) -> Output:
+        logits = self.logits(batch.tokens, batch.lengths)
+        loss = F.cross_entropy(logits.float(), batch.labels, label_smoothing=self.label_smoothing)
+        return Output(loss, logits, int(batch.labels.numel()))
+
+
 def build_model(
     config: Config, src_vocab_size: int, tgt_vocab_size: int, num_chars: int = 0, tags: list[str] | None = None
 ) -> nn.Module:
-    """tagging: src_vocab_size = words, tgt_vocab_size = len(tags), plus the character vocabulary size and tag names."""
+    """tagging: src_vocab_size = words, tgt_vocab_size = len(tags), plus the character vocabulary size and tag names.
+    classification: src_vocab_size = words, tgt_vocab_size = number of classes."""
     m = config.model
+    if m.conv_filters and (m.conv_kernel < 1 or m.conv_kernel % 2 == 0 or m.conv_pool < 1):
+        raise S2SError(f"model.conv_kernel must be odd and positive and model.conv_pool at least 1, got {m.conv_kernel} and {m.conv_pool}")
+    conv = {"conv_filters": m.conv_filters, "conv_kernel": m.conv_kernel, "conv_pool": m.conv_pool}
     match config.task:
         case "translation":
-            encoder = Encoder(src_vocab_size, m.emb_dim, m.hidden_size, m.num_layers, m.cell, m.dropout)
+            encoder = Encoder(src_vocab_size, m.emb_dim, m.hidden_size, m.num_layers, m.cell, m.dropout, m.bidirectional, **conv)
             decoder = AttentionDecoder(
                 tgt_vocab_size,
                 m.emb_dim,
@@ -135,9 +211,16 @@ def build_model(
         case "tagging":
             chars = CharCNN(num_chars, m.char_emb_dim, m.char_filters, m.char_kernel, m.dropout) if m.char_filters else None
             feature_dim = (m.char_filters if chars is not None else 0) + m.case_dim
-            encoder = Encoder(src_vocab_size, m.emb_dim, m.hidden_size, m.num_layers, m.cell, m.dropout, feature_dim=feature_dim)
+            # Tags are per token: a pooling front end would change the sequence length.
+            encoder = Encoder(src_vocab_size, m.emb_dim, m.hidden_size, m.num_layers, m.cell, m.dropout, m.bidirectional,
+                              feature_dim=feature_dim, **(conv | {"conv_pool": 1}))
             allowed = allowed_transitions(tags, m.tag_scheme) if tags is not None else None
             crf = CRF(tgt_vocab_size, allowed) if m.crf else None
             return SequenceTagger(encoder, chars, m.case_dim, tgt_vocab_size, crf, allowed)
+        case "classification":
+            encoder = Encoder(src_vocab_size, m.emb_dim, m.hidden_size, m.num_layers, m.cell, m.dropout, m.bidirectional,
+                              output_dropout=False, **conv)
+            pooling = tuple(m.pooling.split("+"))
+            return TextClassifier(encoder, tgt_vocab_size, pooling, m.head_hidden, m.attn_size, m.dropout, config.train.label_smoothing)
         case _:
             raise ValueError(f"unknown task {config.task!r}")

@@ -38,6 +38,10 @@ def build_task(config: Config, run_dir: Path, resume: bool):
             from s2s.tagging import TaggingTask
 
             return TaggingTask(config, run_dir, resume)
+        case "classification":
+            from s2s.classification import ClassificationTask
+
+            return ClassificationTask(config, run_dir, resume)
     raise S2SError(f"unknown task {config.task!r}")
 
 

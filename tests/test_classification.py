@@ -1,0 +1,426 @@
+"""The classification head: reading labelled text, pooling, every encoder option, the Classifier API,
+`s2s classify` / `s2s evaluate --data`, bad input, resume, and the smoke recipe."""
+from __future__ import annotations
+
+import json
+import random
+import subprocess
+from pathlib import Path
+
+import pytest
+import torch
+
+from s2s import config as config_lib
+from s2s.classification import Classifier, ClassificationTask, hold_out, make_batch, read_labelled, scores, tokenize, truncate
+from s2s.cli import main
+from s2s.config import Config
+from s2s.errors import S2SError
+from s2s.models import POOLINGS, build_model
+
+ROOT = Path(__file__).resolve().parents[1]
+IMDB = ROOT.parent / "shared" / "data" / "imdb"
+
+# A made-up review language: the label is carried by a few words anywhere in a text of fillers.
+WORDS = {"pos": ["great", "superb", "loved"], "neg": ["awful", "boring", "hated"], "meh": ["okay", "average"]}
+FILLER = ["the", "movie", "plot", "actor", "was", "and", "a", "film", "it", "."]
+
+
+def make_reviews(n: int, seed: int) -> list[dict]:
+    rng = random.Random(seed)
+    rows = []
+    for i in range(n):
+        label = ["pos", "neg", "meh"][i % 3]
+        words = [rng.choice(FILLER) for _ in range(rng.randint(2, 6))]
+        words.insert(rng.randrange(len(words) + 1), rng.choice(WORDS[label]))
+        rows.append({"text": " ".join(words).capitalize(), "label": label})
+    return rows
+
+
+def write_jsonl(path: Path, rows: list[dict]) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    return path
+
+
+def tiny_dict(data_dir: Path, **sections: dict) -> dict:
+    raw = {
+        "task": "classification",
+        "data": {"format": "jsonl", "dir": str(data_dir), "train": "train", "dev": "dev", "max_text_tokens": 12},
+        "vocab": {"min_freq": 1},
+        "model": {"emb_dim": 8, "hidden_size": 8, "dropout": 0.0, "pooling": "max+mean", "attn_size": 8},
+        "train": {"epochs": 30, "max_tokens": 60, "lr": 0.03, "log_every": 1000, "threads": 1, "early_stopping": 0,
+                  "label_smoothing": 0.0, "device": "cpu", "seed": 3},
+        "decode": {"batch_size": 8},
+    }
+    for name, values in sections.items():
+        raw[name].update(values)
+    return raw
+
+
+def tiny(data_dir: Path, **sections: dict) -> Config:
+    return config_lib.from_dict(tiny_dict(data_dir, **sections))
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("reviews")
+    write_jsonl(root / "train.jsonl", make_reviews(60, 0))
+    write_jsonl(root / "dev.jsonl", make_reviews(15, 1))
+    write_jsonl(root / "test.jsonl", make_reviews(12, 2))
+    return root
+
+
+@pytest.fixture(scope="module")
+def run_dir(data_dir) -> Path:
+    """A tiny 3-class model trained through the shared loop (a couple of seconds); tests must not modify it."""
+    from s2s.train import train
+
+    out = data_dir / "run"
+    progress = train(tiny(data_dir), out)
+    assert progress["best"] == 100, progress
+    return out
+
+
+def _run(capsys, *argv) -> tuple[int, str, str]:
+    code = main(["-q", *map(str, argv)])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+# --- text and files -------------------------------------------------------------------------------------------
+
+
+def test_tokenize_strips_html_breaks_and_keeps_contractions():
+    assert tokenize("Great<br /><br />I DON'T like it!!") == ["great", "i", "don't", "like", "it", "!", "!"]
+    assert tokenize("Great", lowercase=False) == ["Great"] and tokenize("<br/>") == []
+
+
+def test_truncate_keeps_head_tail_or_both():
+    tokens = [str(i) for i in range(20)]
+    assert truncate(tokens, 8, "head") == tokens[:8]
+    assert truncate(tokens, 8, "tail") == tokens[-8:]
+    assert truncate(tokens, 8, "head_tail") == tokens[:2] + tokens[-6:]  # a quarter of the budget from the head
+    assert truncate(tokens, 30, "head_tail") == tokens and truncate(tokens, 0) == tokens
+
+
+def test_jsonl_tsv_and_csv_give_the_same_examples(tmp_path):
+    write_jsonl(tmp_path / "a.jsonl", [{"text": "\"fine\", quoted", "label": 1}, {"text": "two\nlines", "label": "neg"}])
+    (tmp_path / "a.csv").write_text('text,label\n"""fine"", quoted",1\n"two\nlines",neg\n\n', encoding="utf-8")
+    (tmp_path / "a.tsv").write_text('label\ttext\n1\t"fine", quoted\nneg\ttwo\\nlines\n', encoding="utf-8")  # TSV cells are literal
+    found = [[(e.text, e.label) for e in read_labelled(tmp_path / f"a.{fmt}", fmt)] for fmt in ("jsonl", "csv", "tsv")]
+    assert found[0] == found[1] == [('"fine", quoted', "1"), ("two\nlines", "neg")]
+    assert found[2] == [('"fine", quoted', "1"), ("two\\nlines", "neg")]
+
+
+def test_a_unicode_line_separator_inside_a_text_is_not_a_line_break(tmp_path):
+    # IMDB's train.jsonl holds \x85 inside reviews; str.splitlines() would cut those lines in two.
+    path = write_jsonl(tmp_path / "a.jsonl", [{"text": "one\x85two\u2028three", "label": "x"}, {"text": "b", "label": "y"}])
+    assert [e.line for e in read_labelled(path, "jsonl")] == [1, 2]
+
+
+@pytest.mark.parametrize(
+    "name, content, message",
+    [
+        ("a.jsonl", '{"text": "ok", "label": 1}\n{"text": "broken", label}\n', r"a\.jsonl:2: not valid JSON"),
+        ("a.jsonl", '{"text": "ok", "label": 1}\n\n[1, 2]\n', r"a\.jsonl:3: expected a JSON object"),
+        ("a.jsonl", '{"text": "ok", "label": 1}\n{"text": "no label"}\n', r"a\.jsonl:2: no label in 'label'; keys: text"),
+        ("a.jsonl", '{"text": "ok", "label": null}\n', r"a\.jsonl:1: no label in 'label', got None"),
+        ("a.jsonl", '{"review": "ok", "label": 1}\n', r"a\.jsonl:1: no text in 'text'; keys: review, label"),
+        ("a.jsonl", '{"text": "  ", "label": 1}\n', r"a\.jsonl:1: no text in 'text'"),
+        ("a.tsv", "text\tlabel\nok\t1\nno label here\n", r"a\.tsv:3: expected 2 TSV fields \(text, label\), got 1"),
+        ("a.csv", 'text,label\nok,1\n"unclosed,1\n', r"a\.csv:\d+: not a valid CSV row"),
+        ("a.csv", "text,label\nok,\n", r"a\.csv:2: no label in 'label', got ''"),
+        ("a.jsonl", "", r"a\.jsonl: no labelled rows"),
+    ],
+)
+def test_bad_rows_name_file_and_line(tmp_path, name, content, message):
+    path = tmp_path / name
+    path.write_text(content, encoding="utf-8")
+    with pytest.raises(S2SError, match=message):
+        read_labelled(path, name.split(".")[1])
+
+
+def test_non_utf8_names_file_and_line(tmp_path):
+    path = tmp_path / "a.jsonl"
+    path.write_bytes(b'{"text": "ok", "label": 1}\n{"text": "caf\xe9", "label": 1}\n')
+    with pytest.raises(S2SError, match=r"a\.jsonl:2: not valid UTF-8 \(byte 0xe9\)"):
+        read_labelled(path, "jsonl")
+
+
+def test_dev_hold_out_is_seeded_and_disjoint():
+    rows = list(range(100))
+    train, dev = hold_out(rows, 10, seed=5, where="x")
+    assert len(dev) == 10 and sorted(train + dev) == rows
+    assert hold_out(rows, 10, seed=5, where="x") == (train, dev) and hold_out(rows, 10, seed=6, where="x")[1] != dev
+    with pytest.raises(S2SError, match="data.dev_size=100"):
+        hold_out(rows, 100, seed=5, where="x")
+
+
+# --- the model ------------------------------------------------------------------------------------------------
+
+
+def _model(cell="lstm", pooling="max+mean", bidirectional=True, conv=0, layers=1, classes=3, dropout=0.0, seed=0):
+    model = {"cell": cell, "emb_dim": 8, "hidden_size": 6, "num_layers": layers, "bidirectional": bidirectional,
+             "dropout": dropout, "pooling": pooling, "attn_size": 5, "conv_filters": conv, "conv_kernel": 3, "conv_pool": 2}
+    torch.manual_seed(seed)
+    return build_model(config_lib.from_dict({"task": "classification", "model": model, "train": {"label_smoothing": 0.0}}), 20, classes)
+
+
+@pytest.mark.parametrize("cell", ["rnn", "gru", "lstm"])
+@pytest.mark.parametrize("pooling", [*POOLINGS, "attention+max"])
+def test_padding_never_changes_the_output(cell, pooling):
+    rng = random.Random(0)
+    texts = [[rng.randrange(2, 20) for _ in range(n)] for n in (7, 1, 4, 6, 2)]
+    for bidirectional in (True, False):
+        for conv in (0, 4):
+            model = _model(cell, pooling, bidirectional, conv).eval()
+            b = make_batch(texts)
+            together = model.logits(b.tokens, b.lengths)
+            for i, text in enumerate(texts):
+                alone = make_batch([text])
+                assert torch.allclose(model.logits(alone.tokens, alone.lengths)[0], together[i], atol=1e-5), (bidirectional, conv, i)
+
+
+@pytest.mark.parametrize(
+    "options",
+    [dict(cell="rnn"), dict(cell="gru"), dict(cell="lstm"), dict(cell="lstm", bidirectional=False),
+     dict(cell="gru", layers=2, dropout=0.3), dict(cell="lstm", conv=6), dict(pooling="attention"), dict(pooling="last")],
+    ids=lambda o: "-".join(f"{k}={v}" for k, v in o.items()),
+)
+def test_every_encoder_option_overfits_one_batch(options):
+    model = _model(**options)
+    batch = make_batch([[2, 3, 4], [5, 6, 7, 8, 9], [10, 11], [12, 13, 14, 15]], [0, 1, 2, 1])
+    optimizer = torch.optim.Adam(model.parameters(), lr=0.05)
+    first = model(batch).loss.item()
+    for _ in range(60):
+        loss = model(batch).loss
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    model.eval()
+    assert model(batch).loss.item() < first / 5
+    assert model.logits(batch.tokens, batch.lengths).argmax(-1).tolist() == [0, 1, 2, 1]
+
+
+def test_conv_front_end_pools_the_lengths():
+    from s2s.encoder import Encoder
+
+    encoder = Encoder(20, 8, 6, conv_filters=4, conv_kernel=3, conv_pool=2)
+    enc = encoder(torch.tensor([[2, 3, 4, 5, 6], [7, 8, 0, 0, 0]]), torch.tensor([5, 2]))
+    assert enc.states.shape == (2, 3, 12) and enc.mask.tolist() == [[True] * 3, [True, False, False]]
+
+
+def test_an_even_conv_kernel_is_refused():
+    config = config_lib.from_dict({"task": "classification", "model": {"conv_filters": 4, "conv_kernel": 4}})
+    with pytest.raises(S2SError, match="model.conv_kernel must be odd"):
+        build_model(config, 20, 2)
+
+
+def test_a_unidirectional_encoder_also_serves_translation():
+    config = config_lib.from_dict({"model": {"emb_dim": 8, "hidden_size": 8, "dec_hidden_size": 8, "attn_size": 8, "bidirectional": False}})
+    model = build_model(config, 20, 20)
+    from s2s.data import make_batch as make_pair_batch
+
+    out = model(make_pair_batch([[4, 5, 6], [7, 8]], [[4, 5], [6, 7, 8]]))
+    assert model.encoder.output_size == 8 and torch.isfinite(out.loss)
+
+
+def test_scores_by_hand():
+    # gold a a b b c, predicted a b b b a: per label (P, R, F1): a (1/2, 1/2, 1/2), b (2/3, 1, 4/5), c (0, 0, 0)
+    found = scores([0, 0, 1, 1, 2], [0, 1, 1, 1, 0], ["a", "b", "c"])
+    assert found["accuracy"] == pytest.approx(60.0)
+    assert found["macro_f1"] == pytest.approx(100 * (0.5 + 0.8 + 0.0) / 3)
+    assert found["confusion"] == [[1, 1, 0], [0, 2, 0], [1, 0, 0]]
+    assert found["per_label"]["b"]["precision"] == pytest.approx(200 / 3) and found["per_label"]["c"]["support"] == 1
+    # A label that is neither gold nor predicted does not count in the macro average (as in scikit-learn).
+    assert scores([0, 1], [0, 1], ["a", "b", "c"])["macro_f1"] == pytest.approx(100.0)
+
+
+# --- training, the API and the CLI ----------------------------------------------------------------------------
+
+
+def test_training_leaves_a_run_directory(run_dir):
+    for name in ("config.yaml", "best.pt", "last.pt", "classification_vocab.json", "metrics.jsonl"):
+        assert (run_dir / name).is_file(), name
+    events = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert any("dev_accuracy" in e and "dev_macro_f1" in e for e in events)
+    assert json.loads((run_dir / "classification_vocab.json").read_text())["labels"] == ["meh", "neg", "pos"]
+
+
+def test_classifier_api_keeps_order_and_does_not_depend_on_batching(run_dir):
+    import s2s
+
+    classifier = s2s.Classifier.load(run_dir, device="cpu")
+    texts = ["The movie was great", "", "It was awful and boring .", "   ", "An okay film", "<br />"]
+    found = classifier.predict(texts)
+    assert found[1] is None and found[3] is None
+    assert [p.label for p in found if p is not None][:3] == ["pos", "neg", "meh"]
+    for p in filter(None, found):
+        assert sum(p.probs.values()) == pytest.approx(1.0, abs=1e-5) and p.prob == max(p.probs.values())
+    one_by_one = classifier.predict(texts, batch_size=1)
+    assert [p and (p.label, round(p.prob, 5)) for p in one_by_one] == [p and (p.label, round(p.prob, 5)) for p in found]
+
+
+@pytest.mark.parametrize("fmt", ["tsv", "json"])
+def test_classify_cli_keeps_order_and_empty_lines(run_dir, tmp_path, capsys, fmt):
+    src = tmp_path / "in.txt"
+    src.write_text("The movie was great\n\nIt was awful\nan okay film . \x85 really\n", encoding="utf-8")
+    code, out, err = _run(capsys, "classify", "--model", run_dir, "--input", src, "--format", fmt)
+    assert code == 0, err
+    lines = out.split("\n")[:-1]
+    assert len(lines) == 4 and lines[1] == ""
+    if fmt == "tsv":
+        labels = [line.split("\t")[0] for line in lines if line]
+        assert all(0 < float(line.split("\t")[1]) <= 1 for line in lines if line)
+    else:
+        labels = [json.loads(line)["label"] for line in lines if line]
+    assert labels == ["pos", "neg", "meh"]
+
+
+def test_classify_cli_reads_stdin(run_dir, capsys, monkeypatch):
+    import io
+
+    monkeypatch.setattr("sys.stdin", io.TextIOWrapper(io.BytesIO("great film\x85 really\n\nso boring\n".encode())))
+    code, out, err = _run(capsys, "classify", "--model", run_dir)
+    assert code == 0, err
+    assert [line.split("\t")[0] for line in out.split("\n")[:-1]] == ["pos", "", "neg"]
+    monkeypatch.setattr("sys.stdin", io.TextIOWrapper(io.BytesIO(b"great\n\xff\n")))
+    code, out, err = _run(capsys, "classify", "--model", run_dir)
+    assert code == 2 and "<stdin>:2: not valid UTF-8" in err
+
+
+def test_classify_cli_reads_jsonl_input(run_dir, tmp_path, capsys):
+    src = write_jsonl(tmp_path / "in.jsonl", [{"text": "great film", "id": 1}, {"text": "boring"}])
+    out = tmp_path / "out.tsv"
+    code, _, err = _run(capsys, "classify", "--model", run_dir, "--input", src, "--output", out)
+    assert code == 0, err
+    assert [line.split("\t")[0] for line in out.read_text().splitlines()] == ["pos", "neg"]
+    src.write_text('{"text": "great film"}\nnot json\n', encoding="utf-8")
+    code, _, err = _run(capsys, "classify", "--model", run_dir, "--input", src)
+    assert code == 2 and "in.jsonl:2: not valid JSON" in err and "Traceback" not in err
+
+
+def test_evaluate_cli_numbers_match_the_predictions(run_dir, data_dir, tmp_path, capsys):
+    rows = make_reviews(12, 2) + [{"text": "great great", "label": "neg"}, {"text": "awful", "label": "meh"}]
+    test = write_jsonl(tmp_path / "test.jsonl", rows)
+    code, out, err = _run(capsys, "evaluate", "--model", run_dir, "--data", test, "--json")
+    assert code == 0, err
+    found = json.loads(out)
+    pred = Path(found["predictions"]).read_text().splitlines()
+    gold = [r["label"] for r in rows]
+    assert pred == [p.label for p in Classifier.load(run_dir).predict([r["text"] for r in rows])]
+    assert found["accuracy"] == pytest.approx(100 * sum(g == p for g, p in zip(gold, pred)) / len(rows))
+    assert found["accuracy"] < 100 and found["examples"] == 14
+    labels = ["meh", "neg", "pos"]
+    assert found["confusion"] == [[sum(g == a and p == b for g, p in zip(gold, pred)) for b in labels] for a in labels]
+    code, out, err = _run(capsys, "evaluate", "--model", run_dir, "--data", test)
+    assert code == 0 and out.strip().splitlines()[-1].startswith(f"accuracy {found['accuracy']:.2f}  macro-F1 ")
+    assert "confusion matrix (rows gold, columns predicted):" in out
+
+
+def test_evaluate_reads_csv_by_its_extension(run_dir, tmp_path, capsys):
+    test = tmp_path / "t.csv"
+    test.write_text("label,text\npos,great film\nneg,so boring\n", encoding="utf-8")
+    code, out, err = _run(capsys, "evaluate", "--model", run_dir, "--data", test, "--json")
+    assert code == 0, err
+    assert json.loads(out)["accuracy"] == 100
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        ('{"text": "great", "label": "pos"}\n{"text": "fine", "label": "neutral"}\n',
+         "t.jsonl:2: label 'neutral' is not one the model knows (meh, neg, pos)"),
+        ('{"text": "great", "label": "pos"}\n{"text": "fine"}\n', "t.jsonl:2: no label in 'label'"),
+        ('{"text": "great", "label": "pos"}\n{"text": \n', "t.jsonl:2: not valid JSON"),
+    ],
+)
+def test_evaluate_bad_input_is_one_line_with_file_and_line(run_dir, tmp_path, capsys, content, message):
+    test = tmp_path / "t.jsonl"
+    test.write_text(content, encoding="utf-8")
+    code, out, err = _run(capsys, "evaluate", "--model", run_dir, "--data", test)
+    assert code == 2 and message in err and "Traceback" not in err and err.count("\n") == 1
+
+
+def test_training_data_problems_stop_training(data_dir, tmp_path, capsys):
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    write_jsonl(bad / "train.jsonl", make_reviews(6, 0))
+    with open(bad / "train.jsonl", "ab") as f:
+        f.write(b'{"text": "\xff", "label": "pos"}\n')
+    write_jsonl(bad / "dev.jsonl", make_reviews(3, 1))
+    config_lib.save(tiny(bad), tmp_path / "c.yaml")
+    code, _, err = _run(capsys, "train", tmp_path / "c.yaml", "--out", tmp_path / "run")
+    assert code == 2 and "train.jsonl:7: not valid UTF-8" in err
+    write_jsonl(bad / "train.jsonl", make_reviews(6, 0))
+    write_jsonl(bad / "dev.jsonl", [{"text": "fine", "label": "unheard"}])
+    code, _, err = _run(capsys, "train", tmp_path / "c.yaml", "--out", tmp_path / "run")
+    assert code == 2 and "dev.jsonl:1: label 'unheard' is not one the model knows" in err
+    config_lib.save(tiny(bad, data={"format": "text"}), tmp_path / "c.yaml")
+    code, _, err = _run(capsys, "train", tmp_path / "c.yaml", "--out", tmp_path / "run2")
+    assert code == 2 and "set data.format to one of jsonl, tsv, csv" in err
+
+
+def test_task_mismatch_errors(run_dir, trained_run, capsys):
+    code, _, err = _run(capsys, "classify", "--model", trained_run)
+    assert code == 2 and "trained for translation, not classification" in err
+    code, _, err = _run(capsys, "evaluate", "--model", run_dir, "--data", "x.jsonl", "--src", "a")
+    assert code == 2 and "does not take --src" in err
+
+
+def test_dev_held_out_of_train(data_dir, tmp_path):
+    config = tiny(data_dir, data={"dev_size": 9, "dev": "missing"})
+    for name in "ab":
+        (tmp_path / name).mkdir()
+    task, again = (ClassificationTask(config, tmp_path / name) for name in "ab")
+    assert len(task.dev_ids) == 9 and len(task.ids) == 51
+    assert again.dev_ids == task.dev_ids and again.dev_labels == task.dev_labels
+
+
+def test_training_batches_are_cut_to_their_shortest_text(data_dir, tmp_path):
+    task = ClassificationTask(tiny(data_dir), tmp_path)
+    rows = sorted(range(len(task.ids)), key=lambda i: len(task.ids[i]))[-4:] + [0]
+    b = task.batch(rows)
+    shortest = min(len(task.ids[i]) for i in rows)
+    assert b.tokens.shape == (5, shortest) and b.lengths.tolist() == [shortest] * 5 and b.tokens.ne(0).all()
+    assert b.tokens[0].tolist() == truncate(task.ids[rows[0]], shortest, "head_tail")
+    task = ClassificationTask(tiny(data_dir, train={"trim_batches": False}), tmp_path, resume=True)
+    assert task.batch(rows).lengths.tolist() == [len(task.ids[i]) for i in rows]
+
+
+def test_resume_equals_uninterrupted(data_dir, tmp_path):
+    from s2s.train import train
+
+    def config(steps):
+        return tiny(data_dir, train={"max_steps": steps, "epochs": 10, "max_tokens": 100, "log_every": 1, "word_dropout": 0.2},
+                    model={"dropout": 0.2})
+
+    train(config(6), tmp_path / "a")
+    train(config(3), tmp_path / "b")
+    train(config(6), tmp_path / "b", resume=True)
+
+    def losses(run):
+        return {e["step"]: e["train_loss"] for e in map(json.loads, (run / "metrics.jsonl").read_text().splitlines()) if "train_loss" in e}
+
+    assert losses(tmp_path / "a") == pytest.approx(losses(tmp_path / "b"), abs=1e-6) and len(losses(tmp_path / "a")) == 6
+
+
+@pytest.mark.skipif(not (IMDB / "train.jsonl").is_file(), reason=f"IMDB not found at {IMDB} (the shared data folder)")
+def test_sentiment_smoke_recipe_end_to_end(tmp_path):
+    out = tmp_path / "run"
+    result = subprocess.run(
+        ["bash", str(ROOT / "recipes" / "sentiment.sh"), "--smoke", "--data", str(IMDB), "--out", str(out)],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    last = result.stdout.strip().splitlines()[-1]
+    assert last.startswith("accuracy ") and "macro-F1" in last and "(500 examples)" in last
+    for name in ("config.yaml", "best.pt", "last.pt", "classification_vocab.json", "metrics.jsonl", "test.pred"):
+        assert (out / name).is_file(), name
+    assert len((out / "test.pred").read_text().splitlines()) == 500
+
+
+def test_sentiment_recipe_rejects_bad_options():
+    result = subprocess.run(["bash", str(ROOT / "recipes" / "sentiment.sh"), "--nope"], capture_output=True, text=True)
+    assert result.returncode == 2 and "unknown option '--nope'" in result.stderr
+    result = subprocess.run(["bash", str(ROOT / "recipes" / "sentiment.sh"), "--cell", "lstn"], capture_output=True, text=True)
+    assert result.returncode == 2 and "--cell must be rnn, gru or lstm" in result.stderr
