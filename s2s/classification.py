@@ -28,7 +28,8 @@ from typing import NamedTuple
 import torch
 
 from s2s import checkpoint
-from s2s.config import Config, from_dict
+from s2s.config import Config
+from s2s.data import split_lines
 from s2s.device import resolve_device
 from s2s.errors import S2SError
 from s2s.models import TextClassifier, build_model
@@ -78,15 +79,6 @@ def _label(value) -> str | None:
     return None
 
 
-def split_lines(text: str) -> list[str]:
-    """Lines split at \\n only (and a \\r before it): str.splitlines() also splits at \\x85, \\u2028
-    and other characters that JSON strings and IMDB reviews may hold."""
-    lines = text.split("\n")
-    if lines and lines[-1] == "":
-        lines.pop()
-    return [line[:-1] if line.endswith("\r") else line for line in lines]
-
-
 def read_text(path: str | Path) -> str:
     """A UTF-8 file's text; a missing, unreadable or non-UTF-8 file fails with file (and line)."""
     path = Path(path)
@@ -101,20 +93,6 @@ def read_text(path: str | Path) -> str:
     except UnicodeDecodeError as e:
         line = data[: e.start].count(b"\n") + 1
         raise S2SError(f"{path}:{line}: not valid UTF-8 (byte {data[e.start]:#04x})") from None
-
-
-def input_lines(path: str | Path | None) -> list[str]:
-    """The lines of a UTF-8 file, or of stdin when path is None or "-", split at \\n only."""
-    if path is None or str(path) == "-":
-        import sys
-
-        data = sys.stdin.buffer.read()
-        try:
-            return split_lines(data.decode("utf-8"))
-        except UnicodeDecodeError as e:
-            line = data[: e.start].count(b"\n") + 1
-            raise S2SError(f"<stdin>:{line}: not valid UTF-8 (byte {data[e.start]:#04x})") from None
-    return split_lines(read_text(path))
 
 
 def format_of(path: str | Path, default: str = "jsonl") -> str:
@@ -411,18 +389,10 @@ class Classifier:
 
     @classmethod
     def load(cls, run_dir: str | Path, device: str = "auto") -> "Classifier":
-        run_dir = Path(run_dir)
-        path = checkpoint.find(run_dir)
-        payload = checkpoint.load(path)
-        config = from_dict(payload["config"], where=str(path))
-        if config.task != "classification":
-            raise S2SError(f"{run_dir}: this model was trained for {config.task}, not classification")
-        vocab = Vocab.load(run_dir / VOCAB_FILE)
+        config, payload, path = checkpoint.load_trained(run_dir, "classification")
+        vocab = Vocab.load(Path(run_dir) / VOCAB_FILE)
         model = build_model(config, len(vocab.words), len(vocab.labels))
-        try:
-            model.load_state_dict(payload["model"])
-        except RuntimeError as e:
-            raise S2SError(f"{path}: weights do not fit the model in its config ({str(e).splitlines()[0]})") from None
+        checkpoint.load_weights(model, payload, path)
         target = resolve_device(device)
         return cls(model.to(target).eval(), vocab, config, target)
 

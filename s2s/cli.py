@@ -76,10 +76,10 @@ def cmd_tag(args: argparse.Namespace) -> None:
 
 
 def cmd_classify(args: argparse.Namespace) -> None:
-    from s2s.classification import Classifier, input_lines, texts_from_jsonl
+    from s2s.classification import Classifier, texts_from_jsonl
 
     classifier = Classifier.load(args.model, device=args.device)
-    lines = input_lines(args.input)
+    lines = _read_input(args.input)
     input_format = args.input_format
     if input_format == "auto":
         input_format = "jsonl" if args.input and args.input.lower().endswith(".jsonl") else "text"

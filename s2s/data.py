@@ -40,6 +40,11 @@ def decode_lines(data: bytes, where: str) -> list[str]:
     except UnicodeDecodeError as e:
         line = data[: e.start].count(b"\n") + 1
         raise S2SError(f"{where}:{line}: not valid UTF-8 (byte {data[e.start]:#04x})") from None
+    return split_lines(text)
+
+
+def split_lines(text: str) -> list[str]:
+    """Lines split at \n only (and a \r before it); see decode_lines."""
     lines = text.split("\n")
     if lines[-1] == "":
         lines.pop()  # the final line end does not start another line
