@@ -29,7 +29,7 @@ import torch
 
 from s2s import checkpoint
 from s2s.config import Config
-from s2s.data import split_lines
+from s2s.data import read_text, split_lines
 from s2s.device import resolve_device
 from s2s.errors import S2SError
 from s2s.models import TextClassifier, build_model
@@ -77,22 +77,6 @@ def _label(value) -> str | None:
     if isinstance(value, str) and value.strip():
         return value.strip()
     return None
-
-
-def read_text(path: str | Path) -> str:
-    """A UTF-8 file's text; a missing, unreadable or non-UTF-8 file fails with file (and line)."""
-    path = Path(path)
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise S2SError(f"{path}: no such file") from None
-    except OSError as e:
-        raise S2SError(f"{path}: cannot read ({e.strerror or e})") from None
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError as e:
-        line = data[: e.start].count(b"\n") + 1
-        raise S2SError(f"{path}:{line}: not valid UTF-8 (byte {data[e.start]:#04x})") from None
 
 
 def format_of(path: str | Path, default: str = "jsonl") -> str:

@@ -20,8 +20,8 @@ from s2s.tokenizer import BOS, EOS, PAD
 log = logging.getLogger(__name__)
 
 
-def read_lines(path: str | Path) -> list[str]:
-    """All lines of a UTF-8 text file, without line ends."""
+def read_text(path: str | Path) -> str:
+    """A UTF-8 file's text; a missing, unreadable or non-UTF-8 file fails with the file (and line)."""
     path = Path(path)
     try:
         data = path.read_bytes()
@@ -29,22 +29,30 @@ def read_lines(path: str | Path) -> list[str]:
         raise S2SError(f"{path}: no such file") from None
     except OSError as e:
         raise S2SError(f"{path}: cannot read ({e.strerror or e})") from None
-    return decode_lines(data, str(path))
+    return decode_text(data, str(path))
 
 
-def decode_lines(data: bytes, where: str) -> list[str]:
-    """UTF-8 bytes -> lines. Only '\n' ends a line ('\r\n' too): str.splitlines() would also split
-    on U+2028, U+0085, form feeds..., turning one sentence into two and misaligning parallel data."""
+def decode_text(data: bytes, where: str) -> str:
     try:
-        text = data.decode("utf-8")
+        return data.decode("utf-8")
     except UnicodeDecodeError as e:
         line = data[: e.start].count(b"\n") + 1
         raise S2SError(f"{where}:{line}: not valid UTF-8 (byte {data[e.start]:#04x})") from None
-    return split_lines(text)
+
+
+def read_lines(path: str | Path) -> list[str]:
+    """All lines of a UTF-8 text file, without line ends."""
+    return split_lines(read_text(path))
+
+
+def decode_lines(data: bytes, where: str) -> list[str]:
+    """UTF-8 bytes (e.g. stdin) -> lines."""
+    return split_lines(decode_text(data, where))
 
 
 def split_lines(text: str) -> list[str]:
-    """Lines split at \n only (and a \r before it); see decode_lines."""
+    """Lines split at \n only (and a \r before it): str.splitlines() would also split on U+2028,
+    U+0085, form feeds..., turning one sentence into two and misaligning parallel data."""
     lines = text.split("\n")
     if lines[-1] == "":
         lines.pop()  # the final line end does not start another line
