@@ -26,6 +26,7 @@ from s2s.data import make_batch, pad
 from s2s.models import build_model
 from s2s.search import beam_search, greedy_search
 from s2s.tokenizer import BOS, EOS
+from s2s.train import build_optimizer
 
 ROOT = Path(__file__).resolve().parents[1]
 SPECIALS = 4  # pad, unk, bos, eos come first, as in s2s.tokenizer
@@ -70,7 +71,7 @@ def main() -> None:
         decode=DecodeConfig(),
     )
     model = build_model(config, len(src_vocab) + SPECIALS, len(tgt_vocab) + SPECIALS)
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    optimizer = build_optimizer(model, 1e-3)
 
     # Length-bucketed batches of 64 sentences, in shuffled order.
     order = sorted(range(len(src)), key=lambda i: (len(tgt[i]), len(src[i])))
