@@ -34,13 +34,15 @@ def _write_lines(path: str | Path | None, lines: list[str]) -> None:
 
 def cmd_train(args: argparse.Namespace) -> None:
     from s2s import config as config_lib
+    from s2s import distributed
     from s2s.train import train
 
     config = config_lib.load(args.config, args.set)
     run_dir = Path(args.out) if args.out else Path("runs") / Path(args.config).stem
     progress = train(config, run_dir, resume=args.resume)
-    print(json.dumps({"run_dir": str(run_dir), "best": progress["best"], "best_step": progress["best_step"],
-                      "steps": progress["step"], "seconds": progress["seconds"]}))
+    if distributed.is_main():  # under torchrun: one summary, not one per process
+        print(json.dumps({"run_dir": str(run_dir), "best": progress["best"], "best_step": progress["best_step"],
+                          "steps": progress["step"], "seconds": progress["seconds"]}))
 
 
 def cmd_translate(args: argparse.Namespace) -> None:
