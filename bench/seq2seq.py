@@ -1,12 +1,17 @@
 """The fixed seq2seq speed benchmark of ../shared/bench/README.md, run on s2s.
 
-    python bench/seq2seq.py [--data bench-data] [--steps 300] [--json-only]
+    python bench/seq2seq.py [--runs 2] [--amp] [--data bench-data] [--steps 300] [--no-heads] [--json-only]
 
 Synthetic Multi30k-shaped corpus (../shared/bench/make_synthetic.py, generated if missing), whitespace
 tokens with the full vocabulary, emb 256, 1-layer Bi-LSTM encoder 2x256, 1-layer LSTM decoder 512,
 Bahdanau attention with input feeding, dropout 0.2, untied embeddings; batches of 64 sentences
 (length-bucketed), Adam 1e-3, clip 5, 2 threads. Prints training target tokens/s over steps 51-300,
 peak RSS, and greedy / beam-5 decoding speed on the 1,000 test sentences (batch 64, max length 100).
+Each run is a fresh process (so peak RSS is its own); with --runs N the table shows the median of N.
+--amp trains and decodes in bf16 mixed precision (needs a CPU with native bf16, e.g. AMX; fp32 otherwise).
+Unless --no-heads, it also times the other two heads at the same thread count with untrained models of
+the default configs: tagging (bench/tagging.py, CoNLL-2003 test sentences/s) and classification
+(bench/classify.py, IMDB reviews/s).
 """
 from __future__ import annotations
 
@@ -14,6 +19,7 @@ import argparse
 import json
 import random
 import resource
+import statistics
 import subprocess
 import sys
 import time
@@ -23,6 +29,7 @@ import torch
 
 from s2s.config import Config, DecodeConfig, ModelConfig, TrainConfig
 from s2s.data import make_batch, pad
+from s2s.device import autocast
 from s2s.models import build_model
 from s2s.search import beam_search, greedy_search
 from s2s.tokenizer import BOS, EOS
@@ -45,21 +52,14 @@ def peak_rss_gib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # Linux reports KiB
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", default=str(ROOT / "bench-data"), help="synthetic corpus folder (made if missing)")
-    parser.add_argument("--steps", type=int, default=300, help="training steps; throughput is over steps 51..N")
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--json-only", action="store_true")
-    args = parser.parse_args()
+def one_run(args: argparse.Namespace) -> dict:
+    """Train and decode once in this process; returns the metrics."""
     torch.set_num_threads(args.threads)
     torch.manual_seed(1234)
     random.seed(1234)
+    cpu = torch.device("cpu")
 
     data = Path(args.data)
-    if not (data / "train.de").is_file():
-        maker = ROOT.parent / "shared" / "bench" / "make_synthetic.py"
-        subprocess.run([sys.executable, str(maker), str(data)], check=True)
     read = lambda name: (data / name).read_text(encoding="utf-8").splitlines()  # noqa: E731
     train_de, train_en, test_de = read("train.de"), read("train.en"), read("test.de")
     src_vocab, tgt_vocab = vocabulary(train_de), vocabulary(train_en)
@@ -85,7 +85,8 @@ def main() -> None:
         batch = make_batch([src[i] for i in idx], [tgt[i] for i in idx])
         if step == 51:
             t0 = time.perf_counter()
-        out = model(batch)
+        with autocast(cpu, args.amp):
+            out = model(batch)
         optimizer.zero_grad(set_to_none=True)
         out.loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
@@ -104,16 +105,55 @@ def main() -> None:
         for start in range(0, len(order), 64):
             tokens, lengths = pad([test[i] for i in order[start : start + 64]])
             limits = torch.full_like(lengths, 100)
-            if beam == 1:
-                hyps = greedy_search(model, tokens, lengths, limits, BOS, EOS)
-            else:
-                hyps = beam_search(model, tokens, lengths, limits, BOS, EOS, beam, alpha=1.0)
+            with autocast(cpu, args.amp):
+                if beam == 1:
+                    hyps = greedy_search(model, tokens, lengths, limits, BOS, EOS)
+                else:
+                    hyps = beam_search(model, tokens, lengths, limits, BOS, EOS, beam, alpha=1.0)
             generated += sum(len(h) + 1 for h in hyps)  # + EOS
         seconds = time.perf_counter() - t0
         results[f"{name}_tok_s"] = round(generated / seconds)
         results[f"{name}_sent_s"] = round(len(test) / seconds, 1)
         results[f"{name}_tokens"] = generated
     results["peak_rss_gib"] = round(peak_rss_gib(), 2)
+    return results
+
+
+def run_script(script: str, args: list[str]) -> dict:
+    """Run a bench script in a fresh process; returns the JSON of its last output line."""
+    done = subprocess.run([sys.executable, str(ROOT / "bench" / script), *args], check=True, capture_output=True, text=True)
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", default=str(ROOT / "bench-data"), help="synthetic corpus folder (made if missing)")
+    parser.add_argument("--steps", type=int, default=300, help="training steps; throughput is over steps 51..N")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--runs", type=int, default=2, help="fresh-process runs; the table shows each metric's median")
+    parser.add_argument("--amp", action="store_true", help="bf16 mixed precision for training and decoding")
+    parser.add_argument("--no-heads", action="store_true", help="skip the tagging and classification lines")
+    parser.add_argument("--json-only", action="store_true")
+    parser.add_argument("--one-run", action="store_true", help=argparse.SUPPRESS)  # what each fresh process does
+    args = parser.parse_args()
+    if args.one_run:
+        print(json.dumps(one_run(args)))
+        return
+
+    data = Path(args.data)
+    if not (data / "train.de").is_file():
+        maker = ROOT.parent / "shared" / "bench" / "make_synthetic.py"
+        subprocess.run([sys.executable, str(maker), str(data)], check=True)
+    common = ["--data", str(data), "--steps", str(args.steps), "--threads", str(args.threads)] + (["--amp"] if args.amp else [])
+    runs = [run_script("seq2seq.py", [*common, "--one-run"]) for _ in range(args.runs)]
+    results = {key: statistics.median(run[key] for run in runs) for key in runs[0]}
+    results["runs"] = args.runs
+    if not args.no_heads:
+        threads = ["--threads", str(args.threads)]
+        tagging = run_script("tagging.py", threads)
+        results["tagging_sent_s"] = tagging["sentences_per_s"]
+        results["classify_reviews_s"] = run_script("classify.py", [*threads, "--json-only"])["reviews_per_s"]
+    results["amp"] = args.amp
     results["threads"] = args.threads
     results["torch"] = torch.__version__
 

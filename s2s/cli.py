@@ -48,7 +48,7 @@ def cmd_train(args: argparse.Namespace) -> None:
 def cmd_translate(args: argparse.Namespace) -> None:
     from s2s.translation import Translator
 
-    translator = Translator.load(args.model, device=args.device)
+    translator = Translator.load(args.model, device=args.device, amp=args.amp)
     sentences = _read_input(args.input)
     ids = translator.translate_ids(sentences, args.beam_size, args.batch_size)
     _write_lines(args.output, [translator.sp_tgt.decode(x) for x in ids])
@@ -161,7 +161,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     if bool(args.split) == bool(args.src or args.ref) or bool(args.src) != bool(args.ref):
         raise S2SError("evaluate needs either --src FILE --ref FILE, or --split dev|test (translation); "
                        "--conll FILE scores a tagging model, --data FILE a classification model")
-    translator = Translator.load(args.model, device=args.device)
+    translator = Translator.load(args.model, device=args.device, amp=args.amp)
     if args.split:
         data = config_lib.load(Path(args.model) / "config.yaml").data
         sources, refs = load_split(data, getattr(data, args.split))
@@ -215,6 +215,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--beam-size", type=int, metavar="N", help="beam size, 1 = greedy (default: the config's decode.beam_size)")
     p.add_argument("--batch-size", type=int, metavar="N", help="sentences per batch (default: decode.batch_size)")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="default: auto (CUDA when present)")
+    p.add_argument("--amp", action="store_true", help="decode in bf16 mixed precision (CUDA, or a CPU with native bf16 such as "
+                   "AMX): faster, outputs may differ slightly from fp32 (default: the config's decode.amp)")
     p.set_defaults(func=cmd_translate)
 
     p = sub.add_parser("tag", help="tag named entities in raw sentences or a CoNLL file",
@@ -263,6 +265,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split", choices=["dev", "test"], help="instead of --src/--ref: the run config's dev or test split")
     p.add_argument("--beam-size", type=int, metavar="N")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--amp", action="store_true", help="translation: decode in bf16 mixed precision (CUDA, or a CPU with native bf16 such as "
+                   "AMX): faster, outputs may differ slightly from fp32 (default: the config's decode.amp)")
     p.add_argument("--hyp-prefix", metavar="PATH", help="write PATH.hyp and PATH.raw; tagging: PATH.conll; classification: PATH.pred "
                    "(default: RUN_DIR/eval/<src, conll or data name>)")
     p.add_argument("--json", action="store_true", help="print the scores as one JSON object")

@@ -96,7 +96,8 @@ class TrainConfig:
     early_stopping: int = 5  # stop after this many validations without improvement (0 = never)
     valid_every: int = 0  # validate every N updates (0 = once per epoch)
     log_every: int = 100  # updates between metrics-log lines
-    amp: bool = True  # bf16/fp16 autocast on CUDA (ignored on CPU)
+    amp: bool = True  # bf16 (fp16 + loss scaling on older GPUs) autocast when training on CUDA
+    cpu_amp: bool = False  # bf16 autocast when training on a CPU with native bf16 (AMX/AVX512-BF16): ~1.5x faster, see README
     unk_replace: float = 0.0  # tagging: chance that a word seen once in training is replaced by UNK (Lample et al. 2016, sec. 4)
     trim_batches: bool = True  # classification: cut each training batch's texts to the batch's shortest (see ClassificationTask.batch)
     word_dropout: float = 0.0  # tagging, classification: chance that any training word is replaced by UNK (tagging: so the tagger leans on characters too)
@@ -111,6 +112,7 @@ class DecodeConfig:
     max_len_b: int = 10
     max_src_len: int = 250  # longer inputs are truncated to this many subword tokens, with a warning
     valid_beam_size: int = 1  # beam used for dev BLEU during training (greedy is fast)
+    amp: bool = False  # bf16 autocast while decoding, on CUDA or a CPU with native bf16 (outputs may differ slightly)
 
 
 @dataclass(frozen=True)

@@ -29,7 +29,7 @@ from s2s import checkpoint, distributed
 from s2s import config as config_lib
 from s2s.config import Config
 from s2s.data import token_batches
-from s2s.device import resolve_device
+from s2s.device import amp_dtype, autocast, resolve_device
 from s2s.errors import S2SError
 
 log = logging.getLogger(__name__)
@@ -99,13 +99,6 @@ def _resume_rng(last: dict, rank: int, world: int, seed: int) -> None:
             _seed(seed + rank)
 
 
-def _autocast(device: torch.device, enabled: bool):
-    if device.type == "cuda" and enabled:
-        dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        return torch.autocast("cuda", dtype=dtype)
-    return contextlib.nullcontext()
-
-
 def train(config: Config, run_dir: str | Path, resume: bool = False) -> dict:
     """Train in `run_dir`; returns the final progress (best score, steps, time).
     Started by torchrun with several processes, joins their process group for the run."""
@@ -146,6 +139,11 @@ def _train(config: Config, run_dir: Path, resume: bool, device: torch.device) ->
     n_params = sum(p.numel() for p in model.parameters())
     log.info("model: %s parameters, device %s%s", f"{n_params:,}", device, f", {world} processes" if world > 1 else "")
     optimizer = build_optimizer(model, t.lr)
+    use_amp = t.amp if device.type == "cuda" else t.cpu_amp
+    # fp16 (GPUs without bf16) needs loss scaling against underflowing gradients; bf16 does not.
+    scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype(device, use_amp) == torch.float16)
+    if use_amp:
+        log.info("mixed precision: %s autocast", amp_dtype(device, use_amp) or "none (this CPU has no native bf16), fp32")
     scheduler = _scheduler(config, optimizer)
     # "batch": updates done in the current epoch. Every process does one batch of its shard per
     # update, so it is also each shard's position; "world_size" says how many shards there were.
@@ -257,12 +255,14 @@ def _train(config: Config, run_dir: Path, resume: bool, device: torch.device) ->
             for i in range(progress["batch"], len(batches)):
                 step_rng = _rng_state()
                 batch = task.batch(batches[i]).to(device)
-                with _autocast(device, t.amp):
+                with autocast(device, use_amp):
                     out = net(batch)
                 optimizer.zero_grad(set_to_none=True)
-                out.loss.backward()
+                scaler.scale(out.loss).backward()
+                scaler.unscale_(optimizer)
                 torch.nn.utils.clip_grad_norm_(model.parameters(), t.clip)
-                optimizer.step()
+                scaler.step(optimizer)
+                scaler.update()
                 progress["step"] += 1
                 progress["batch"] = i + 1
                 step_rng = None

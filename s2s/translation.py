@@ -1,6 +1,7 @@
 """The translation task: data preparation for training, and the Translator API."""
 from __future__ import annotations
 
+import dataclasses
 import logging
 from pathlib import Path
 
@@ -9,7 +10,7 @@ import torch
 from s2s import checkpoint
 from s2s.config import Config, DecodeConfig
 from s2s.data import Batch, describe, load_split, make_batch, pad
-from s2s.device import resolve_device
+from s2s.device import autocast, resolve_device
 from s2s.errors import S2SError
 from s2s.metrics import bleu_chrf
 from s2s.models import Seq2Seq, build_model
@@ -85,14 +86,16 @@ class Translator:
         self.model, self.sp_src, self.sp_tgt, self.decode, self.device = model, sp_src, sp_tgt, decode, device
 
     @classmethod
-    def load(cls, run_dir: str | Path, device: str = "auto") -> "Translator":
+    def load(cls, run_dir: str | Path, device: str = "auto", amp: bool = False) -> "Translator":
+        """amp=True decodes in bf16 mixed precision whatever the run's decode.amp says."""
         config, payload, path = checkpoint.load_trained(run_dir, "translation")
         src_path, tgt_path = model_paths(Path(run_dir), config.vocab.joint)
         sp_src, sp_tgt = load_sentencepiece(src_path), load_sentencepiece(tgt_path)
         model = build_model(config, sp_src.get_piece_size(), sp_tgt.get_piece_size())
         checkpoint.load_weights(model, payload, path)
         target = resolve_device(device)
-        return cls(model.to(target).eval(), sp_src, sp_tgt, config.decode, target)
+        decode = dataclasses.replace(config.decode, amp=True) if amp else config.decode
+        return cls(model.to(target).eval(), sp_src, sp_tgt, decode, target)
 
     def translate_ids(
         self, sentences: list[str], beam_size: int | None = None, batch_size: int | None = None
@@ -119,12 +122,13 @@ class Translator:
                 tokens, lengths = pad([src[i] for i in rows])
                 limits = max_lengths(lengths, self.decode.max_len_a, self.decode.max_len_b)
                 tokens, lengths = tokens.to(self.device), lengths.to(self.device)
-                if beam_size == 1:
-                    hyps = greedy_search(self.model, tokens, lengths, limits, BOS, EOS)
-                else:
-                    hyps = beam_search(
-                        self.model, tokens, lengths, limits, BOS, EOS, beam_size, self.decode.length_penalty
-                    )
+                with autocast(self.device, self.decode.amp):
+                    if beam_size == 1:
+                        hyps = greedy_search(self.model, tokens, lengths, limits, BOS, EOS)
+                    else:
+                        hyps = beam_search(
+                            self.model, tokens, lengths, limits, BOS, EOS, beam_size, self.decode.length_penalty
+                        )
                 for i, hyp in zip(rows, hyps):
                     out[i] = hyp
         finally:

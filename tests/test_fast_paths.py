@@ -1,0 +1,104 @@
+"""Every fast path computes what the plain path computes: the decoder's torch.lstm_cell step equals
+nn.LSTM on the same weights, fused Adam equals the plain Adam update, and bf16 mixed precision
+(where the CPU runs it natively) stays within bf16's rounding of fp32."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from s2s.data import make_batch, pad
+from s2s.decoder import AttentionDecoder
+from s2s.device import amp_dtype, autocast, cpu_has_fast_bf16
+from s2s.search import beam_search, greedy_search
+from s2s.tokenizer import BOS, EOS
+from s2s.train import build_optimizer
+
+needs_bf16 = pytest.mark.skipif(not cpu_has_fast_bf16(), reason="this CPU has no native bf16 (AMX or AVX512-BF16)")
+
+
+def _pairs(seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    lengths = ((4, 3), (7, 6), (1, 1), (3, 5))
+    src = [torch.randint(4, 20, (s,), generator=g).tolist() for s, _ in lengths]
+    tgt = [torch.randint(4, 20, (t,), generator=g).tolist() for _, t in lengths]
+    return src, tgt
+
+
+@pytest.mark.parametrize("layers", [1, 3])
+def test_lstm_cell_step_equals_nn_lstm(layers):
+    torch.manual_seed(0)
+    decoder = AttentionDecoder(20, 6, 8, 10, 7, num_layers=layers, dropout=0.4).eval()
+    x, h, c = torch.randn(5, 6 + decoder.out_size), torch.randn(layers, 5, 8), torch.randn(layers, 5, 8)
+    fast_h, fast_c = decoder._lstm_step(x, h, c)
+    _, (plain_h, plain_c) = decoder.rnn(x.unsqueeze(1), (h, c))
+    torch.testing.assert_close(fast_h, plain_h, atol=1e-6, rtol=1e-5)
+    torch.testing.assert_close(fast_c, plain_c, atol=1e-6, rtol=1e-5)
+
+
+def test_lstm_cell_step_drops_out_between_layers_in_training_only():
+    torch.manual_seed(0)
+    decoder = AttentionDecoder(20, 6, 8, 10, 7, num_layers=2, dropout=0.5)
+    x, h, c = torch.randn(64, 6 + decoder.out_size), torch.zeros(2, 64, 8), torch.zeros(2, 64, 8)
+    train_h = decoder._lstm_step(x, h, c)[0]
+    eval_h = decoder.eval()._lstm_step(x, h, c)[0]
+    assert torch.equal(train_h[0], eval_h[0])  # the first layer sees no dropout
+    assert not torch.allclose(train_h[1], eval_h[1])
+
+
+def test_fused_adam_equals_plain_adam(tiny_seq2seq):
+    fused_model, plain_model = tiny_seq2seq(seed=3), tiny_seq2seq(seed=3)
+    fused, plain = build_optimizer(fused_model, 0.01), torch.optim.Adam(plain_model.parameters(), lr=0.01, foreach=False)
+    batch = make_batch(*_pairs())
+    for _ in range(5):
+        for model, optimizer in ((fused_model, fused), (plain_model, plain)):
+            optimizer.zero_grad()
+            model(batch).loss.backward()
+            optimizer.step()
+    for (name, a), b in zip(fused_model.named_parameters(), plain_model.parameters()):
+        torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-5, msg=name)
+
+
+def test_amp_is_plain_fp32_when_disabled_or_unsupported():
+    cpu = torch.device("cpu")
+    assert amp_dtype(cpu, False) is None
+    assert amp_dtype(cpu, True) == (torch.bfloat16 if cpu_has_fast_bf16() else None)
+    with autocast(cpu, False):
+        assert torch.nn.functional.linear(torch.randn(2, 3), torch.randn(4, 3)).dtype == torch.float32
+
+
+@needs_bf16
+def test_bf16_training_loss_and_gradients_are_close_to_fp32(tiny_seq2seq):
+    model = tiny_seq2seq(seed=1)
+    batch = make_batch(*_pairs())
+    losses, grads = [], []
+    for amp in (False, True):
+        model.zero_grad()
+        with autocast(torch.device("cpu"), amp):
+            loss = model(batch).loss
+        loss.backward()
+        losses.append(loss.item())
+        grads.append(torch.cat([p.grad.flatten() for p in model.parameters()]))
+    assert losses[1] == pytest.approx(losses[0], rel=2e-2)
+    cosine = torch.nn.functional.cosine_similarity(grads[0], grads[1], dim=0)
+    assert cosine > 0.99  # bf16 keeps ~3 significant digits: the update direction barely moves
+
+
+@needs_bf16
+@pytest.mark.parametrize("beam_size", [1, 4])
+def test_bf16_decoding_mostly_matches_fp32(tiny_seq2seq, beam_size):
+    """bf16 rounding may flip a near-tie, so outputs need not all be identical: at most one of the
+    four may differ."""
+    model = tiny_seq2seq(seed=2).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.normal_(0.0, 0.8)
+    src, _ = _pairs(5)
+    tokens, lengths = pad(src)
+    limits = torch.full_like(lengths, 12)
+    decode = greedy_search if beam_size == 1 else lambda *a: beam_search(*a, beam_size)
+    plain = decode(model, tokens, lengths, limits, BOS, EOS)
+    with autocast(torch.device("cpu"), True):
+        fast = decode(model, tokens, lengths, limits, BOS, EOS)
+
+    same = sum(a == b for a, b in zip(plain, fast))
+    assert same >= len(src) - 1, (plain, fast)
