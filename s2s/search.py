@@ -90,18 +90,24 @@ def beam_search(
     while alive.numel():
         n = alive.numel()
         logits, state, _ = model.decoder.step(prev, state, proj_keys, enc)
-        logp = torch.log_softmax(logits.float(), dim=-1)  # (n*K, V)
-        V = logp.size(-1)
+        # Only a beam's own K best tokens can be among the K best extensions of its sentence, so
+        # the search looks at K * K candidates per sentence, not K * V: no full log-softmax is
+        # written and the final top-k is tiny (log p = logit - logsumexp, per beam).
+        logits = logits.float()
+        lse = torch.logsumexp(logits, dim=-1, keepdim=True)  # (n*K, 1)
+        top_logits, top_tokens = logits.topk(K, dim=-1)  # (n*K, K)
+        logp = top_logits - lse
         at_limit = limits <= t + 1  # (n,)
         if bool(at_limit.any()):  # only EOS may follow at the limit
             rows = at_limit.repeat_interleave(K)
-            eos_col = logp[:, eos].clone()
+            eos_logp = logits[rows, eos] - lse[rows, 0]
             logp[rows] = float("-inf")
-            logp[rows, eos] = eos_col[rows]
-        cand = (scores.view(-1, 1) + logp).view(n, K * V)
+            logp[rows, 0] = eos_logp
+            top_tokens[rows, 0] = eos
+        cand = (scores.view(-1, 1) + logp).view(n, K * K)
         top_scores, top_index = cand.topk(K, dim=1)  # (n, K)
-        origin = torch.div(top_index, V, rounding_mode="floor")  # which beam each candidate extends
-        tokens = top_index % V  # (n, K)
+        origin = torch.div(top_index, K, rounding_mode="floor")  # which beam each candidate extends
+        tokens = top_tokens.view(n, K * K).gather(1, top_index)  # (n, K)
         rows = (torch.arange(n, device=device).unsqueeze(1) * K + origin).view(-1)  # (n*K,)
         history = torch.cat([history.index_select(0, rows), tokens.view(-1, 1)], dim=1)
         state = state.select(rows)
