@@ -155,6 +155,19 @@ def test_translate_keeps_one_line_per_input_line(tmp_path, capsys, trained_run, 
     assert len(raw.read_text(encoding="utf-8").splitlines()) == len(lines)
 
 
+@pytest.mark.parametrize("beam_size", ["1", "3"])
+def test_translate_with_amp_keeps_one_line_per_input_line(tmp_path, capsys, trained_run, beam_size):
+    """--amp decodes in bf16 where the CPU has it (fp32 elsewhere); the output contract is the same."""
+    src, out = tmp_path / "in.de", tmp_path / "out.en"
+    src.write_text("der hund sieht ein haus\n\ndie katze\n", encoding="utf-8")
+    argv = ["-q", "translate", "--model", str(trained_run), "--input", str(src), "--output", str(out), "--amp", "--beam-size", beam_size]
+    assert main(argv) == 0
+    hyps = out.read_text(encoding="utf-8").split("\n")
+    assert len(hyps) == 4 and hyps[1] == "" and hyps[0]
+    assert Translator.load(trained_run, device="cpu", amp=True).decode.amp
+    assert not Translator.load(trained_run, device="cpu").decode.amp  # off unless asked for
+
+
 def test_translate_to_stdout(tmp_path, capsys, trained_run):
     src = tmp_path / "in.de"
     src.write_text("der hund\n\ndie katze\n", encoding="utf-8")

@@ -102,3 +102,21 @@ def test_bf16_decoding_mostly_matches_fp32(tiny_seq2seq, beam_size):
 
     same = sum(a == b for a, b in zip(plain, fast))
     assert same >= len(src) - 1, (plain, fast)
+
+
+def test_training_with_cpu_amp_runs_and_resumes(tmp_path, corpus_dir, tiny_config):
+    """train.cpu_amp goes through the same loop (bf16 autocast where the CPU has it, fp32 elsewhere):
+    finite losses, fp32 weights in the checkpoint, and an exact resume."""
+    from s2s import checkpoint
+    from s2s.train import train
+
+    config = lambda steps: tiny_config(corpus_dir, train={"max_tokens": 80, "epochs": 10, "max_steps": steps, "cpu_amp": True})  # noqa: E731
+    train(config(4), tmp_path / "a")
+    train(config(2), tmp_path / "b")
+    train(config(4), tmp_path / "b", resume=True)
+    a, b = (checkpoint.load(tmp_path / run / checkpoint.LAST)["model"] for run in ("a", "b"))
+    for name, weight in a.items():
+        assert weight.dtype in (torch.float32, torch.int64, torch.bool), name
+        torch.testing.assert_close(weight, b[name], msg=name)
+        if weight.is_floating_point():
+            assert torch.isfinite(weight).all(), name
