@@ -97,7 +97,7 @@ class TrainConfig:
     valid_every: int = 0  # validate every N updates (0 = once per epoch)
     log_every: int = 100  # updates between metrics-log lines
     amp: bool = True  # bf16 (fp16 + loss scaling on older GPUs) autocast when training on CUDA
-    cpu_amp: bool = False  # bf16 autocast when training on a CPU with native bf16 (AMX/AVX512-BF16): ~1.5x faster, see README
+    cpu_amp: bool = False  # bf16 autocast when training on a CPU with native bf16 (AMX/AVX512-BF16): ~1.3x faster, see README
     unk_replace: float = 0.0  # tagging: chance that a word seen once in training is replaced by UNK (Lample et al. 2016, sec. 4)
     trim_batches: bool = True  # classification: cut each training batch's texts to the batch's shortest (see ClassificationTask.batch)
     word_dropout: float = 0.0  # tagging, classification: chance that any training word is replaced by UNK (tagging: so the tagger leans on characters too)
