@@ -95,7 +95,8 @@ def beam_search(
         # written and the final top-k is tiny (log p = logit - logsumexp, per beam).
         logits = logits.float()
         lse = torch.logsumexp(logits, dim=-1, keepdim=True)  # (n*K, 1)
-        top_logits, top_tokens = logits.topk(K, dim=-1)  # (n*K, K)
+        k = min(K, logits.size(-1))  # (a vocabulary smaller than the beam has fewer)
+        top_logits, top_tokens = logits.topk(k, dim=-1)  # (n*K, k)
         logp = top_logits - lse
         at_limit = limits <= t + 1  # (n,)
         if bool(at_limit.any()):  # only EOS may follow at the limit
@@ -104,10 +105,10 @@ def beam_search(
             logp[rows] = float("-inf")
             logp[rows, 0] = eos_logp
             top_tokens[rows, 0] = eos
-        cand = (scores.view(-1, 1) + logp).view(n, K * K)
+        cand = (scores.view(-1, 1) + logp).view(n, K * k)
         top_scores, top_index = cand.topk(K, dim=1)  # (n, K)
-        origin = torch.div(top_index, K, rounding_mode="floor")  # which beam each candidate extends
-        tokens = top_tokens.view(n, K * K).gather(1, top_index)  # (n, K)
+        origin = torch.div(top_index, k, rounding_mode="floor")  # which beam each candidate extends
+        tokens = top_tokens.view(n, K * k).gather(1, top_index)  # (n, K)
         rows = (torch.arange(n, device=device).unsqueeze(1) * K + origin).view(-1)  # (n*K,)
         history = torch.cat([history.index_select(0, rows), tokens.view(-1, 1)], dim=1)
         state = state.select(rows)

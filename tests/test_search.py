@@ -136,3 +136,12 @@ def test_max_lengths_and_length_penalty():
     assert length_penalty(7, 0.0) == 1.0
     assert length_penalty(1, 1.0) == 1.0
     assert length_penalty(3, 0.5) < length_penalty(4, 0.5)
+
+
+def test_beam_wider_than_the_vocabulary(tiny_seq2seq):
+    """A beam of 30 over a 20-type vocabulary still decodes every sentence within its limit."""
+    model = tiny_seq2seq(seed=1).eval()
+    sentences, src, src_lengths = _sources(0)
+    limits = torch.full_like(src_lengths, 6)
+    hyps = beam_search(model, src, src_lengths, limits, BOS, EOS, 30)
+    assert len(hyps) == len(sentences) and all(len(h) < 6 for h in hyps)
