@@ -96,6 +96,20 @@ def build_tiny_seq2seq(seed: int = 0, cell: str = "lstm", tie_embeddings: bool =
     return build_model(config, vocab, vocab)
 
 
+def random_id_pairs(seed: int = 0, lengths=((4, 3), (7, 6), (1, 1), (3, 5))) -> tuple[list[list[int]], list[list[int]]]:
+    """Random (source, target) id sequences of the given lengths for the tiny Seq2Seq (ids >= 4: no specials inside)."""
+    g = torch.Generator().manual_seed(seed)
+    src = [torch.randint(4, 20, (s,), generator=g).tolist() for s, _ in lengths]
+    tgt = [torch.randint(4, 20, (t,), generator=g).tolist() for _, t in lengths]
+    return src, tgt
+
+
+@pytest.fixture(scope="session")
+def id_pairs():
+    """id_pairs(seed=0, lengths=((4, 3), (7, 6), (1, 1), (3, 5))) -> (src ids, tgt ids) for tiny_seq2seq."""
+    return random_id_pairs
+
+
 @pytest.fixture(scope="session")
 def tiny_seq2seq():
     """tiny_seq2seq(seed=0, cell="lstm", tie_embeddings=False, dropout=0.0, label_smoothing=0.0, vocab=20) -> Seq2Seq

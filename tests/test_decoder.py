@@ -14,18 +14,11 @@ from s2s.tokenizer import BOS
 VOCAB = 20
 
 
-def _pairs(seed: int = 0, lengths=((4, 3), (7, 6), (1, 1), (3, 5))) -> tuple[list[list[int]], list[list[int]]]:
-    g = torch.Generator().manual_seed(seed)
-    src = [torch.randint(4, VOCAB, (s,), generator=g).tolist() for s, _ in lengths]  # ids >= 4: no specials inside
-    tgt = [torch.randint(4, VOCAB, (t,), generator=g).tolist() for _, t in lengths]
-    return src, tgt
-
-
 @pytest.mark.parametrize("tie", [False, True])
-def test_teacher_forcing_equals_running_step(tiny_seq2seq, tie):
+def test_teacher_forcing_equals_running_step(tiny_seq2seq, tie, id_pairs):
     """Logits of forward() at step t equal those of calling step() t times on the same prefix."""
     model = tiny_seq2seq(tie_embeddings=tie, dropout=0.3).eval()
-    batch = make_batch(*_pairs())
+    batch = make_batch(*id_pairs())
     with torch.no_grad():
         enc = model.encoder(batch.src, batch.src_lengths)
         forced = model.decoder(batch.tgt_in, enc)  # (B, T, V)
@@ -39,9 +32,9 @@ def test_teacher_forcing_equals_running_step(tiny_seq2seq, tie):
     assert forced.shape == (*batch.tgt_in.shape, VOCAB)
 
 
-def test_decoder_state_select_picks_batch_rows(tiny_seq2seq):
+def test_decoder_state_select_picks_batch_rows(tiny_seq2seq, id_pairs):
     model = tiny_seq2seq().eval()
-    batch = make_batch(*_pairs())
+    batch = make_batch(*id_pairs())
     enc = model.encoder(batch.src, batch.src_lengths)
     state = model.decoder.init_state(enc)
     index = torch.tensor([2, 0])
@@ -52,10 +45,10 @@ def test_decoder_state_select_picks_batch_rows(tiny_seq2seq):
 
 
 @pytest.mark.parametrize("label_smoothing", [0.0, 0.1])
-def test_loss_ignores_padding(tiny_seq2seq, label_smoothing):
+def test_loss_ignores_padding(tiny_seq2seq, label_smoothing, id_pairs):
     """The batch loss (mean per target token) equals the per-sentence losses weighted by their token counts."""
     model = tiny_seq2seq(label_smoothing=label_smoothing).eval()
-    src, tgt = _pairs()
+    src, tgt = id_pairs()
     with torch.no_grad():
         out = model(make_batch(src, tgt))
         alone = [model(make_batch([s], [t])) for s, t in zip(src, tgt)]
@@ -65,9 +58,9 @@ def test_loss_ignores_padding(tiny_seq2seq, label_smoothing):
     assert torch.allclose(out.loss, weighted, atol=1e-5)
 
 
-def test_tiny_model_overfits_one_batch(tiny_seq2seq):
+def test_tiny_model_overfits_one_batch(tiny_seq2seq, id_pairs):
     model = tiny_seq2seq(seed=1)
-    batch = make_batch(*_pairs(seed=1))
+    batch = make_batch(*id_pairs(seed=1))
     optimizer = torch.optim.Adam(model.parameters(), lr=0.02)
     model.train()
     first = None
@@ -114,18 +107,18 @@ def test_untied_embeddings_are_separate():
     assert decoder.out_size == 16 and decoder.output.weight.shape == (VOCAB, 16)
 
 
-def test_multi_layer_decoder_runs():
+def test_multi_layer_decoder_runs(id_pairs):
     config = config_lib.from_dict({"model": {"emb_dim": 8, "hidden_size": 8, "dec_hidden_size": 8, "attn_size": 8,
                                              "num_layers": 2, "dec_layers": 2, "cell": "gru"}})
     torch.manual_seed(0)
     model = build_model(config, VOCAB, VOCAB).eval()
-    batch = make_batch(*_pairs())
+    batch = make_batch(*id_pairs())
     out = model(batch)
     assert out.logits.shape == (*batch.tgt_in.shape, VOCAB) and torch.isfinite(out.loss)
     state = model.decoder.init_state(model.encoder(batch.src, batch.src_lengths))
     assert state.h.shape == (2, batch.src.size(0), 8)
 
 
-def test_first_decoder_input_is_bos():
-    batch = make_batch(*_pairs())
+def test_first_decoder_input_is_bos(id_pairs):
+    batch = make_batch(*id_pairs())
     assert torch.all(batch.tgt_in[:, 0] == BOS)

@@ -16,14 +16,6 @@ from s2s.train import build_optimizer
 needs_bf16 = pytest.mark.skipif(not cpu_has_fast_bf16(), reason="this CPU has no native bf16 (AMX or AVX512-BF16)")
 
 
-def _pairs(seed: int = 0):
-    g = torch.Generator().manual_seed(seed)
-    lengths = ((4, 3), (7, 6), (1, 1), (3, 5))
-    src = [torch.randint(4, 20, (s,), generator=g).tolist() for s, _ in lengths]
-    tgt = [torch.randint(4, 20, (t,), generator=g).tolist() for _, t in lengths]
-    return src, tgt
-
-
 @pytest.mark.parametrize("layers", [1, 3])
 def test_lstm_cell_step_equals_nn_lstm(layers):
     torch.manual_seed(0)
@@ -45,10 +37,10 @@ def test_lstm_cell_step_drops_out_between_layers_in_training_only():
     assert not torch.allclose(train_h[1], eval_h[1])
 
 
-def test_fused_adam_equals_plain_adam(tiny_seq2seq):
+def test_fused_adam_equals_plain_adam(tiny_seq2seq, id_pairs):
     fused_model, plain_model = tiny_seq2seq(seed=3), tiny_seq2seq(seed=3)
     fused, plain = build_optimizer(fused_model, 0.01), torch.optim.Adam(plain_model.parameters(), lr=0.01, foreach=False)
-    batch = make_batch(*_pairs())
+    batch = make_batch(*id_pairs())
     for _ in range(5):
         for model, optimizer in ((fused_model, fused), (plain_model, plain)):
             optimizer.zero_grad()
@@ -67,9 +59,9 @@ def test_amp_is_plain_fp32_when_disabled_or_unsupported():
 
 
 @needs_bf16
-def test_bf16_training_loss_and_gradients_are_close_to_fp32(tiny_seq2seq):
+def test_bf16_training_loss_and_gradients_are_close_to_fp32(tiny_seq2seq, id_pairs):
     model = tiny_seq2seq(seed=1)
-    batch = make_batch(*_pairs())
+    batch = make_batch(*id_pairs())
     losses, grads = [], []
     for amp in (False, True):
         model.zero_grad()
@@ -85,14 +77,14 @@ def test_bf16_training_loss_and_gradients_are_close_to_fp32(tiny_seq2seq):
 
 @needs_bf16
 @pytest.mark.parametrize("beam_size", [1, 4])
-def test_bf16_decoding_mostly_matches_fp32(tiny_seq2seq, beam_size):
+def test_bf16_decoding_mostly_matches_fp32(tiny_seq2seq, beam_size, id_pairs):
     """bf16 rounding may flip a near-tie, so outputs need not all be identical: at most one of the
     four may differ."""
     model = tiny_seq2seq(seed=2).eval()
     with torch.no_grad():
         for p in model.parameters():
             p.normal_(0.0, 0.8)
-    src, _ = _pairs(5)
+    src, _ = id_pairs(5)
     tokens, lengths = pad(src)
     limits = torch.full_like(lengths, 12)
     decode = greedy_search if beam_size == 1 else lambda *a: beam_search(*a, beam_size)
