@@ -75,8 +75,7 @@ class AttentionDecoder(nn.Module):
         for layer in range(self.num_layers):
             if layer:  # nn.LSTM's dropout between stacked layers
                 x = nn.functional.dropout(x, self.rnn.dropout, self.training)
-            weights = [getattr(self.rnn, f"{name}_l{layer}") for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")]
-            h_l, c_l = torch.lstm_cell(x, (h[layer], c[layer]), *weights)
+            h_l, c_l = torch.lstm_cell(x, (h[layer], c[layer]), *self.rnn.all_weights[layer])  # w_ih, w_hh, b_ih, b_hh
             hs.append(h_l)
             cs.append(c_l)
             x = h_l

@@ -12,7 +12,6 @@ so that schedules and early stopping agree), logs and writes the run directory.
 """
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import math
@@ -140,10 +139,11 @@ def _train(config: Config, run_dir: Path, resume: bool, device: torch.device) ->
     log.info("model: %s parameters, device %s%s", f"{n_params:,}", device, f", {world} processes" if world > 1 else "")
     optimizer = build_optimizer(model, t.lr)
     use_amp = t.amp if device.type == "cuda" else t.cpu_amp
+    dtype = amp_dtype(device, use_amp)
     # fp16 (GPUs without bf16) needs loss scaling against underflowing gradients; bf16 does not.
-    scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype(device, use_amp) == torch.float16)
+    scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
     if use_amp:
-        log.info("mixed precision: %s autocast", amp_dtype(device, use_amp) or "none (this CPU has no native bf16), fp32")
+        log.info("mixed precision: %s autocast", dtype or "none (this CPU has no native bf16), fp32")
     scheduler = _scheduler(config, optimizer)
     # "batch": updates done in the current epoch. Every process does one batch of its shard per
     # update, so it is also each shard's position; "world_size" says how many shards there were.
