@@ -98,6 +98,16 @@ def cmd_classify(args: argparse.Namespace) -> None:
     _write_lines(args.output, out)
 
 
+def cmd_vectors(args: argparse.Namespace) -> None:
+    from s2s.word_vectors import read_corpus, train_word_vectors
+
+    if not args.text and not args.conll:
+        raise S2SError("vectors needs some text: --text FILE and/or --conll FILE")
+    corpus = read_corpus(args.text, args.conll, lowercase=not args.cased)
+    count = train_word_vectors(corpus, args.out, args.dim, args.window, args.min_count, args.epochs, args.threads, args.seed)
+    print(json.dumps({"vectors": args.out, "words": count, "dim": args.dim, "texts": len(corpus), "tokens": sum(map(len, corpus))}))
+
+
 def cmd_evaluate_classification(args: argparse.Namespace) -> None:
     from s2s.classification import Classifier
 
@@ -253,6 +263,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.set_defaults(func=cmd_classify)
 
+    p = sub.add_parser("vectors", help="train word vectors on unlabelled text for a tagger's embeddings (vocab.word_vectors)",
+                       description="Train skip-gram word vectors (gensim word2vec) on unlabelled text and write them in "
+                       "word2vec text format. Text is tokenised and normalised as the tagger does (lowercased, digits "
+                       "mapped to 0), so `vocab.word_vectors: OUT` in a tagging config finds the tagger's words. "
+                       "Needs gensim: pip install 's2s[vectors]'. With --threads above 1 the vectors are not bit-reproducible.")
+    p.add_argument("--text", action="append", default=[], metavar="FILE",
+                   help="raw text, one text per line; a .jsonl file gives the 'text' field of each object (repeatable)")
+    p.add_argument("--conll", action="append", default=[], metavar="FILE", help="the tokens of a CoNLL file (repeatable)")
+    p.add_argument("--out", required=True, metavar="FILE", help="vectors file to write (word2vec text format)")
+    p.add_argument("--dim", type=int, default=100, help="vector size; the tagger's model.emb_dim must match (default: 100)")
+    p.add_argument("--window", type=int, default=5, help="context window (default: 5)")
+    p.add_argument("--min-count", type=int, default=3, help="ignore words seen fewer times (default: 3)")
+    p.add_argument("--epochs", type=int, default=5, help="passes over the text (default: 5)")
+    p.add_argument("--threads", type=int, default=2, help="worker threads (default: 2)")
+    p.add_argument("--seed", type=int, default=1234)
+    p.add_argument("--cased", action="store_true", help="keep case (for a tagger trained with vocab.lowercase: false)")
+    p.set_defaults(func=cmd_vectors)
+
     p = sub.add_parser("evaluate", help="score a model: sacreBLEU for translation, entity F1 for tagging (--conll), accuracy for classification (--data)",
                        description="Translation: translate --src, score against --ref with detokenized sacreBLEU (BLEU, chrF) "
                        "and print the scores with their signatures. Hypotheses are kept next to the raw subword output. "
@@ -285,7 +313,7 @@ def main(argv: list[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         datefmt="%H:%M:%S",
     )
-    for noisy in ("datasets", "urllib3", "httpx", "filelock", "fsspec"):
+    for noisy in ("datasets", "urllib3", "httpx", "filelock", "fsspec", "gensim"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     try:
         for value in (getattr(args, "beam_size", None), getattr(args, "batch_size", None)):

@@ -51,6 +51,7 @@ class VocabConfig:
     lowercase: bool = True  # tagging: word vocabulary lowercased with digits mapped to 0 (characters keep the case); classification: text lowercased
     min_freq: int = 1  # tagging, classification: words seen fewer times in training map to UNK
     max_words: int = 0  # classification: keep only the N most frequent training words (0 = all with min_freq)
+    word_vectors: str = ""  # tagging: word2vec/GloVe text file (e.g. from `s2s vectors`): its words join the vocabulary and initialise their embeddings
 
 
 @dataclass(frozen=True)

@@ -25,6 +25,7 @@ from s2s.conll import Sentence, Span, convert, read_conll, span_scores, spans, t
 from s2s.device import resolve_device
 from s2s.errors import S2SError
 from s2s.models import SequenceTagger, build_model
+from s2s.word_vectors import init_embedding, read_word_vectors
 
 log = logging.getLogger(__name__)
 
@@ -66,9 +67,12 @@ class Vocab:
         return found
 
     @classmethod
-    def build(cls, sentences: list[Sentence], scheme: str, target: str, lowercase: bool, min_freq: int) -> "Vocab":
+    def build(cls, sentences: list[Sentence], scheme: str, target: str, lowercase: bool, min_freq: int, extra_words: list[str] = ()) -> "Vocab":
+        """Training words seen at least `min_freq` times, then `extra_words` (those of pretrained vectors) not yet in."""
         counts = Counter(normalize(w, lowercase) for s in sentences for w in s.tokens)
         words = [PAD, UNK] + sorted((w for w, n in counts.items() if n >= min_freq), key=lambda w: (-counts[w], w))
+        known = set(words)
+        words += [w for w in extra_words if w not in known]
         chars = [PAD, UNK] + sorted({c for s in sentences for w in s.tokens for c in w})
         types = sorted({kind for s in sentences for _, _, kind in spans(s.tags, scheme)})
         prefixes = "BIES" if target == "bioes" else "BI"
@@ -157,11 +161,14 @@ class TaggingTask:
         self.scheme, self.decode = data.scheme, config.decode
 
         vocab_path = run_dir / VOCAB_FILE
+        vectors = None
         if resume:
-            self.vocab = Vocab.load(vocab_path)
+            self.vocab = Vocab.load(vocab_path)  # embeddings come from the checkpoint
         else:
-            self.vocab = Vocab.build(train, data.scheme, m.tag_scheme, config.vocab.lowercase, config.vocab.min_freq)
-            self.vocab.save(vocab_path)
+            if config.vocab.word_vectors:
+                vectors = read_word_vectors(config.vocab.word_vectors, config.vocab.lowercase)
+            extra = vectors[0] if vectors else []
+            self.vocab = Vocab.build(train, data.scheme, m.tag_scheme, config.vocab.lowercase, config.vocab.min_freq, extra)
         v = self.vocab
         log.info("%s: %d sentences; %d words, %d characters, %d tags", conll_path(config, data.train), len(train), len(v.words), len(v.chars), len(v.tags))
 
@@ -174,6 +181,12 @@ class TaggingTask:
         self.word_dropout = config.train.word_dropout
         self.lengths = [len(s) for s in self.tokens]
         self.model = build_model(config, len(v.words), len(v.tags), len(v.chars), v.tags)
+        if vectors:
+            found = init_embedding(self.model.encoder.embed.weight, v.words, *vectors, pad_id=v.word_ids[PAD])
+            log.info("%s: %d vectors of dimension %d; %d of %d vocabulary words start from one",
+                     config.vocab.word_vectors, len(vectors[0]), vectors[1].size(1), found, len(v.words))
+        if not resume:
+            v.save(vocab_path)  # once the model is built: a config error leaves no half-made run behind
 
     def batch(self, indices: list[int]) -> TagBatch:
         unk = self.vocab.word_ids[UNK]

@@ -279,7 +279,7 @@ def test_ner_smoke_recipe_end_to_end(tmp_path):
     last = result.stdout.strip().splitlines()[-1]
     assert last.startswith("F1 ") and "micro" in last
     assert float(last.split()[1]) > 20
-    for name in ("config.yaml", "best.pt", "last.pt", "tagging_vocab.json", "metrics.jsonl", "test.conll"):
+    for name in ("vectors.vec", "config.yaml", "best.pt", "last.pt", "tagging_vocab.json", "metrics.jsonl", "test.conll"):
         assert (out / name).is_file(), name
     events = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert any("dev_f1" in e for e in events) and any("train_loss" in e for e in events)
