@@ -6,7 +6,6 @@ lowercased, digits mapped to 0), so a vector trained here and a word seen by the
 """
 from __future__ import annotations
 
-import json
 import logging
 import math
 from pathlib import Path
@@ -20,30 +19,19 @@ from s2s.errors import S2SError
 log = logging.getLogger(__name__)
 
 
-def _jsonl_texts(path: Path, text_field: str) -> list[str]:
-    texts = []
-    for number, raw in enumerate(read_lines(path), start=1):
-        if not raw.strip():
-            continue
-        try:
-            row = json.loads(raw)
-        except json.JSONDecodeError as e:
-            raise S2SError(f"{path}:{number}: not valid JSON ({e.msg} at column {e.colno})") from None
-        if not isinstance(row, dict) or not isinstance(row.get(text_field), str):
-            raise S2SError(f"{path}:{number}: expected a JSON object with a text field {text_field!r}")
-        texts.append(row[text_field].replace("<br />", " "))  # IMDB reviews keep their HTML line breaks
-    return texts
-
-
 def read_corpus(text_files: list[str], conll_files: list[str], lowercase: bool = True, text_field: str = "text") -> list[list[str]]:
     """Normalised token lists: raw text (one text per line, or JSONL with `text_field` when the file
     ends in .jsonl) tokenised by the tagger's rule, and the tokens of CoNLL files as they are."""
+    from s2s.classification import texts_from_jsonl
     from s2s.tagging import normalize, tokenize
 
     corpus = []
     for name in text_files:
         path = Path(name)
-        texts = _jsonl_texts(path, text_field) if path.suffix.lower() == ".jsonl" else read_lines(path)
+        texts = read_lines(path)
+        if path.suffix.lower() == ".jsonl":
+            # IMDB reviews keep their HTML line breaks
+            texts = [t.replace("<br />", " ") for t in texts_from_jsonl(texts, str(path), text_field)]
         corpus += [[normalize(w, lowercase) for w in tokenize(t)[0]] for t in texts if t.strip()]
     for name in conll_files:
         corpus += [[normalize(w, lowercase) for w in s.tokens] for s in read_conll(name, tagged=False)]
