@@ -70,6 +70,8 @@ class ModelConfig:
     char_filters: int = 50  # tagging: char-CNN output features per token (0 = no character features)
     char_kernel: int = 3  # tagging: char-CNN window
     case_dim: int = 8  # tagging: word-shape (casing) embedding size (0 = none)
+    context_tokens: int = 0  # tagging: the encoder reads consecutive sentences of a document together, up to this many tokens (0 = each sentence alone)
+    same_word_pooling: bool = False  # tagging: each token also gets the mean encoder state of its word's other occurrences in its run (see context_tokens)
     crf: bool = True  # tagging: linear-chain CRF on top (False: per-token softmax, still decoded to valid spans)
     tag_scheme: str = "bioes"  # tagging: scheme the model predicts internally (files are converted on the fly)
     conv_filters: int = 0  # 1-D convolution front end before the RNN: output channels (0 = none; the CNN+RNN hybrid)

@@ -29,6 +29,7 @@ class Sentence:
     tags: list[str]  # in the scheme the sentence was read in
     columns: list[list[str]] = field(default_factory=list)  # middle columns (POS, chunk) per token, kept for writing
     line: int = 0  # 1-based line of the first token, for messages
+    doc: int = 0  # which document of the file (-DOCSTART- lines separate them), for document context
 
 
 # A span is (start, end, type) over token positions, end exclusive.
@@ -127,12 +128,13 @@ def parse_conll(lines: list[str], scheme: str = "iob1", where: str = "<input>", 
     sentences: list[Sentence] = []
     current: list[tuple[int, list[str]]] = []
     width = 0  # columns per line, fixed by the first token line of the file
+    doc = 0
 
     def flush() -> None:
         if not current:
             return
         if not tagged:
-            sentences.append(Sentence([c[0] for _, c in current], [], [], current[0][0]))
+            sentences.append(Sentence([c[0] for _, c in current], [], [], current[0][0], doc))
             current.clear()
             return
         tags = [cols[-1] for _, cols in current]
@@ -141,7 +143,7 @@ def parse_conll(lines: list[str], scheme: str = "iob1", where: str = "<input>", 
             i, reason = bad
             raise S2SError(f"{where}:{current[i][0]}: {reason}")
         sentences.append(
-            Sentence([c[0] for _, c in current], tags, [c[1:-1] for _, c in current], current[0][0])
+            Sentence([c[0] for _, c in current], tags, [c[1:-1] for _, c in current], current[0][0], doc)
         )
         current.clear()
 
@@ -152,6 +154,8 @@ def parse_conll(lines: list[str], scheme: str = "iob1", where: str = "<input>", 
             continue
         if cols[0] == "-DOCSTART-":
             flush()
+            if sentences and sentences[-1].doc == doc:  # a new document, unless this one has no sentences yet
+                doc += 1
             continue
         low = 2 if tagged else 1
         if not low <= len(cols) <= 4:

@@ -58,12 +58,14 @@ class SequenceTagger(nn.Module):
         num_tags: int,
         crf: CRF | None,
         allowed: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None,  # (trans, start, end) masks, crf.allowed_transitions
+        same_word_pooling: bool = False,
     ):
         super().__init__()
         self.encoder = encoder
         self.chars = chars
         self.case_embed = nn.Embedding(len(CASES), case_dim, padding_idx=0) if case_dim else None
-        self.proj = nn.Linear(encoder.output_size, num_tags)
+        self.same_word_pooling = same_word_pooling
+        self.proj = nn.Linear(encoder.output_size * (2 if same_word_pooling else 1), num_tags)
         self.crf = crf
         if crf is None:
             # Without a CRF, decoding is still constrained to valid spans: Viterbi over the
@@ -75,18 +77,34 @@ class SequenceTagger(nn.Module):
             self.register_buffer("start_penalty", (~start).float() * -1e4)
             self.register_buffer("end_penalty", (~end).float() * -1e4)
 
-    def emissions(self, words: torch.Tensor, chars: torch.Tensor, cases: torch.Tensor, lengths: torch.Tensor):
-        """Tag scores (B, T, K) and mask (B, T)."""
+    def emissions(self, batch) -> tuple[torch.Tensor, torch.Tensor]:
+        """Tag scores (S, L, K) and mask (S, L) of a batch's sentences (a tagging.TagBatch): the encoder
+        reads the batch's runs of text (R, T), and each sentence takes its tokens' states from its run."""
         features = []
         if self.chars is not None:
-            features.append(self.chars(chars))  # (B, T, F)
+            features.append(self.chars(batch.chars))  # (R, T, F)
         if self.case_embed is not None:
-            features.append(self.case_embed(cases))  # (B, T, C)
-        enc = self.encoder(words, lengths, torch.cat(features, dim=-1) if features else None)
-        return self.proj(enc.states), enc.mask  # (B, T, K), (B, T)
+            features.append(self.case_embed(batch.cases))  # (R, T, C)
+        enc = self.encoder(batch.words, batch.lengths, torch.cat(features, dim=-1) if features else None)
+        states = enc.states
+        if self.same_word_pooling:
+            states = torch.cat([states, self.pool_same_words(states, batch.word_keys)], dim=-1)
+        logits = self.proj(states).flatten(0, 1)[batch.positions]  # (S, L, K)
+        mask = torch.arange(logits.size(1), device=logits.device) < batch.sentence_lengths.unsqueeze(1)
+        return logits, mask
+
+    @staticmethod
+    def pool_same_words(states: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
+        """Each token's mean state over the other occurrences of its word in the same run (zeros if none):
+        a name that is clear in one sentence ("brewer Zywiec") informs its bare mentions elsewhere in the
+        document. keys (R, T): one id per normalised word of the batch, 0 on padding."""
+        same = (keys.unsqueeze(2) == keys.unsqueeze(1)) & (keys != 0).unsqueeze(2)  # (R, T, T)
+        same &= ~torch.eye(keys.size(1), dtype=torch.bool, device=keys.device)
+        counts = same.sum(2, keepdim=True).clamp(min=1)
+        return torch.bmm(same.to(states.dtype), states) / counts
 
     def forward(self, batch) -> Output:
-        logits, mask = self.emissions(batch.words, batch.chars, batch.cases, batch.lengths)
+        logits, mask = self.emissions(batch)
         num_tokens = int(batch.num_tokens)
         if self.crf is not None:
             loss = self.crf.nll(logits, batch.tags, mask).sum()
@@ -95,11 +113,9 @@ class SequenceTagger(nn.Module):
         return Output(loss / max(num_tokens, 1), logits, num_tokens)
 
     @torch.inference_mode()
-    def decode(
-        self, words: torch.Tensor, chars: torch.Tensor, cases: torch.Tensor, lengths: torch.Tensor, with_scores: bool = True
-    ) -> tuple[list[list[int]], list[list[float]]]:
-        """Best valid tag ids per sentence and each chosen tag's probability (CRF: its marginal)."""
-        logits, mask = self.emissions(words, chars, cases, lengths)
+    def decode(self, batch, with_scores: bool = True) -> tuple[list[list[int]], list[list[float]]]:
+        """Best valid tag ids per sentence of a tagging.TagBatch and each chosen tag's probability (CRF: its marginal)."""
+        logits, mask = self.emissions(batch)
         if self.crf is not None:
             paths = self.crf.decode(logits, mask)
             probs = self.crf.marginals(logits, mask) if with_scores else None
@@ -216,7 +232,7 @@ def build_model(
                               feature_dim=feature_dim, **(conv | {"conv_pool": 1}))
             allowed = allowed_transitions(tags, m.tag_scheme) if tags is not None else None
             crf = CRF(tgt_vocab_size, allowed) if m.crf else None
-            return SequenceTagger(encoder, chars, m.case_dim, tgt_vocab_size, crf, allowed)
+            return SequenceTagger(encoder, chars, m.case_dim, tgt_vocab_size, crf, allowed, m.same_word_pooling)
         case "classification":
             encoder = Encoder(src_vocab_size, m.emb_dim, m.hidden_size, m.num_layers, m.cell, m.dropout, m.bidirectional,
                               output_dropout=False, **conv)

@@ -7,6 +7,7 @@ other non-space character is a token of its own.
 """
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import random
@@ -103,33 +104,82 @@ class Vocab:
 
 
 class TagBatch(NamedTuple):
-    words: torch.Tensor  # (B, T) word ids, 0-padded
-    chars: torch.Tensor  # (B, T, C) character ids, 0-padded
-    cases: torch.Tensor  # (B, T) word-shape ids (chars.CASES), 0 on padding
-    lengths: torch.Tensor  # (B,)
-    tags: torch.Tensor  # (B, T) tag ids, 0 on padding (masked out)
+    """Sentences to tag, and the runs of running text the encoder reads them in (see `runs_of`):
+    words/chars/cases/lengths/word_keys describe the runs, tags/positions/sentence_lengths the sentences."""
+
+    words: torch.Tensor  # (R, T) word ids, 0-padded
+    chars: torch.Tensor  # (R, T, C) character ids, 0-padded
+    cases: torch.Tensor  # (R, T) word-shape ids (chars.CASES), 0 on padding
+    lengths: torch.Tensor  # (R,) tokens per run
+    word_keys: torch.Tensor  # (R, T) one id per distinct lowercased word of the batch (same_word_pooling), 0 on padding
+    tags: torch.Tensor  # (S, L) tag ids per sentence, 0 on padding (masked out)
+    positions: torch.Tensor  # (S, L) where each sentence token sits in the flattened (R * T) run tokens, 0 on padding
+    sentence_lengths: torch.Tensor  # (S,)
     num_tokens: int
 
     def to(self, device: torch.device) -> "TagBatch":
-        return TagBatch(*(x.to(device, non_blocking=True) for x in self[:5]), self.num_tokens)
+        return TagBatch(*(x.to(device, non_blocking=True) for x in self[:8]), self.num_tokens)
 
 
-def make_batch(vocab: Vocab, tokens: list[list[str]], words: list[list[int]] | None = None, tags: list[list[int]] | None = None) -> TagBatch:
-    """A padded batch of non-empty token lists; `words` may pass pre-encoded (e.g. UNK-replaced) word ids."""
-    t = max(len(s) for s in tokens)
+def runs_of(lengths: list[int], docs: list[int], max_tokens: int) -> list[list[int]]:
+    """Consecutive non-empty sentences of one document grouped into runs of at most `max_tokens` tokens
+    (a longer sentence is a run of its own; max_tokens 0: every sentence alone). The encoder reads a
+    run as one text, so each sentence is tagged in the context of its neighbours."""
+    runs: list[list[int]] = []
+    current: list[int] = []
+    size = 0
+    for i, n in enumerate(lengths):
+        if not n:
+            continue
+        if current and (docs[i] != docs[current[-1]] or size + n > max_tokens):
+            runs.append(current)
+            current, size = [], 0
+        current.append(i)
+        size += n
+    if current:
+        runs.append(current)
+    return runs
+
+
+def make_batch(
+    vocab: Vocab,
+    tokens: list[list[str]],
+    run_sizes: list[int] | None = None,
+    words: list[list[int]] | None = None,
+    tags: list[list[int]] | None = None,
+) -> TagBatch:
+    """A padded batch of non-empty sentences, read by the encoder in runs of `run_sizes` consecutive
+    sentences each (default: each sentence alone); `words` may pass pre-encoded (e.g. UNK-replaced) word ids."""
+    sizes = run_sizes or [1] * len(tokens)
+    runs = [range(end - size, end) for end, size in zip(itertools.accumulate(sizes), sizes)]
     feats = [[vocab.features(w) for w in s] for s in tokens]
+    run_lengths = [sum(len(tokens[i]) for i in run) for run in runs]
+    t, longest = max(run_lengths), max(len(s) for s in tokens)
     c = max(len(f[2]) for fs in feats for f in fs)
     # Padded nested lists first, then one tensor each: far faster than filling tensors per token.
-    word_rows, case_rows, char_rows, tag_rows = [], [], [], []
-    for i, fs in enumerate(feats):
-        pad = t - len(fs)
-        word_rows.append((words[i] if words is not None else [f[0] for f in fs]) + [0] * pad)
-        case_rows.append([f[1] for f in fs] + [0] * pad)
-        char_rows.append([f[2] + [0] * (c - len(f[2])) for f in fs] + [[0] * c] * pad)
-        tag_rows.append((tags[i] if tags is not None else [0] * len(fs)) + [0] * pad)
-    lengths = torch.tensor([len(s) for s in tokens])
+    word_rows, case_rows, char_rows, key_rows, tag_rows, position_rows = [], [], [], [], [], []
+    keys: dict[str, int] = {}  # lowercased word -> key, from 1
+    for r, run in enumerate(runs):
+        pad = t - run_lengths[r]
+        start = r * t
+        word_row, case_row, char_row, key_row = [], [], [], []
+        for i in run:
+            fs = feats[i]
+            key_row += [keys.setdefault(w.lower(), len(keys) + 1) for w in tokens[i]]
+            word_row += words[i] if words is not None else [f[0] for f in fs]
+            case_row += [f[1] for f in fs]
+            char_row += [f[2] + [0] * (c - len(f[2])) for f in fs]
+            tag_rows.append((tags[i] if tags is not None else [0] * len(fs)) + [0] * (longest - len(fs)))
+            position_rows.append(list(range(start, start + len(fs))) + [0] * (longest - len(fs)))
+            start += len(fs)
+        word_rows.append(word_row + [0] * pad)
+        case_rows.append(case_row + [0] * pad)
+        char_rows.append(char_row + [[0] * c] * pad)
+        key_rows.append(key_row + [0] * pad)
+    sentence_lengths = torch.tensor([len(s) for s in tokens])
     return TagBatch(
-        torch.tensor(word_rows), torch.tensor(char_rows), torch.tensor(case_rows), lengths, torch.tensor(tag_rows), int(lengths.sum())
+        torch.tensor(word_rows), torch.tensor(char_rows), torch.tensor(case_rows), torch.tensor(run_lengths),
+        torch.tensor(key_rows), torch.tensor(tag_rows), torch.tensor(position_rows), sentence_lengths, int(sentence_lengths.sum()),
     )
 
 
@@ -158,7 +208,7 @@ class TaggingTask:
         self.dev = read_conll(conll_path(config, data.dev), data.scheme)
         if data.max_dev:
             self.dev = self.dev[: data.max_dev]
-        self.scheme, self.decode = data.scheme, config.decode
+        self.scheme, self.decode, self.context_tokens = data.scheme, config.decode, m.context_tokens
 
         vocab_path = run_dir / VOCAB_FILE
         vectors = None
@@ -179,7 +229,9 @@ class TaggingTask:
         self.singletons = {w for w, n in counts.items() if n == 1}
         self.unk_replace = config.train.unk_replace
         self.word_dropout = config.train.word_dropout
-        self.lengths = [len(s) for s in self.tokens]
+        # The training examples are runs of consecutive sentences (model.context_tokens; 0: single sentences).
+        self.runs = runs_of([len(s) for s in self.tokens], [s.doc for s in train], m.context_tokens)
+        self.lengths = [sum(len(self.tokens[i]) for i in run) for run in self.runs]
         self.model = build_model(config, len(v.words), len(v.tags), len(v.chars), v.tags)
         if vectors:
             found = init_embedding(self.model.encoder.embed.weight, v.words, *vectors, pad_id=v.word_ids[PAD])
@@ -189,17 +241,19 @@ class TaggingTask:
             v.save(vocab_path)  # once the model is built: a config error leaves no half-made run behind
 
     def batch(self, indices: list[int]) -> TagBatch:
+        """The batch of the runs `indices` (see runs_of)."""
         unk = self.vocab.word_ids[UNK]
-        words = [self.words[i] for i in indices]
+        sentences = [i for r in indices for i in self.runs[r]]
+        words = [self.words[i] for i in sentences]
         if self.unk_replace:
             # Words seen once stand in for unseen ones, so the UNK embedding gets trained.
             words = [[unk if w in self.singletons and random.random() < self.unk_replace else w for w in s] for s in words]
         if self.word_dropout:
             words = [[unk if random.random() < self.word_dropout else w for w in s] for s in words]
-        return make_batch(self.vocab, [self.tokens[i] for i in indices], words, [self.tags[i] for i in indices])
+        return make_batch(self.vocab, [self.tokens[i] for i in sentences], [len(self.runs[r]) for r in indices], words, [self.tags[i] for i in sentences])
 
     def validate(self, model: SequenceTagger, device: torch.device) -> dict:
-        tagger = Tagger(model, self.vocab, self.decode, device)
+        tagger = Tagger(model, self.vocab, self.decode, device, context_tokens=self.context_tokens)
         scores, _ = tagger.evaluate(self.dev, self.scheme)
         return {"f1": scores["micro"]["f1"], "precision": scores["micro"]["precision"], "recall": scores["micro"]["recall"]}
 
@@ -246,9 +300,12 @@ class Tagged:
 class Tagger:
     """Tag named entities with a trained model: `Tagger.load(run_dir).tag(["Alan Shearer was named ..."])`."""
 
-    def __init__(self, model: SequenceTagger, vocab: Vocab, decode: DecodeConfig, device: torch.device, file_scheme: str = "iob1"):
+    def __init__(
+        self, model: SequenceTagger, vocab: Vocab, decode: DecodeConfig, device: torch.device, file_scheme: str = "iob1", context_tokens: int = 0
+    ):
         self.model, self.vocab, self.decode, self.device = model, vocab, decode, device
         self.file_scheme = file_scheme  # tag scheme of the CoNLL files the model was trained on
+        self.context_tokens = context_tokens  # model.context_tokens it was trained with
         self.scheme = "bioes" if any(t.startswith(("E-", "S-")) for t in vocab.tags) else "iob2"
 
     @classmethod
@@ -258,31 +315,44 @@ class Tagger:
         model = build_model(config, len(vocab.words), len(vocab.tags), len(vocab.chars), vocab.tags)
         checkpoint.load_weights(model, payload, path)
         target = resolve_device(device)
-        return cls(model.to(target).eval(), vocab, config.decode, target, config.data.scheme)
+        return cls(model.to(target).eval(), vocab, config.decode, target, config.data.scheme, config.model.context_tokens)
 
-    def tag_tokens(self, sentences: list[list[str]], batch_size: int | None = None, with_scores: bool = True) -> list[list[tuple[Span, float]]]:
-        """Entity spans with scores per tokenised sentence, in input order; [] for an empty one."""
+    def tag_tokens(
+        self, sentences: list[list[str]], batch_size: int | None = None, with_scores: bool = True, docs: list[int] | None = None
+    ) -> list[list[tuple[Span, float]]]:
+        """Entity spans with scores per tokenised sentence, in input order; [] for an empty one.
+        `docs` numbers each sentence's document (default: all one); a model trained with
+        model.context_tokens reads consecutive sentences of a document together."""
         batch_size = batch_size or self.decode.batch_size
         out: list[list[tuple[Span, float]]] = [[] for _ in sentences]
-        todo = sorted((i for i, s in enumerate(sentences) if s), key=lambda i: len(sentences[i]))
+        runs = runs_of([len(s) for s in sentences], docs or [0] * len(sentences), self.context_tokens)
+        runs.sort(key=lambda run: sum(len(sentences[i]) for i in run))  # similar lengths batch together
         was_training = self.model.training
         self.model.eval()
         try:
-            for start in range(0, len(todo), batch_size):
-                rows = todo[start : start + batch_size]
-                b = make_batch(self.vocab, [sentences[i] for i in rows]).to(self.device)
-                paths, probs = self.model.decode(b.words, b.chars, b.cases, b.lengths, with_scores)
+            start = 0
+            while start < len(runs):
+                end, count = start + 1, len(runs[start])
+                while end < len(runs) and count + len(runs[end]) <= batch_size:  # batch_size counts sentences
+                    count += len(runs[end])
+                    end += 1
+                rows = [i for run in runs[start:end] for i in run]
+                b = make_batch(self.vocab, [sentences[i] for i in rows], [len(run) for run in runs[start:end]]).to(self.device)
+                paths, probs = self.model.decode(b, with_scores)
                 for i, path, p in zip(rows, paths, probs):
                     found = spans([self.vocab.tags[k] for k in path], self.scheme)
                     out[i] = [(s, sum(p[s[0] : s[1]]) / (s[1] - s[0])) for s in found]
+                start = end
         finally:
             self.model.train(was_training)
         return out
 
     def tag(self, texts: list[str], batch_size: int | None = None) -> list[Tagged]:
-        """Tag raw sentences (tokenised by `tokenize`), one record per sentence, in input order."""
+        """Tag raw sentences (tokenised by `tokenize`), one record per sentence, in input order.
+        Consecutive sentences are one document; an empty one ends it (see Tagger.tag_tokens)."""
         tokenized = [tokenize(t) for t in texts]
-        return self._records(texts, tokenized, batch_size)
+        docs = list(itertools.accumulate(not tokens for tokens, _ in tokenized))
+        return self._records(texts, tokenized, batch_size, docs)
 
     def tag_conll(self, sentences: list[Sentence], batch_size: int | None = None) -> list[Tagged]:
         """Tag pre-tokenised sentences; a record's text is its tokens joined by single spaces."""
@@ -293,10 +363,10 @@ class Tagger:
                 offsets.append((pos, pos + len(w)))
                 pos += len(w) + 1
             tokenized.append((s.tokens, offsets))
-        return self._records([" ".join(s.tokens) for s in sentences], tokenized, batch_size)
+        return self._records([" ".join(s.tokens) for s in sentences], tokenized, batch_size, [s.doc for s in sentences])
 
-    def _records(self, texts, tokenized, batch_size) -> list[Tagged]:
-        found = self.tag_tokens([toks for toks, _ in tokenized], batch_size)
+    def _records(self, texts, tokenized, batch_size, docs) -> list[Tagged]:
+        found = self.tag_tokens([toks for toks, _ in tokenized], batch_size, docs=docs)
         records = []
         for text, (tokens, offsets), ents in zip(texts, tokenized, found):
             entities = [
@@ -308,7 +378,7 @@ class Tagger:
 
     def evaluate(self, gold: list[Sentence], scheme: str, batch_size: int | None = None) -> tuple[dict, list[list[Span]]]:
         """Entity P/R/F1 (exact span and type) of the predictions on gold sentences, and the predicted spans."""
-        found = self.tag_tokens([s.tokens for s in gold], batch_size, with_scores=False)
+        found = self.tag_tokens([s.tokens for s in gold], batch_size, with_scores=False, docs=[s.doc for s in gold])
         pred = [[span for span, _ in f] for f in found]
         scores = span_scores([spans(s.tags, scheme) for s in gold], pred)
         scores["sentences"], scores["tokens"] = len(gold), sum(len(s.tokens) for s in gold)

@@ -14,7 +14,7 @@ from s2s.cli import main
 from s2s.conll import check_tags, read_conll, span_scores, spans, to_tags
 from s2s.config import Config
 from s2s.models import build_model
-from s2s.tagging import Tagger, Vocab, make_batch, tokenize
+from s2s.tagging import Tagger, Vocab, make_batch, runs_of, tokenize
 
 ROOT = Path(__file__).resolve().parents[1]
 CONLL = ROOT.parent / "shared" / "data" / "conll2003"
@@ -45,11 +45,11 @@ def _write_conll(path: Path, n: int, seed: int) -> None:
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 
-def _tiny_config(data_dir: Path, **train) -> Config:
+def _tiny_config(data_dir: Path, model: dict | None = None, **train) -> Config:
     raw = {
         "task": "tagging",
         "data": {"format": "conll", "dir": str(data_dir), "scheme": "iob1", "train": "train", "dev": "valid", "test": "test"},
-        "model": {"emb_dim": 8, "hidden_size": 8, "char_emb_dim": 4, "char_filters": 4, "case_dim": 2, "dropout": 0.0},
+        "model": {"emb_dim": 8, "hidden_size": 8, "char_emb_dim": 4, "char_filters": 4, "case_dim": 2, "dropout": 0.0, **(model or {})},
         "train": {"epochs": 60, "max_tokens": 60, "lr": 0.02, "log_every": 1000, "threads": 1, "early_stopping": 0, **train},
     }
     return config_lib.from_dict(raw)
@@ -92,7 +92,7 @@ def test_decoding_yields_valid_spans(crf):
         model.proj.bias.normal_(0, 5)  # make invalid per-token choices likely
     sentences = [["Alan", "Shearer", "visited", "Paris", "."], ["Paris"], ["unseen", "Ω", "words", "here"]]
     b = make_batch(vocab, sentences)
-    paths, probs = model.decode(b.words, b.chars, b.cases, b.lengths)
+    paths, probs = model.decode(b)
     for path, p, sent in zip(paths, probs, sentences):
         assert len(path) == len(p) == len(sent)
         assert check_tags([vocab.tags[i] for i in path], "bioes") is None
@@ -115,7 +115,7 @@ def test_tagger_overfits_one_batch(crf):
         optimizer.step()
     assert loss.item() < first / 20
     model.eval()
-    paths, _ = model.decode(b.words, b.chars, b.cases, b.lengths)
+    paths, _ = model.decode(b)
     assert [[vocab.tags[i] for i in p] for p in paths] == gold
 
 
@@ -305,3 +305,68 @@ def test_training_batches_replace_words_by_unk(run_dir, tmp_path):
     task = TaggingTask(_tiny_config(run_dir.parent, word_dropout=1.0), tmp_path, resume=True)
     b = task.batch(rows)
     assert (b.words[b.words != 0] == unk).all() and b.chars.any()
+
+
+def test_conll_reader_numbers_documents(tmp_path):
+    path = tmp_path / "docs.txt"
+    docstart = "-DOCSTART- -X- O\n\n"
+    path.write_text(docstart + "A NN I-PER\n\nB NN O\n\n" + docstart + docstart + "C NN O\n\nD NN O\n", encoding="utf-8")
+    assert [s.doc for s in read_conll(path)] == [0, 0, 1, 1]
+    path.write_text("A NN I-PER\n\n" + docstart + "B NN O\n", encoding="utf-8")
+    assert [s.doc for s in read_conll(path)] == [0, 1]
+
+
+def test_runs_of_groups_consecutive_sentences_of_a_document():
+    assert runs_of([3, 4, 0, 5, 2], [0, 0, 0, 0, 1], 10) == [[0, 1], [3], [4]]  # empty skipped, new document, budget
+    assert runs_of([12, 3, 3], [0, 0, 0], 10) == [[0], [1, 2]]  # a sentence over the budget is a run of its own
+    assert runs_of([3, 4], [0, 0], 0) == [[0], [1]]
+
+
+def test_sentences_read_in_one_run_take_their_states_from_it():
+    model, vocab = _tiny_tagger(crf=True)
+    model.eval()
+    a, b, c = ["Alan", "Shearer", "visited", "Paris", "."], ["Paris", "visited", "Alan"], ["Peter"]
+    with torch.no_grad():
+        whole, _ = model.emissions(make_batch(vocab, [a + b]))
+        alone, _ = model.emissions(make_batch(vocab, [c]))
+        runs, mask = model.emissions(make_batch(vocab, [a, b, c], [2, 1]))
+    assert mask.tolist() == [[True] * 5, [True] * 3 + [False] * 2, [True] + [False] * 4]
+    assert torch.allclose(runs[0, :5], whole[0, :5], atol=1e-6)
+    assert torch.allclose(runs[1, :3], whole[0, 5:], atol=1e-6)
+    assert torch.allclose(runs[2, :1], alone[0], atol=1e-6)
+    assert not torch.allclose(runs[1, :3], model.emissions(make_batch(vocab, [b]))[0][0], atol=1e-4)  # the context matters
+
+
+def test_same_word_pooling_averages_the_other_occurrences():
+    from s2s.models import SequenceTagger
+
+    states = torch.randn(2, 4, 3)
+    keys = torch.tensor([[1, 2, 1, 1], [3, 4, 0, 0]])
+    pooled = SequenceTagger.pool_same_words(states, keys)
+    assert torch.allclose(pooled[0, 0], (states[0, 2] + states[0, 3]) / 2)
+    assert torch.allclose(pooled[0, 2], (states[0, 0] + states[0, 3]) / 2)
+    assert (pooled[0, 1] == 0).all() and (pooled[1] == 0).all()  # no other occurrence, other runs, padding
+    _, vocab = _tiny_tagger(crf=True)
+    b = make_batch(vocab, [["Paris", "visited", "paris"], ["Paris"]], [1, 1])
+    assert b.word_keys.tolist() == [[1, 2, 1], [1, 0, 0]]
+
+
+def test_tagger_with_document_context(tmp_path):
+    from s2s.train import train
+
+    for split, n, seed in (("train", 40, 0), ("valid", 10, 1), ("test", 12, 2)):
+        _write_conll(tmp_path / f"{split}.txt", n, seed)
+    progress = train(_tiny_config(tmp_path, model={"context_tokens": 20, "same_word_pooling": True}, max_tokens=20), tmp_path / "run")
+    assert progress["best"] == 100, progress
+    tagger = Tagger.load(tmp_path / "run")
+    assert tagger.context_tokens == 20
+    texts = ["Alan Shearer visited Paris .", "the EU said on Monday", "", "Peter left .", " ".join(["Peter left ."] * 700)]
+    records = tagger.tag(texts, batch_size=64)
+    assert [[(e.text, e.type) for e in r.entities] for r in records[:4]] == [
+        [("Alan Shearer", "PER"), ("Paris", "LOC")], [("EU", "ORG")], [], [("Peter", "PER")]]
+    assert len(records[4].entities) == 700
+    for one, many in zip(tagger.tag(texts, batch_size=1), records):  # batching never cuts a run apart
+        assert [(e.start, e.end, e.type) for e in one.entities] == [(e.start, e.end, e.type) for e in many.entities]
+        assert all(abs(x.score - y.score) < 1e-3 for x, y in zip(one.entities, many.entities))
+    scores, _ = tagger.evaluate(read_conll(tmp_path / "test.txt"), "iob1")
+    assert scores["micro"]["f1"] == 100
