@@ -31,7 +31,7 @@ def untrained_tagger(data: Path) -> Tagger:
     train = read_conll(data / "train.txt", config.data.scheme)
     vocab = Vocab.build(train, config.data.scheme, config.model.tag_scheme, config.vocab.lowercase, config.vocab.min_freq)
     model = build_model(config, len(vocab.words), len(vocab.tags), len(vocab.chars), vocab.tags)
-    return Tagger(model.eval(), vocab, config.decode, torch.device("cpu"), config.data.scheme)
+    return Tagger(model.eval(), vocab, config.decode, torch.device("cpu"), config.data.scheme, config.model.context_tokens)
 
 
 def main() -> None:
@@ -46,13 +46,14 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     data = Path(args.data)
     tagger = Tagger.load(args.model, device="cpu") if args.model else untrained_tagger(data)
-    sentences = [s.tokens for s in read_conll(data / "test.txt", tagger.file_scheme)]
+    test = read_conll(data / "test.txt", tagger.file_scheme)
+    sentences, docs = [s.tokens for s in test], [s.doc for s in test]
     tokens = sum(len(s) for s in sentences)
-    tagger.tag_tokens(sentences, args.batch_size)  # warm-up
+    tagger.tag_tokens(sentences, args.batch_size, docs=docs)  # warm-up
     times = []
     for _ in range(args.repeats):
         start = time.perf_counter()
-        tagger.tag_tokens(sentences, args.batch_size)
+        tagger.tag_tokens(sentences, args.batch_size, docs=docs)
         times.append(time.perf_counter() - start)
     seconds = statistics.median(times)
     result = {

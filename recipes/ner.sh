@@ -1,12 +1,16 @@
 #!/usr/bin/env bash
-# CoNLL-2003 English NER end to end: word vectors -> train (select on valid.txt) -> tag test.txt -> entity F1.
+# CoNLL-2003 English NER end to end: word vectors -> train an ensemble (each member selected on valid.txt)
+# -> tag test.txt with it -> entity F1.
 #
-#   bash recipes/ner.sh [--data DIR] [--out DIR] [--text FILE]... [--no-vectors] [--smoke]
+#   bash recipes/ner.sh [--data DIR] [--out DIR] [--members N] [--jobs J] [--text FILE]... [--no-vectors] [--smoke]
 #
 #   --data DIR    folder with train.txt, valid.txt, test.txt in the original 4-column IOB1 format
 #                 (default: ../shared/data/conll2003 relative to the repository root)
-#   --out DIR     run directory (default runs/conll2003, or runs/conll2003-smoke with --smoke);
-#                 an interrupted run in DIR is resumed
+#   --out DIR     output folder (default runs/conll2003, or runs/conll2003-smoke with --smoke): the vectors,
+#                 one run directory per member (DIR/member1 ...) and its log (DIR/member1.log);
+#                 interrupted members are resumed, finished ones kept
+#   --members N   models trained with seeds 1234, 1235, ... and tagged as one ensemble (default 3, --smoke 2; 1: one model)
+#   --jobs J      members trained at once, one thread each (default 2, the cores of the reference machine)
 #   --text FILE   unlabelled text for the word vectors, one text per line or .jsonl with a "text" field
 #                 (repeatable; default: the IMDB reviews in ../shared/data/imdb); train.txt's tokens are always added
 #   --no-vectors  no word vectors: the embeddings start at random
@@ -14,13 +18,15 @@
 #                 its vectors come from train.txt alone
 set -euo pipefail
 
-usage() { sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'; }
 root="$(cd "$(dirname "$0")/.." && pwd)"
-data="$(dirname "$root")/shared/data/conll2003" out="" smoke=0 vectors=1 texts=()
+data="$(dirname "$root")/shared/data/conll2003" out="" smoke=0 vectors=1 texts=() members="" jobs=2
 while [ $# -gt 0 ]; do
   case "$1" in
     --data) data="${2:?--data needs a folder}"; shift 2 ;;
     --out) out="${2:?--out needs a folder}"; shift 2 ;;
+    --members) members="${2:?--members needs a number}"; shift 2 ;;
+    --jobs) jobs="${2:?--jobs needs a number}"; shift 2 ;;
     --text) texts+=(--text "${2:?--text needs a file}"); shift 2 ;;
     --no-vectors) vectors=0; shift ;;
     --smoke) smoke=1; shift ;;
@@ -31,21 +37,26 @@ done
 
 # --dim must equal the config's model.emb_dim.
 if [ "$smoke" = 1 ]; then
-  config="$root/configs/ner-smoke.yaml"; out="${out:-runs/conll2003-smoke}" dim=32 texts=()
+  config="$root/configs/ner-smoke.yaml"; out="${out:-runs/conll2003-smoke}" dim=32 texts=() members="${members:-2}"
   rm -rf "$out"  # a smoke run always starts from scratch
 else
-  config="$root/configs/conll2003.yaml"; out="${out:-runs/conll2003}" dim=100
+  config="$root/configs/conll2003.yaml"; out="${out:-runs/conll2003}" dim=100 members="${members:-3}"
   if [ "$vectors" = 1 ] && [ ${#texts[@]} = 0 ]; then
     imdb="$(dirname "$root")/shared/data/imdb"
     texts=(--text "$imdb/train.jsonl" --text "$imdb/test.jsonl")
   fi
 fi
+for n in "$members" "$jobs"; do
+  case "$n" in
+    ''|*[!0-9]*|0*) echo "error: --members and --jobs take positive whole numbers (got '$members', '$jobs')" >&2; exit 2 ;;
+  esac
+done
 for split in train valid test; do
   [ -f "$data/$split.txt" ] || { echo "error: --data $data: no $split.txt there" >&2; exit 2; }
 done
 
-resume=() with_vectors=()
-[ -f "$out/last.pt" ] && resume=(--resume)
+with_vectors=()
+mkdir -p "$out"
 
 if [ "$vectors" = 1 ]; then
   with_vectors=(--set "vocab.word_vectors=$out/vectors.vec")
@@ -57,8 +68,31 @@ if [ "$vectors" = 1 ]; then
   fi
 fi
 
-echo "== train ($config -> $out)"
-s2s train "$config" --set data.format=conll --set "data.dir=$data" "${with_vectors[@]}" --out "$out" "${resume[@]}"
+train_member() {  # member number; its output goes to its log
+  local dir="$out/member$1" resume=()
+  [ -f "$dir/last.pt" ] && resume=(--resume)
+  s2s train "$config" --set data.format=conll --set "data.dir=$data" "${with_vectors[@]}" --set "train.seed=$((1233 + $1))" \
+    --out "$dir" "${resume[@]}" > "$dir.log" 2>&1
+}
 
-echo "== tag and score test.txt (entity F1, exact span and type)"
-s2s evaluate --model "$out" --conll "$data/test.txt" --hyp-prefix "$out/test"
+echo "== train $members member(s), $jobs at a time ($config -> $out/member1 ...; logs in $out/member*.log)"
+failed=0 runs=()
+for i in $(seq 1 "$members"); do
+  while [ "$(jobs -rp | wc -l)" -ge "$jobs" ]; do wait -n || failed=1; done
+  echo "   member $i: seed $((1233 + i))"
+  train_member "$i" &
+  runs+=("$out/member$i")
+done
+while [ "$(jobs -rp | wc -l)" -gt 0 ]; do wait -n || failed=1; done
+wait || failed=1
+if [ "$failed" = 1 ]; then
+  echo "error: a member's training failed; its log says why (tail $out/member*.log)" >&2
+  tail -n 3 "$out"/member*.log >&2
+  exit 1
+fi
+for run in "${runs[@]}"; do
+  echo "   $run: best dev F1 $(python -c 'import json, sys; print(round(max((json.loads(l).get("best") or 0) for l in open(sys.argv[1])), 2))' "$run/metrics.jsonl")"
+done
+
+echo "== tag and score test.txt with the ensemble of ${#runs[@]} (entity F1, exact span and type)"
+s2s evaluate --model "${runs[@]}" --conll "$data/test.txt" --hyp-prefix "$out/test"

@@ -144,7 +144,8 @@ def cmd_evaluate_conll(args: argparse.Namespace) -> None:
     scheme = args.scheme or tagger.file_scheme
     gold = read_conll(args.conll, scheme)
     scores, pred = tagger.evaluate(gold, scheme, args.batch_size)
-    prefix = Path(args.hyp_prefix) if args.hyp_prefix else Path(args.model) / "eval" / Path(args.conll).stem
+    name = Path(args.conll).stem + ("-ensemble" if len(args.model) > 1 else "")
+    prefix = Path(args.hyp_prefix) if args.hyp_prefix else Path(args.model[0]) / "eval" / name
     _write_lines(f"{prefix}.conll", gold_and_predicted(gold, pred, scheme))
     scores["predictions"] = f"{prefix}.conll"
     if args.json:
@@ -164,10 +165,13 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     from s2s.data import load_split, read_parallel
     from s2s.translation import Translator
 
-    if args.data:
-        return cmd_evaluate_classification(args)
     if args.conll:
         return cmd_evaluate_conll(args)
+    if len(args.model) > 1:
+        raise S2SError("several --model runs (an ensemble) work only for tagging models, with --conll FILE")
+    args.model = args.model[0]
+    if args.data:
+        return cmd_evaluate_classification(args)
     if bool(args.split) == bool(args.src or args.ref) or bool(args.src) != bool(args.ref):
         raise S2SError("evaluate needs either --src FILE --ref FILE, or --split dev|test (translation); "
                        "--conll FILE scores a tagging model, --data FILE a classification model")
@@ -233,8 +237,12 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Tag sentences with a tagging model: one record per input sentence, in input order; "
                        "an empty input line gives an empty record. Raw text is tokenised by one rule that keeps "
                        "character offsets: abbreviations (U.S.) and numbers (3,000.5) stay whole, words keep inner "
-                       "hyphens and apostrophes, every other non-space character is a token.")
-    p.add_argument("--model", required=True, metavar="RUN_DIR", help="a run directory made by `s2s train` with task: tagging")
+                       "hyphens and apostrophes, every other non-space character is a token. A model trained with "
+                       "model.context_tokens reads consecutive sentences of a document together: in text input an "
+                       "empty line ends a document, in CoNLL input a -DOCSTART- line does.")
+    p.add_argument("--model", required=True, nargs="+", metavar="RUN_DIR",
+                   help="a run directory made by `s2s train` with task: tagging; several (trained on the same data and "
+                   "vectors, e.g. different train.seed) tag as one ensemble that averages their scores")
     p.add_argument("--input", metavar="FILE", help="sentences (default: stdin)")
     p.add_argument("--output", metavar="FILE", help="tagged records (default: stdout)")
     p.add_argument("--input-format", default="text", choices=["text", "conll"],
@@ -287,7 +295,8 @@ def build_parser() -> argparse.ArgumentParser:
                        "Tagging: --conll FILE tags the file's tokens and prints entity precision, recall and F1 per type "
                        "and micro-averaged on exact span and type (conlleval-equivalent). "
                        "Classification: --data FILE (labelled JSONL, TSV or CSV) prints accuracy, macro-F1 and the confusion matrix.")
-    p.add_argument("--model", required=True, metavar="RUN_DIR")
+    p.add_argument("--model", required=True, nargs="+", metavar="RUN_DIR",
+                   help="the run directory to evaluate (with --conll, several tagging runs evaluate as one ensemble)")
     p.add_argument("--src", metavar="FILE", help="source sentences")
     p.add_argument("--ref", metavar="FILE", help="reference translations, aligned with --src")
     p.add_argument("--split", choices=["dev", "test"], help="instead of --src/--ref: the run config's dev or test split")

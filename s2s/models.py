@@ -1,6 +1,7 @@
 """Models: the shared encoder plus one head each; `build_model` maps a config to constructors."""
 from __future__ import annotations
 
+import copy
 from typing import NamedTuple
 
 import torch
@@ -45,7 +46,29 @@ class Seq2Seq(nn.Module):
         return Output(loss / max(num_tokens, 1), logits, num_tokens)
 
 
-class SequenceTagger(nn.Module):
+class TagDecoding:
+    """Decoding shared by SequenceTagger and TaggerEnsemble: needs `emissions(batch)`, `crf` and,
+    without a CRF, the penalty buffers of the scheme's forbidden transitions."""
+
+    @torch.inference_mode()
+    def decode(self, batch, with_scores: bool = True) -> tuple[list[list[int]], list[list[float]]]:
+        """Best valid tag ids per sentence of a tagging.TagBatch and each chosen tag's probability (CRF: its marginal)."""
+        logits, mask = self.emissions(batch)
+        if self.crf is not None:
+            paths = self.crf.decode(logits, mask)
+            probs = self.crf.marginals(logits, mask) if with_scores else None
+        else:
+            logp = logits.float().log_softmax(-1)
+            paths = viterbi(logp, mask, self.trans_penalty, self.start_penalty, self.end_penalty)
+            probs = logp.exp() if with_scores else None
+        if probs is None:
+            return paths, [[1.0] * len(p) for p in paths]
+        padded = torch.tensor([p + [0] * (logits.size(1) - len(p)) for p in paths], device=logits.device)
+        picked = probs.gather(2, padded.unsqueeze(2)).squeeze(2).tolist()  # (B, T)
+        return paths, [row[: len(p)] for row, p in zip(picked, paths)]
+
+
+class SequenceTagger(TagDecoding, nn.Module):
     """N-vs-N tagging: char-CNN + casing features joined to the word embeddings in the shared
     Encoder, a linear layer to tag scores, and a CRF (or per-token softmax) on top
     (Lample et al. 2016; Ma & Hovy 2016)."""
@@ -112,22 +135,26 @@ class SequenceTagger(nn.Module):
             loss = F.cross_entropy(logits.flatten(0, 1).float(), batch.tags.masked_fill(~mask, -100).flatten(), reduction="sum")
         return Output(loss / max(num_tokens, 1), logits, num_tokens)
 
-    @torch.inference_mode()
-    def decode(self, batch, with_scores: bool = True) -> tuple[list[list[int]], list[list[float]]]:
-        """Best valid tag ids per sentence of a tagging.TagBatch and each chosen tag's probability (CRF: its marginal)."""
-        logits, mask = self.emissions(batch)
+class TaggerEnsemble(TagDecoding, nn.Module):
+    """Several taggers of one vocabulary and tag set decoded as one: the mean of their tag scores and of
+    their CRF transition scores (typically +1 F1 over a single member on CoNLL-2003, see README)."""
+
+    def __init__(self, members: list[SequenceTagger]):
+        super().__init__()
+        self.members = nn.ModuleList(members)
+        first = members[0]
+        self.crf = copy.deepcopy(first.crf)  # with its forbidden-transition masks; the scores become the mean
         if self.crf is not None:
-            paths = self.crf.decode(logits, mask)
-            probs = self.crf.marginals(logits, mask) if with_scores else None
+            with torch.no_grad():
+                for name in ("trans", "start", "end"):
+                    getattr(self.crf, name).copy_(torch.stack([getattr(m.crf, name) for m in members]).mean(0))
         else:
-            logp = logits.float().log_softmax(-1)
-            paths = viterbi(logp, mask, self.trans_penalty, self.start_penalty, self.end_penalty)
-            probs = logp.exp() if with_scores else None
-        if probs is None:
-            return paths, [[1.0] * len(p) for p in paths]
-        padded = torch.tensor([p + [0] * (logits.size(1) - len(p)) for p in paths], device=logits.device)
-        picked = probs.gather(2, padded.unsqueeze(2)).squeeze(2).tolist()  # (B, T)
-        return paths, [row[: len(p)] for row, p in zip(picked, paths)]
+            for name in ("trans_penalty", "start_penalty", "end_penalty"):
+                self.register_buffer(name, getattr(first, name).clone())
+
+    def emissions(self, batch) -> tuple[torch.Tensor, torch.Tensor]:
+        scores = [m.emissions(batch) for m in self.members]
+        return torch.stack([logits for logits, _ in scores]).mean(0), scores[0][1]
 
 
 POOLINGS = ("mean", "max", "last", "attention")

@@ -25,7 +25,7 @@ from s2s.config import Config, DecodeConfig
 from s2s.conll import Sentence, Span, convert, read_conll, span_scores, spans, to_tags
 from s2s.device import resolve_device
 from s2s.errors import S2SError
-from s2s.models import SequenceTagger, build_model
+from s2s.models import SequenceTagger, TaggerEnsemble, build_model
 from s2s.word_vectors import init_embedding, read_word_vectors
 
 log = logging.getLogger(__name__)
@@ -301,7 +301,7 @@ class Tagger:
     """Tag named entities with a trained model: `Tagger.load(run_dir).tag(["Alan Shearer was named ..."])`."""
 
     def __init__(
-        self, model: SequenceTagger, vocab: Vocab, decode: DecodeConfig, device: torch.device, file_scheme: str = "iob1", context_tokens: int = 0
+        self, model: SequenceTagger | TaggerEnsemble, vocab: Vocab, decode: DecodeConfig, device: torch.device, file_scheme: str = "iob1", context_tokens: int = 0
     ):
         self.model, self.vocab, self.decode, self.device = model, vocab, decode, device
         self.file_scheme = file_scheme  # tag scheme of the CoNLL files the model was trained on
@@ -309,11 +309,26 @@ class Tagger:
         self.scheme = "bioes" if any(t.startswith(("E-", "S-")) for t in vocab.tags) else "iob2"
 
     @classmethod
-    def load(cls, run_dir: str | Path, device: str = "auto") -> "Tagger":
-        config, payload, path = checkpoint.load_trained(run_dir, "tagging")
-        vocab = Vocab.load(Path(run_dir) / VOCAB_FILE)
-        model = build_model(config, len(vocab.words), len(vocab.tags), len(vocab.chars), vocab.tags)
-        checkpoint.load_weights(model, payload, path)
+    def load(cls, run_dirs: str | Path | list[str | Path], device: str = "auto") -> "Tagger":
+        """A trained tagger; several run directories (same data, vectors and model.context_tokens,
+        e.g. different train.seed) make an ensemble that averages their scores."""
+        run_dirs = [run_dirs] if isinstance(run_dirs, (str, Path)) else list(run_dirs)
+        if not run_dirs:
+            raise S2SError("no tagging model given")
+        members, first = [], None
+        for run_dir in run_dirs:
+            config, payload, path = checkpoint.load_trained(run_dir, "tagging")
+            vocab = Vocab.load(Path(run_dir) / VOCAB_FILE)
+            model = build_model(config, len(vocab.words), len(vocab.tags), len(vocab.chars), vocab.tags)
+            members.append(checkpoint.load_weights(model, payload, path))
+            setup = (vocab.words, vocab.chars, vocab.tags, vocab.lowercase, config.model.context_tokens, config.model.crf, config.data.scheme)
+            if first is None:
+                first = (run_dir, vocab, config, setup)
+            elif setup != first[3]:
+                raise S2SError(f"{run_dir}: cannot join an ensemble with {first[0]}: the vocabularies, tags, "
+                               "model.context_tokens, model.crf or data.scheme differ (train members on the same data and vectors)")
+        _, vocab, config, _ = first
+        model = members[0] if len(members) == 1 else TaggerEnsemble(members)
         target = resolve_device(device)
         return cls(model.to(target).eval(), vocab, config.decode, target, config.data.scheme, config.model.context_tokens)
 

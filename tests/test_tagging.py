@@ -279,10 +279,14 @@ def test_ner_smoke_recipe_end_to_end(tmp_path):
     last = result.stdout.strip().splitlines()[-1]
     assert last.startswith("F1 ") and "micro" in last
     assert float(last.split()[1]) > 20
-    for name in ("vectors.vec", "config.yaml", "best.pt", "last.pt", "tagging_vocab.json", "metrics.jsonl", "test.conll"):
+    assert "ensemble of 2" in result.stdout
+    for name in ("vectors.vec", "test.conll", "member1.log", "member2.log"):
         assert (out / name).is_file(), name
-    events = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-    assert any("dev_f1" in e for e in events) and any("train_loss" in e for e in events)
+    for member in ("member1", "member2"):  # two seeds, trained side by side
+        for name in ("config.yaml", "best.pt", "last.pt", "tagging_vocab.json", "metrics.jsonl"):
+            assert (out / member / name).is_file(), (member, name)
+        events = [json.loads(line) for line in (out / member / "metrics.jsonl").read_text().splitlines()]
+        assert any("dev_f1" in e for e in events) and any("train_loss" in e for e in events)
 
 
 def test_ner_recipe_rejects_unknown_option():
@@ -349,6 +353,36 @@ def test_same_word_pooling_averages_the_other_occurrences():
     _, vocab = _tiny_tagger(crf=True)
     b = make_batch(vocab, [["Paris", "visited", "paris"], ["Paris"]], [1, 1])
     assert b.word_keys.tolist() == [[1, 2, 1], [1, 0, 0]]
+
+
+def test_ensemble_averages_its_members(run_dir, tmp_path, capsys):
+    from s2s.models import TaggerEnsemble
+    from s2s.train import train
+
+    other = tmp_path / "other"
+    assert train(_tiny_config(run_dir.parent, seed=8), other)["best"] == 100
+    one, two = Tagger.load(run_dir), Tagger.load(other)
+    both = Tagger.load([run_dir, other])
+    assert isinstance(both.model, TaggerEnsemble)
+    b = make_batch(one.vocab, [["Alan", "Shearer", "visited", "Paris", "."], ["Peter"]])
+    with torch.no_grad():
+        mean = (one.model.emissions(b)[0] + two.model.emissions(b)[0]) / 2
+        assert torch.allclose(both.model.emissions(b)[0], mean, atol=1e-6)
+        assert torch.allclose(both.model.crf.trans, (one.model.crf.trans + two.model.crf.trans) / 2)
+    code, out, _ = _run(capsys, "evaluate", "--model", run_dir, other, "--conll", run_dir.parent / "valid.txt", "--json")
+    assert code == 0 and json.loads(out)["micro"]["f1"] == 100
+    assert json.loads(out)["predictions"].endswith("valid-ensemble.conll")
+
+
+def test_ensemble_members_must_match(run_dir, tmp_path, capsys):
+    from s2s.train import train
+
+    other = tmp_path / "context"
+    train(_tiny_config(run_dir.parent, model={"context_tokens": 20}, epochs=1), other)
+    code, out, err = _run(capsys, "tag", "--model", run_dir, other, "--input", run_dir.parent / "test.txt")
+    assert code == 2 and out == "" and err.count("\n") == 1 and "cannot join an ensemble" in err and str(other) in err
+    code, _, err = _run(capsys, "evaluate", "--model", run_dir, run_dir, "--src", "a.txt", "--ref", "b.txt")
+    assert code == 2 and "only for tagging models" in err
 
 
 def test_tagger_with_document_context(tmp_path):
