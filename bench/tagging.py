@@ -1,6 +1,6 @@
 """Tagging speed: sentences/s of the NER tagger on the CoNLL-2003 test set.
 
-    python bench/tagging.py [--model RUN_DIR] [--data ../shared/data/conll2003] [--batch-size 64] [--threads 2]
+    python bench/tagging.py [--model RUN_DIR [RUN_DIR ...]] [--data ../shared/data/conll2003] [--batch-size 64] [--threads 2]
 
 With --model, times that trained tagger; without it, an untrained tagger of configs/conll2003.yaml's
 size with the vocabulary of train.txt (speed does not depend on the weights). Times
@@ -36,7 +36,8 @@ def untrained_tagger(data: Path) -> Tagger:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", metavar="RUN_DIR", help="a trained tagging run (default: an untrained model of the default size)")
+    parser.add_argument("--model", nargs="+", metavar="RUN_DIR",
+                        help="a trained tagging run, or several for an ensemble (default: an untrained model of the default size)")
     parser.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / "conll2003"), help="folder with train.txt and test.txt")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--threads", type=int, default=2)
@@ -57,7 +58,7 @@ def main() -> None:
         times.append(time.perf_counter() - start)
     seconds = statistics.median(times)
     result = {
-        "model": args.model or "untrained (configs/conll2003.yaml)",
+        "model": " ".join(args.model) if args.model else "untrained (configs/conll2003.yaml)",
         "sentences": len(sentences),
         "tokens": tokens,
         "batch_size": args.batch_size,

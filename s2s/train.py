@@ -17,6 +17,7 @@ import logging
 import math
 import random
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -114,7 +115,9 @@ def _train(config: Config, run_dir: Path, resume: bool, device: torch.device) ->
     if resume:
         last = checkpoint.load(run_dir / checkpoint.LAST)
         saved = config_lib.from_dict(last["config"], where=str(run_dir / checkpoint.LAST))
-        if saved.model != config.model or saved.vocab != config.vocab or saved.task != config.task:
+        # The run keeps its vocabulary and embeddings: where the word vectors file now lives does not matter.
+        vocab = replace(saved.vocab, word_vectors=config.vocab.word_vectors)
+        if saved.model != config.model or vocab != config.vocab or saved.task != config.task:
             raise S2SError(f"{run_dir}: --resume with a different task, model or vocab config than the run was started with")
     elif (run_dir / checkpoint.LAST).exists():
         raise S2SError(f"{run_dir}: already holds a run; pass --resume to continue it or choose another --out")

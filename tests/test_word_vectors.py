@@ -85,6 +85,15 @@ def test_tagging_run_starts_from_the_vectors(tmp_path):
     # The run's own vocabulary file keeps the words: tagging needs no vectors file afterwards.
     assert "rome" in json.loads((tmp_path / "run" / "tagging_vocab.json").read_text())["words"]
 
+    # Resuming needs the run's own files only: the vectors may have moved.
+    from s2s.train import train
+
+    train(replace(config, train=replace(config.train, epochs=1)), tmp_path / "run3")
+    moved = vec.rename(tmp_path / "moved.vec")
+    resumed = replace(config, vocab=replace(config.vocab, word_vectors=str(moved)), train=replace(config.train, epochs=2))
+    assert train(resumed, tmp_path / "run3", resume=True)["epoch"] == 2
+    vec = moved.rename(vec)
+
     wrong = replace(config, model=replace(config.model, emb_dim=4))
     with pytest.raises(S2SError, match="8 dimensions but model.emb_dim is 4"):
         TaggingTask(wrong, tmp_path / "run2", resume=False)
