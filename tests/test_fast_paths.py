@@ -1,5 +1,6 @@
 """Every fast path computes what the plain path computes: the decoder's torch.lstm_cell step equals
-nn.LSTM on the same weights, fused Adam equals the plain Adam update, and bf16 mixed precision
+nn.LSTM on the same weights, the unpacked inference encoder equals the packed one, fused Adam equals the
+plain Adam update, and bf16 mixed precision
 (where the CPU runs it natively) stays within bf16's rounding of fp32."""
 from __future__ import annotations
 
@@ -112,3 +113,21 @@ def test_training_with_cpu_amp_runs_and_resumes(tmp_path, corpus_dir, tiny_confi
         torch.testing.assert_close(weight, b[name], msg=name)
         if weight.is_floating_point():
             assert torch.isfinite(weight).all(), name
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
+@pytest.mark.parametrize("bidirectional", [True, False])
+@pytest.mark.parametrize("layers", [1, 2])
+def test_unpacked_inference_encoder_equals_packed(cell, bidirectional, layers):
+    """Without gradients the CPU encoder skips packing (oneDNN's whole-sequence kernel): same states and finals."""
+    from s2s.encoder import Encoder
+
+    torch.manual_seed(0)
+    enc = Encoder(50, 8, 6, layers, cell, 0.3, bidirectional, feature_dim=3).eval()
+    tokens, lengths, feats = torch.randint(1, 50, (5, 9)), torch.tensor([9, 3, 1, 7, 9]), torch.randn(5, 9, 3)
+    packed = enc(tokens, lengths, feats)  # gradients on: the packed path
+    with torch.inference_mode():
+        unpacked = enc(tokens, lengths, feats)
+    assert torch.allclose(unpacked.states, packed.states, atol=1e-6)
+    assert torch.allclose(unpacked.final, packed.final, atol=1e-6)
+    assert torch.equal(unpacked.mask, packed.mask) and (unpacked.states[~unpacked.mask] == 0).all()
