@@ -64,6 +64,8 @@ def process_group(device: torch.device) -> Iterator[torch.device]:
         logging.getLogger("s2s").setLevel(logging.WARNING)  # one copy of the progress log, rank 0's
     try:
         yield device
+        if owner:
+            dist.barrier()  # no rank tears the group down while another still talks to it (gloo aborts at exit otherwise)
     finally:
         if owner:
             dist.destroy_process_group()
