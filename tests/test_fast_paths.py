@@ -1,7 +1,7 @@
 """Every fast path computes what the plain path computes: the decoder's torch.lstm_cell step equals
 nn.LSTM on the same weights, the unpacked inference encoder equals the packed one, fused Adam equals the
-plain Adam update, and bf16 mixed precision
-(where the CPU runs it natively) stays within bf16's rounding of fp32."""
+plain Adam update, and bf16 mixed precision (where the CPU runs it natively) stays within bf16's rounding
+of fp32."""
 from __future__ import annotations
 
 import pytest
