@@ -76,15 +76,14 @@ train_member() {  # member number; its output goes to its log
 }
 
 echo "== train $members member(s), $jobs at a time ($config -> $out/member1 ...; logs in $out/member*.log)"
-failed=0 runs=()
+failed=0 runs=() pids=()
 for i in $(seq 1 "$members"); do
-  while [ "$(jobs -rp | wc -l)" -ge "$jobs" ]; do wait -n || failed=1; done
+  while [ "$(jobs -rp | wc -l)" -ge "$jobs" ]; do sleep 1; done
   echo "   member $i: seed $((1233 + i))"
   train_member "$i" &
-  runs+=("$out/member$i")
+  runs+=("$out/member$i") pids+=($!)
 done
-while [ "$(jobs -rp | wc -l)" -gt 0 ]; do wait -n || failed=1; done
-wait || failed=1
+for pid in "${pids[@]}"; do wait "$pid" || failed=1; done  # each member's own exit status, however early it ended
 if [ "$failed" = 1 ]; then
   echo "error: a member's training failed; its log says why (tail $out/member*.log)" >&2
   tail -n 3 "$out"/member*.log >&2

@@ -94,7 +94,7 @@ class Encoder(nn.Module):
             x, lengths = self.conv(x, lengths)  # (B, T', C), T' = ceil(T / conv_pool)
         steps = x.size(1)
         mask = torch.arange(steps, device=x.device)[None, :] < lengths.to(x.device)[:, None]
-        if not torch.is_grad_enabled() and x.device.type == "cpu":
+        if not (self.training or torch.is_grad_enabled()) and x.device.type == "cpu":
             states, final = self._unpacked(x, lengths.to(x.device), mask)
         else:
             # Packing makes padding cost nothing and keeps it out of the backward direction.
@@ -123,7 +123,7 @@ class Encoder(nn.Module):
                 inp = x if d == 0 else flip(x)
                 out = run(inp, (h0, h0) if run is torch.lstm else h0, weights[layer * self.num_directions + d], self.rnn.bias, 1, 0.0, False, False, True)[0]
                 outs.append(out if d == 0 else flip(out))
-            x = torch.cat(outs, dim=-1)  # (B, T, D): the next layer's input (no dropout at inference)
+            x = torch.cat(outs, dim=-1)  # (B, T, D): the next layer's input (eval mode: no dropout between layers)
         last = (lengths - 1)[:, None, None].expand(-1, 1, hidden)
         final = x[..., :hidden].gather(1, last).squeeze(1)  # forward direction's state at each last token
         if self.num_directions == 2:

@@ -315,19 +315,19 @@ class Tagger:
         run_dirs = [run_dirs] if isinstance(run_dirs, (str, Path)) else list(run_dirs)
         if not run_dirs:
             raise S2SError("no tagging model given")
-        members, first = [], None
+        members = []
         for run_dir in run_dirs:
             config, payload, path = checkpoint.load_trained(run_dir, "tagging")
             vocab = Vocab.load(Path(run_dir) / VOCAB_FILE)
             model = build_model(config, len(vocab.words), len(vocab.tags), len(vocab.chars), vocab.tags)
             members.append(checkpoint.load_weights(model, payload, path))
             setup = (vocab.words, vocab.chars, vocab.tags, vocab.lowercase, config.model.context_tokens, config.model.crf, config.data.scheme)
-            if first is None:
-                first = (run_dir, vocab, config, setup)
-            elif setup != first[3]:
-                raise S2SError(f"{run_dir}: cannot join an ensemble with {first[0]}: the vocabularies, tags, "
+            if len(members) == 1:
+                first_vocab, first_config, first_setup = vocab, config, setup
+            elif setup != first_setup:
+                raise S2SError(f"{run_dir}: cannot join an ensemble with {run_dirs[0]}: the vocabularies, tags, "
                                "model.context_tokens, model.crf or data.scheme differ (train members on the same data and vectors)")
-        _, vocab, config, _ = first
+        vocab, config = first_vocab, first_config
         model = members[0] if len(members) == 1 else TaggerEnsemble(members)
         target = resolve_device(device)
         return cls(model.to(target).eval(), vocab, config.decode, target, config.data.scheme, config.model.context_tokens)
