@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# CoNLL-2003 English NER end to end: word vectors -> train an ensemble (each member selected on valid.txt)
-# -> tag test.txt with it -> entity F1.
+# CoNLL-2003 English NER end to end: word vectors -> train a tagger (or an ensemble; each model selected
+# on valid.txt) -> tag test.txt with it -> entity F1.
 #
 #   bash recipes/ner.sh [--data DIR] [--out DIR] [--members N] [--jobs J] [--text FILE]... [--no-vectors] [--smoke]
 #
@@ -9,8 +9,8 @@
 #   --out DIR     output folder (default runs/conll2003, or runs/conll2003-smoke with --smoke): the vectors,
 #                 one run directory per member (DIR/member1 ...) and its log (DIR/member1.log);
 #                 interrupted members are resumed, finished ones kept
-#   --members N   models trained with seeds 1234, 1235, ... and tagged as one ensemble (default 3, --smoke 2; 1: one model)
-#   --jobs J      members trained at once, one thread each (default 2, the cores of the reference machine)
+#   --members N   models trained with seeds 1234, 1235, ... and tagged as one ensemble (default 1, --smoke 2)
+#   --jobs J      members trained at once (default 2); the machine's cores are shared among them
 #   --text FILE   unlabelled text for the word vectors, one text per line or .jsonl with a "text" field
 #                 (repeatable; default: the IMDB reviews in ../shared/data/imdb); train.txt's tokens are always added
 #   --no-vectors  no word vectors: the embeddings start at random
@@ -40,7 +40,7 @@ if [ "$smoke" = 1 ]; then
   config="$root/configs/ner-smoke.yaml"; out="${out:-runs/conll2003-smoke}" dim=32 texts=() members="${members:-2}"
   rm -rf "$out"  # a smoke run always starts from scratch
 else
-  config="$root/configs/conll2003.yaml"; out="${out:-runs/conll2003}" dim=100 members="${members:-3}"
+  config="$root/configs/conll2003.yaml"; out="${out:-runs/conll2003}" dim=100 members="${members:-1}"
   if [ "$vectors" = 1 ] && [ ${#texts[@]} = 0 ]; then
     imdb="$(dirname "$root")/shared/data/imdb"
     texts=(--text "$imdb/train.jsonl" --text "$imdb/test.jsonl")
@@ -54,6 +54,11 @@ done
 for split in train valid test; do
   [ -f "$data/$split.txt" ] || { echo "error: --data $data: no $split.txt there" >&2; exit 2; }
 done
+
+# Each member trains on its share of the cores (a lone member on all of them).
+parallel=$(( jobs < members ? jobs : members ))
+threads=$(( $(nproc) / parallel ))
+[ "$threads" -ge 1 ] || threads=1
 
 with_vectors=()
 mkdir -p "$out"
@@ -71,11 +76,11 @@ fi
 train_member() {  # member number; its output goes to its log
   local dir="$out/member$1" resume=()
   [ -f "$dir/last.pt" ] && resume=(--resume)
-  s2s train "$config" --set data.format=conll --set "data.dir=$data" "${with_vectors[@]}" --set "train.seed=$((1233 + $1))" \
+  s2s train "$config" --set data.format=conll --set "data.dir=$data" "${with_vectors[@]}" --set "train.seed=$((1233 + $1))" --set "train.threads=$threads" \
     --out "$dir" "${resume[@]}" > "$dir.log" 2>&1
 }
 
-echo "== train $members member(s), $jobs at a time ($config -> $out/member1 ...; logs in $out/member*.log)"
+echo "== train $members member(s), $parallel at a time, $threads thread(s) each ($config -> $out/member1 ...; logs in $out/member*.log)"
 failed=0 runs=() pids=()
 for i in $(seq 1 "$members"); do
   while [ "$(jobs -rp | wc -l)" -ge "$jobs" ]; do sleep 1; done
@@ -93,5 +98,6 @@ for run in "${runs[@]}"; do
   echo "   $run: best dev F1 $(python -c 'import json, sys; print(round(max((json.loads(l).get("best") or 0) for l in open(sys.argv[1])), 2))' "$run/metrics.jsonl")"
 done
 
-echo "== tag and score test.txt with the ensemble of ${#runs[@]} (entity F1, exact span and type)"
+what="the model"; [ "${#runs[@]}" -gt 1 ] && what="the ensemble of ${#runs[@]}"
+echo "== tag and score test.txt with $what (entity F1, exact span and type)"
 s2s evaluate --model "${runs[@]}" --conll "$data/test.txt" --hyp-prefix "$out/test"

@@ -104,6 +104,7 @@ class TrainConfig:
     unk_replace: float = 0.0  # tagging: chance that a word seen once in training is replaced by UNK (Lample et al. 2016, sec. 4)
     trim_batches: bool = True  # classification: cut each training batch's texts to the batch's shortest (see ClassificationTask.batch)
     word_dropout: float = 0.0  # tagging, classification: chance that any training word is replaced by UNK (tagging: so the tagger leans on characters too)
+    ema: float = 0.0  # decay of an exponential moving average of the weights, validated and saved as best.pt instead of the raw weights (0 = off; e.g. 0.999)
 
 
 @dataclass(frozen=True)

@@ -148,6 +148,11 @@ def _train(config: Config, run_dir: Path, resume: bool, device: torch.device) ->
     if use_amp:
         log.info("mixed precision: %s autocast", dtype or "none (this CPU has no native bf16), fp32")
     scheduler = _scheduler(config, optimizer)
+    # With train.ema, validation and best.pt use a moving average of the weights: on a noisy dev
+    # curve it scores like an ensemble of the recent checkpoints, at one model's cost.
+    ema = None
+    if t.ema and main:
+        ema = torch.optim.swa_utils.AveragedModel(model, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(t.ema), use_buffers=True)
     # "batch": updates done in the current epoch. Every process does one batch of its shard per
     # update, so it is also each shard's position; "world_size" says how many shards there were.
     progress = {"step": 0, "epoch": 0, "batch": 0, "best": -math.inf, "best_step": 0, "bad": 0, "seconds": 0.0, "world_size": world}
@@ -156,6 +161,8 @@ def _train(config: Config, run_dir: Path, resume: bool, device: torch.device) ->
         optimizer.load_state_dict(last["optimizer"])
         if scheduler is not None and last.get("scheduler"):
             scheduler.load_state_dict(last["scheduler"])
+        if ema is not None and "ema" in last:
+            ema.load_state_dict(last["ema"])
         progress.update(last["progress"])
         _resume_rng(last, rank, world, t.seed)
         saved_world = last["progress"].get("world_size", 1)
@@ -207,13 +214,16 @@ def _train(config: Config, run_dir: Path, resume: bool, device: torch.device) ->
         }
         if world > 1 and rank_rngs:
             payload["rank_rngs"] = rank_rngs
+        if ema is not None:
+            payload["ema"] = ema.state_dict()
         checkpoint.save(payload, run_dir / checkpoint.LAST)
 
     def validate() -> bool:
         """Score on dev, checkpoint, adjust the lr; True when training should stop."""
         scores = None
+        scored = ema.module if ema is not None else model
         if main:
-            scores = task.validate(model, device)
+            scores = task.validate(scored, device)
             model.train()
         scores = distributed.broadcast(scores)  # every process takes the same lr and stop decisions
         score = scores[task.metric]
@@ -221,7 +231,7 @@ def _train(config: Config, run_dir: Path, resume: bool, device: torch.device) ->
         if improved:
             progress.update(best=score, best_step=progress["step"], bad=0)
             if main:
-                payload = {"version": s2s.__version__, "task": config.task, "config": config_lib.to_dict(config), "model": model.state_dict()}
+                payload = {"version": s2s.__version__, "task": config.task, "config": config_lib.to_dict(config), "model": scored.state_dict()}
                 checkpoint.save(payload, run_dir / checkpoint.BEST)
         else:
             progress["bad"] += 1
@@ -266,6 +276,8 @@ def _train(config: Config, run_dir: Path, resume: bool, device: torch.device) ->
                 torch.nn.utils.clip_grad_norm_(model.parameters(), t.clip)
                 scaler.step(optimizer)
                 scaler.update()
+                if ema is not None:
+                    ema.update_parameters(model)
                 progress["step"] += 1
                 progress["batch"] = i + 1
                 step_rng = None

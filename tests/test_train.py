@@ -171,6 +171,35 @@ def test_resume_with_a_different_model_fails(resume_runs, corpus_dir, tiny_confi
         train(tiny_config(corpus_dir, model={"hidden_size": 16}), a, resume=True)
 
 
+def test_weight_average_is_validated_saved_and_resumed(tmp_path, corpus_dir, tiny_config):
+    """train.ema: the moving average of the weights after every update is what validation scores and
+    best.pt holds; last.pt keeps the raw weights and the average, and a resumed run continues both."""
+    decay = 0.5
+    # 12 batches an epoch: the one validation is at max_steps, so best.pt is written there.
+    config = lambda steps: tiny_config(corpus_dir, train={"max_tokens": 80, "epochs": 10, "max_steps": steps, "ema": decay})  # noqa: E731
+    raw = []
+    for steps in (1, 2, 3, 4):
+        train(config(steps), tmp_path / f"to{steps}")
+        raw.append(checkpoint.load(tmp_path / f"to{steps}" / checkpoint.LAST)["model"])
+    expected = dict(raw[0])
+    for weights in raw[1:]:
+        expected = {k: decay * expected[k] + (1 - decay) * w if w.is_floating_point() else w for k, w in weights.items()}
+    last = checkpoint.load(tmp_path / "to4" / checkpoint.LAST)
+    averaged = {k.removeprefix("module."): v for k, v in last["ema"].items() if k.startswith("module.")}
+    best = checkpoint.load(tmp_path / "to4" / checkpoint.BEST)["model"]
+    assert averaged.keys() == best.keys() == raw[3].keys()
+    for key, weight in expected.items():
+        torch.testing.assert_close(averaged[key], weight, msg=key)
+        assert torch.equal(best[key], averaged[key]), key
+    assert any(not torch.equal(best[k], raw[3][k]) for k in best)  # the average, not the last weights
+
+    train(config(2), tmp_path / "resumed")
+    train(config(4), tmp_path / "resumed", resume=True)
+    resumed = checkpoint.load(tmp_path / "resumed" / checkpoint.LAST)["ema"]
+    for key, value in last["ema"].items():
+        assert torch.equal(value, resumed[key]), key
+
+
 def test_joint_vocabulary_and_other_language_suffixes(tmp_path, corpus_writer, tiny_config):
     data = corpus_writer(tmp_path / "data", {"train": 20, "val": 3}, src_lang="xx", tgt_lang="yy")
     config = tiny_config(data, data={"src_lang": "xx", "tgt_lang": "yy"}, vocab={"joint": True}, train={"max_steps": 2})
