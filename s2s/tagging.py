@@ -7,6 +7,7 @@ other non-space character is a token of its own.
 """
 from __future__ import annotations
 
+import array
 import itertools
 import json
 import logging
@@ -156,29 +157,34 @@ def make_batch(
     run_lengths = [sum(len(tokens[i]) for i in run) for run in runs]
     t, longest = max(run_lengths), max(len(s) for s in tokens)
     c = max(len(f[2]) for fs in feats for f in fs)
-    # Padded nested lists first, then one tensor each: far faster than filling tensors per token.
-    word_rows, case_rows, char_rows, key_rows, tag_rows, position_rows = [], [], [], [], [], []
+    # Padded nested lists first, then one tensor each: far faster than filling tensors per token. The
+    # characters, the biggest, go through one flat int64 array (torch.tensor parses nested lists ~9x slower).
+    word_rows, case_rows, key_rows, tag_rows, position_rows = [], [], [], [], []
+    chars = array.array("q")
+    no_chars = [0] * c
     keys: dict[str, int] = {}  # lowercased word -> key, from 1
     for r, run in enumerate(runs):
         pad = t - run_lengths[r]
         start = r * t
-        word_row, case_row, char_row, key_row = [], [], [], []
+        word_row, case_row, key_row = [], [], []
         for i in run:
             fs = feats[i]
             key_row += [keys.setdefault(w.lower(), len(keys) + 1) for w in tokens[i]]
             word_row += words[i] if words is not None else [f[0] for f in fs]
             case_row += [f[1] for f in fs]
-            char_row += [f[2] + [0] * (c - len(f[2])) for f in fs]
+            for f in fs:
+                chars.extend(f[2])
+                chars.extend(no_chars[len(f[2]) :])
             tag_rows.append((tags[i] if tags is not None else [0] * len(fs)) + [0] * (longest - len(fs)))
             position_rows.append(list(range(start, start + len(fs))) + [0] * (longest - len(fs)))
             start += len(fs)
         word_rows.append(word_row + [0] * pad)
         case_rows.append(case_row + [0] * pad)
-        char_rows.append(char_row + [[0] * c] * pad)
+        chars.extend(no_chars * pad)
         key_rows.append(key_row + [0] * pad)
     sentence_lengths = torch.tensor([len(s) for s in tokens])
     return TagBatch(
-        torch.tensor(word_rows), torch.tensor(char_rows), torch.tensor(case_rows), torch.tensor(run_lengths),
+        torch.tensor(word_rows), torch.frombuffer(chars, dtype=torch.int64).view(len(runs), t, c), torch.tensor(case_rows), torch.tensor(run_lengths),
         torch.tensor(key_rows), torch.tensor(tag_rows), torch.tensor(position_rows), sentence_lengths, int(sentence_lengths.sum()),
     )
 
