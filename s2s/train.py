@@ -112,6 +112,8 @@ def train(config: Config, run_dir: str | Path, resume: bool = False) -> dict:
 def _train(config: Config, run_dir: Path, resume: bool, device: torch.device) -> dict:
     t = config.train
     main, rank, world = distributed.is_main(), distributed.rank(), distributed.world_size()
+    if not 0 <= t.ema < 1:
+        raise S2SError(f"train.ema={t.ema}: the decay of the weight average must be at least 0 and below 1 (0 = off; e.g. 0.999)")
     if resume:
         last = checkpoint.load(run_dir / checkpoint.LAST)
         saved = config_lib.from_dict(last["config"], where=str(run_dir / checkpoint.LAST))

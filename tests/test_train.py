@@ -200,6 +200,12 @@ def test_weight_average_is_validated_saved_and_resumed(tmp_path, corpus_dir, tin
         assert torch.equal(value, resumed[key]), key
 
 
+@pytest.mark.parametrize("decay", [1.0, -0.5])
+def test_weight_average_decay_out_of_range_fails(tmp_path, corpus_dir, tiny_config, decay):
+    with pytest.raises(S2SError, match="train.ema"):
+        train(tiny_config(corpus_dir, train={"max_steps": 1, "ema": decay}), tmp_path / "run")
+
+
 def test_joint_vocabulary_and_other_language_suffixes(tmp_path, corpus_writer, tiny_config):
     data = corpus_writer(tmp_path / "data", {"train": 20, "val": 3}, src_lang="xx", tgt_lang="yy")
     config = tiny_config(data, data={"src_lang": "xx", "tgt_lang": "yy"}, vocab={"joint": True}, train={"max_steps": 2})
