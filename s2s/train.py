@@ -155,6 +155,7 @@ def _train(config: Config, run_dir: Path, resume: bool, device: torch.device) ->
     ema = None
     if t.ema and main:
         ema = torch.optim.swa_utils.AveragedModel(model, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(t.ema), use_buffers=True)
+    scored = ema.module if ema is not None else model  # what validation scores and best.pt holds
     # "batch": updates done in the current epoch. Every process does one batch of its shard per
     # update, so it is also each shard's position; "world_size" says how many shards there were.
     progress = {"step": 0, "epoch": 0, "batch": 0, "best": -math.inf, "best_step": 0, "bad": 0, "seconds": 0.0, "world_size": world}
@@ -223,7 +224,6 @@ def _train(config: Config, run_dir: Path, resume: bool, device: torch.device) ->
     def validate() -> bool:
         """Score on dev, checkpoint, adjust the lr; True when training should stop."""
         scores = None
-        scored = ema.module if ema is not None else model
         if main:
             scores = task.validate(scored, device)
             model.train()
