@@ -29,7 +29,7 @@ import torch
 
 from s2s.config import Config, DecodeConfig, ModelConfig, TrainConfig
 from s2s.data import make_batch, pad
-from s2s.device import autocast
+from s2s.device import autocast, cpu_workers, parallel_map
 from s2s.models import build_model
 from s2s.search import beam_search, greedy_search
 from s2s.tokenizer import BOS, EOS
@@ -100,21 +100,26 @@ def one_run(args: argparse.Namespace) -> dict:
     test = encode(test_de, src_vocab)
     order = sorted(range(len(test)), key=lambda i: len(test[i]))
     results = {"train_tgt_tok_s": round(train_tok_s), "train_peak_rss_gib": round(train_rss, 2)}
+    batches = [order[start : start + 64] for start in range(0, len(order), 64)]
+    workers = cpu_workers(cpu, args.workers)
     for name, beam in (("greedy", 1), ("beam5", 5)):
-        generated, t0 = 0, time.perf_counter()
-        for start in range(0, len(order), 64):
-            tokens, lengths = pad([test[i] for i in order[start : start + 64]])
+
+        def decode(rows: list[int], beam: int = beam) -> list[list[int]]:
+            tokens, lengths = pad([test[i] for i in rows])
             limits = torch.full_like(lengths, 100)
             with autocast(cpu, args.amp):
                 if beam == 1:
-                    hyps = greedy_search(model, tokens, lengths, limits, BOS, EOS)
-                else:
-                    hyps = beam_search(model, tokens, lengths, limits, BOS, EOS, beam, alpha=1.0)
-            generated += sum(len(h) + 1 for h in hyps)  # + EOS
+                    return greedy_search(model, tokens, lengths, limits, BOS, EOS)
+                return beam_search(model, tokens, lengths, limits, BOS, EOS, beam, alpha=1.0)
+
+        t0 = time.perf_counter()
+        hyps = [h for batch in parallel_map(decode, batches, workers) for h in batch]
         seconds = time.perf_counter() - t0
+        generated = sum(len(h) + 1 for h in hyps)  # + EOS
         results[f"{name}_tok_s"] = round(generated / seconds)
         results[f"{name}_sent_s"] = round(len(test) / seconds, 1)
         results[f"{name}_tokens"] = generated
+    results["decode_workers"] = workers
     results["peak_rss_gib"] = round(peak_rss_gib(), 2)
     return results
 
@@ -132,6 +137,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--runs", type=int, default=2, help="fresh-process runs; the table shows each metric's median")
     parser.add_argument("--amp", action="store_true", help="bf16 mixed precision for training and decoding")
+    parser.add_argument("--workers", type=int, default=0, help="batches decoded at once, each on threads/workers "
+                        "threads (default 0: one per thread, as `s2s translate` does on a CPU)")
     parser.add_argument("--no-heads", action="store_true", help="skip the tagging and classification lines")
     parser.add_argument("--json-only", action="store_true")
     parser.add_argument("--one-run", action="store_true", help=argparse.SUPPRESS)  # what each fresh process does
@@ -144,7 +151,8 @@ def main() -> None:
     if not (data / "train.de").is_file():
         maker = ROOT.parent / "shared" / "bench" / "make_synthetic.py"
         subprocess.run([sys.executable, str(maker), str(data)], check=True)
-    common = ["--data", str(data), "--steps", str(args.steps), "--threads", str(args.threads)] + (["--amp"] if args.amp else [])
+    common = ["--data", str(data), "--steps", str(args.steps), "--threads", str(args.threads), "--workers", str(args.workers)]
+    common += ["--amp"] if args.amp else []
     runs = [run_script("seq2seq.py", [*common, "--one-run"]) for _ in range(args.runs)]
     results = {key: statistics.median(run[key] for run in runs) for key in runs[0]}
     results["runs"] = args.runs

@@ -1,6 +1,6 @@
 """Tagging speed: sentences/s of the NER tagger on the CoNLL-2003 test set.
 
-    python bench/tagging.py [--model RUN_DIR [RUN_DIR ...]] [--data ../shared/data/conll2003] [--batch-size 64] [--threads 2]
+    python bench/tagging.py [--model RUN_DIR [RUN_DIR ...]] [--data ../shared/data/conll2003] [--batch-size 64] [--threads 2] [--workers 0]
 
 With --model, times that trained tagger; without it, an untrained tagger of configs/conll2003.yaml's
 size with the vocabulary of train.txt (speed does not depend on the weights). Times
@@ -11,6 +11,7 @@ as a line and as JSON.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import statistics
 import time
@@ -20,6 +21,7 @@ import torch
 
 from s2s import config as config_lib
 from s2s.conll import read_conll
+from s2s.device import cpu_workers
 from s2s.models import build_model
 from s2s.tagging import Tagger, Vocab
 
@@ -42,11 +44,14 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--workers", type=int, default=0, help="batches tagged at once, each on threads/workers threads "
+                        "(default 0: one per thread, as `s2s tag` does on a CPU)")
     args = parser.parse_args()
 
     torch.set_num_threads(args.threads)
     data = Path(args.data)
     tagger = Tagger.load(args.model, device="cpu") if args.model else untrained_tagger(data)
+    tagger.decode = dataclasses.replace(tagger.decode, workers=args.workers)
     test = read_conll(data / "test.txt", tagger.file_scheme)
     sentences, docs = [s.tokens for s in test], [s.doc for s in test]
     tokens = sum(len(s) for s in sentences)
@@ -63,6 +68,7 @@ def main() -> None:
         "tokens": tokens,
         "batch_size": args.batch_size,
         "threads": args.threads,
+        "workers": cpu_workers(torch.device("cpu"), args.workers),
         "seconds": round(seconds, 3),
         "sentences_per_s": round(len(sentences) / seconds),
         "tokens_per_s": round(tokens / seconds),

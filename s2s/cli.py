@@ -12,6 +12,9 @@ from s2s.errors import S2SError
 EPILOG = "Configs are YAML; `s2s train --help` lists every key. Errors print one line and exit 2."
 
 
+WORKERS_HELP = ("batches decoded at once, sharing the torch threads (default: the config's decode.workers; 0 = one batch "
+                "per thread on a CPU, which beats one batch on all threads for these small recurrent steps)")
+
 def _read_input(path: str | None) -> list[str]:
     from s2s.data import decode_lines, read_lines
 
@@ -48,7 +51,7 @@ def cmd_train(args: argparse.Namespace) -> None:
 def cmd_translate(args: argparse.Namespace) -> None:
     from s2s.translation import Translator
 
-    translator = Translator.load(args.model, device=args.device, amp=args.amp)
+    translator = Translator.load(args.model, device=args.device, amp=args.amp, workers=args.workers)
     sentences = _read_input(args.input)
     ids = translator.translate_ids(sentences, args.beam_size, args.batch_size)
     _write_lines(args.output, [translator.sp_tgt.decode(x) for x in ids])
@@ -60,7 +63,7 @@ def cmd_tag(args: argparse.Namespace) -> None:
     from s2s.conll import parse_conll
     from s2s.tagging import Tagger
 
-    tagger = Tagger.load(args.model, device=args.device)
+    tagger = Tagger.load(args.model, device=args.device, workers=args.workers)
     lines = _read_input(args.input)
     if args.input_format == "conll":
         where = args.input if args.input and args.input != "-" else "<stdin>"
@@ -140,7 +143,7 @@ def cmd_evaluate_conll(args: argparse.Namespace) -> None:
 
     if args.src or args.ref or args.split:
         raise S2SError("evaluate --conll FILE scores a tagging model; it does not take --src, --ref or --split")
-    tagger = Tagger.load(args.model, device=args.device)
+    tagger = Tagger.load(args.model, device=args.device, workers=args.workers)
     scheme = args.scheme or tagger.file_scheme
     gold = read_conll(args.conll, scheme)
     scores, pred = tagger.evaluate(gold, scheme, args.batch_size)
@@ -175,7 +178,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     if bool(args.split) == bool(args.src or args.ref) or bool(args.src) != bool(args.ref):
         raise S2SError("evaluate needs either --src FILE --ref FILE, or --split dev|test (translation); "
                        "--conll FILE scores a tagging model, --data FILE a classification model")
-    translator = Translator.load(args.model, device=args.device, amp=args.amp)
+    translator = Translator.load(args.model, device=args.device, amp=args.amp, workers=args.workers)
     if args.split:
         data = config_lib.load(Path(args.model) / "config.yaml").data
         sources, refs = load_split(data, getattr(data, args.split))
@@ -231,6 +234,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="default: auto (CUDA when present)")
     p.add_argument("--amp", action="store_true", help="decode in bf16 mixed precision (CUDA, or a CPU with native bf16 such as "
                    "AMX): faster, outputs may differ slightly from fp32 (default: the config's decode.amp)")
+    p.add_argument("--workers", type=int, metavar="N", help=WORKERS_HELP)
     p.set_defaults(func=cmd_translate)
 
     p = sub.add_parser("tag", help="tag named entities in raw sentences or a CoNLL file",
@@ -253,6 +257,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tag-scheme", default="iob2", choices=["iob1", "iob2", "bioes"], help="tags of --format conll (default: iob2)")
     p.add_argument("--batch-size", type=int, metavar="N", help="sentences per batch (default: decode.batch_size)")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--workers", type=int, metavar="N", help=WORKERS_HELP.replace("decoded", "tagged"))
     p.set_defaults(func=cmd_tag)
 
     p = sub.add_parser("classify", help="classify texts, one per line (or JSONL), with a label and its probability",
@@ -304,6 +309,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.add_argument("--amp", action="store_true", help="translation: decode in bf16 mixed precision (CUDA, or a CPU with native bf16 such as "
                    "AMX): faster, outputs may differ slightly from fp32 (default: the config's decode.amp)")
+    p.add_argument("--workers", type=int, metavar="N", help="translation and tagging: " + WORKERS_HELP)
     p.add_argument("--hyp-prefix", metavar="PATH", help="write PATH.hyp and PATH.raw; tagging: PATH.conll; classification: PATH.pred "
                    "(default: RUN_DIR/eval/<src, conll or data name>)")
     p.add_argument("--json", action="store_true", help="print the scores as one JSON object")

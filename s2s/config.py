@@ -117,6 +117,7 @@ class DecodeConfig:
     max_src_len: int = 250  # longer inputs are truncated to this many subword tokens, with a warning
     valid_beam_size: int = 1  # beam used for dev BLEU during training (greedy is fast)
     amp: bool = False  # bf16 autocast while decoding, on CUDA or a CPU with native bf16 (outputs may differ slightly)
+    workers: int = 0  # batches decoded at once, each on threads / workers torch threads (0 = auto: one per thread on a CPU, 1 on a GPU)
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,8 @@ other non-space character is a token of its own.
 """
 from __future__ import annotations
 
+import dataclasses
+
 import array
 import itertools
 import json
@@ -24,7 +26,7 @@ from s2s import checkpoint
 from s2s.chars import case_id, clip_word
 from s2s.config import Config, DecodeConfig
 from s2s.conll import Sentence, Span, convert, read_conll, span_scores, spans, to_tags
-from s2s.device import resolve_device
+from s2s.device import cpu_workers, parallel_map, resolve_device
 from s2s.errors import S2SError
 from s2s.models import SequenceTagger, TaggerEnsemble, build_model
 from s2s.word_vectors import init_embedding, read_word_vectors
@@ -315,9 +317,10 @@ class Tagger:
         self.scheme = "bioes" if any(t.startswith(("E-", "S-")) for t in vocab.tags) else "iob2"
 
     @classmethod
-    def load(cls, run_dirs: str | Path | list[str | Path], device: str = "auto") -> "Tagger":
+    def load(cls, run_dirs: str | Path | list[str | Path], device: str = "auto", workers: int | None = None) -> "Tagger":
         """A trained tagger; several run directories (same data, vectors and model.context_tokens,
-        e.g. different train.seed) make an ensemble that averages their scores."""
+        e.g. different train.seed) make an ensemble that averages their scores. workers, when given,
+        replaces decode.workers (batches tagged at once; 0 = one per CPU thread)."""
         run_dirs = [run_dirs] if isinstance(run_dirs, (str, Path)) else list(run_dirs)
         if not run_dirs:
             raise S2SError("no tagging model given")
@@ -336,7 +339,8 @@ class Tagger:
         vocab, config = first_vocab, first_config
         model = members[0] if len(members) == 1 else TaggerEnsemble(members)
         target = resolve_device(device)
-        return cls(model.to(target).eval(), vocab, config.decode, target, config.data.scheme, config.model.context_tokens)
+        decode = config.decode if workers is None else dataclasses.replace(config.decode, workers=workers)
+        return cls(model.to(target).eval(), vocab, decode, target, config.data.scheme, config.model.context_tokens)
 
     def tag_tokens(
         self, sentences: list[list[str]], batch_size: int | None = None, with_scores: bool = True, docs: list[int] | None = None
@@ -348,22 +352,30 @@ class Tagger:
         out: list[list[tuple[Span, float]]] = [[] for _ in sentences]
         runs = runs_of([len(s) for s in sentences], docs or [0] * len(sentences), self.context_tokens)
         runs.sort(key=lambda run: sum(len(sentences[i]) for i in run))  # similar lengths batch together
+        groups, start = [], 0  # each a batch of whole runs, at most batch_size sentences (or one longer run)
+        while start < len(runs):
+            end, count = start + 1, len(runs[start])
+            while end < len(runs) and count + len(runs[end]) <= batch_size:
+                count += len(runs[end])
+                end += 1
+            groups.append(runs[start:end])
+            start = end
+
+        def tag_group(group: list[list[int]]) -> list[list[tuple[Span, float]]]:
+            rows = [i for run in group for i in run]
+            b = make_batch(self.vocab, [sentences[i] for i in rows], [len(run) for run in group]).to(self.device)
+            paths, probs = self.model.decode(b, with_scores)
+            found = []
+            for path, p in zip(paths, probs):
+                found.append([(s, sum(p[s[0] : s[1]]) / (s[1] - s[0])) for s in spans([self.vocab.tags[k] for k in path], self.scheme)])
+            return found
+
         was_training = self.model.training
         self.model.eval()
         try:
-            start = 0
-            while start < len(runs):
-                end, count = start + 1, len(runs[start])
-                while end < len(runs) and count + len(runs[end]) <= batch_size:  # batch_size counts sentences
-                    count += len(runs[end])
-                    end += 1
-                rows = [i for run in runs[start:end] for i in run]
-                b = make_batch(self.vocab, [sentences[i] for i in rows], [len(run) for run in runs[start:end]]).to(self.device)
-                paths, probs = self.model.decode(b, with_scores)
-                for i, path, p in zip(rows, paths, probs):
-                    found = spans([self.vocab.tags[k] for k in path], self.scheme)
-                    out[i] = [(s, sum(p[s[0] : s[1]]) / (s[1] - s[0])) for s in found]
-                start = end
+            for group, found in zip(groups, parallel_map(tag_group, groups, cpu_workers(self.device, self.decode.workers))):
+                for i, f in zip((i for run in group for i in run), found):
+                    out[i] = f
         finally:
             self.model.train(was_training)
         return out

@@ -10,7 +10,7 @@ import torch
 from s2s import checkpoint
 from s2s.config import Config, DecodeConfig
 from s2s.data import Batch, describe, load_split, make_batch, pad
-from s2s.device import autocast, resolve_device
+from s2s.device import autocast, cpu_workers, parallel_map, resolve_device
 from s2s.errors import S2SError
 from s2s.metrics import bleu_chrf
 from s2s.models import Seq2Seq, build_model
@@ -86,15 +86,18 @@ class Translator:
         self.model, self.sp_src, self.sp_tgt, self.decode, self.device = model, sp_src, sp_tgt, decode, device
 
     @classmethod
-    def load(cls, run_dir: str | Path, device: str = "auto", amp: bool = False) -> "Translator":
-        """amp=True decodes in bf16 mixed precision whatever the run's decode.amp says."""
+    def load(cls, run_dir: str | Path, device: str = "auto", amp: bool = False, workers: int | None = None) -> "Translator":
+        """amp=True decodes in bf16 mixed precision whatever the run's decode.amp says; workers, when
+        given, replaces decode.workers (batches decoded at once; 0 = one per CPU thread)."""
         config, payload, path = checkpoint.load_trained(run_dir, "translation")
         src_path, tgt_path = model_paths(Path(run_dir), config.vocab.joint)
         sp_src, sp_tgt = load_sentencepiece(src_path), load_sentencepiece(tgt_path)
         model = build_model(config, sp_src.get_piece_size(), sp_tgt.get_piece_size())
         checkpoint.load_weights(model, payload, path)
         target = resolve_device(device)
-        decode = dataclasses.replace(config.decode, amp=True) if amp else config.decode
+        decode = dataclasses.replace(config.decode, amp=amp or config.decode.amp)
+        if workers is not None:
+            decode = dataclasses.replace(decode, workers=workers)
         return cls(model.to(target).eval(), sp_src, sp_tgt, decode, target)
 
     def translate_ids(
@@ -112,23 +115,23 @@ class Translator:
                     i + 1, len(ids), limit,
                 )
                 src[i] = ids[:limit]
-        out: list[list[int]] = [[] for _ in sentences]
         todo = sorted((i for i, ids in enumerate(src) if ids), key=lambda i: len(src[i]))  # similar lengths batch well
+        batches = [todo[start : start + batch_size] for start in range(0, len(todo), batch_size)]
+
+        def decode(rows: list[int]) -> list[list[int]]:
+            tokens, lengths = pad([src[i] for i in rows])
+            limits = max_lengths(lengths, self.decode.max_len_a, self.decode.max_len_b)
+            tokens, lengths = tokens.to(self.device), lengths.to(self.device)
+            with autocast(self.device, self.decode.amp):
+                if beam_size == 1:
+                    return greedy_search(self.model, tokens, lengths, limits, BOS, EOS)
+                return beam_search(self.model, tokens, lengths, limits, BOS, EOS, beam_size, self.decode.length_penalty)
+
+        out: list[list[int]] = [[] for _ in sentences]
         was_training = self.model.training
         self.model.eval()
         try:
-            for start in range(0, len(todo), batch_size):
-                rows = todo[start : start + batch_size]
-                tokens, lengths = pad([src[i] for i in rows])
-                limits = max_lengths(lengths, self.decode.max_len_a, self.decode.max_len_b)
-                tokens, lengths = tokens.to(self.device), lengths.to(self.device)
-                with autocast(self.device, self.decode.amp):
-                    if beam_size == 1:
-                        hyps = greedy_search(self.model, tokens, lengths, limits, BOS, EOS)
-                    else:
-                        hyps = beam_search(
-                            self.model, tokens, lengths, limits, BOS, EOS, beam_size, self.decode.length_penalty
-                        )
+            for rows, hyps in zip(batches, parallel_map(decode, batches, cpu_workers(self.device, self.decode.workers))):
                 for i, hyp in zip(rows, hyps):
                     out[i] = hyp
         finally:

@@ -168,6 +168,26 @@ def test_translate_with_amp_keeps_one_line_per_input_line(tmp_path, capsys, trai
     assert not Translator.load(trained_run, device="cpu").decode.amp  # off unless asked for
 
 
+def test_translate_on_several_workers_gives_the_same_lines(tmp_path, trained_run):
+    lines = ["der hund sieht ein haus", "", "die katze mag der hund", "die frau", "ein mann", "der hund"]
+    src = tmp_path / "in.de"
+    src.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    outputs = []
+    for workers in ("1", "3"):
+        out = tmp_path / f"out{workers}.en"
+        argv = ["-q", "translate", "--model", str(trained_run), "--input", str(src), "--output", str(out),
+                "--beam-size", "3", "--batch-size", "2", "--workers", workers]
+        assert main(argv) == 0
+        outputs.append(out.read_text(encoding="utf-8"))
+    assert outputs[0] == outputs[1] and outputs[0].count("\n") == len(lines)
+
+
+def test_negative_workers_is_a_one_line_error(tmp_path, capsys, trained_run):
+    (tmp_path / "in.txt").write_text("der hund\n", encoding="utf-8")
+    assert main(["-q", "translate", "--model", str(trained_run), "--input", str(tmp_path / "in.txt"), "--workers", "-1"]) == 2
+    _one_line_error(capsys, "workers")
+
+
 def test_translate_to_stdout(tmp_path, capsys, trained_run):
     src = tmp_path / "in.de"
     src.write_text("der hund\n\ndie katze\n", encoding="utf-8")

@@ -1,15 +1,18 @@
 """Every fast path computes what the plain path computes: the decoder's torch.lstm_cell step equals
 nn.LSTM on the same weights, the unpacked inference encoder equals the packed one, fused Adam equals the
-plain Adam update, and bf16 mixed precision (where the CPU runs it natively) stays within bf16's rounding
-of fp32."""
+plain Adam update, bf16 mixed precision (where the CPU runs it natively) stays within bf16's rounding
+of fp32, and batches decoded on several CPU workers come out as decoding them one after another."""
 from __future__ import annotations
+
+import threading
 
 import pytest
 import torch
 
 from s2s.data import make_batch, pad
 from s2s.decoder import AttentionDecoder
-from s2s.device import amp_dtype, autocast, cpu_has_fast_bf16
+from s2s.device import amp_dtype, autocast, cpu_has_fast_bf16, cpu_workers, parallel_map
+from s2s.errors import S2SError
 from s2s.search import beam_search, greedy_search
 from s2s.tokenizer import BOS, EOS
 from s2s.train import build_optimizer
@@ -131,3 +134,41 @@ def test_unpacked_inference_encoder_equals_packed(cell, bidirectional, layers):
     assert torch.allclose(unpacked.states, packed.states, atol=1e-6)
     assert torch.allclose(unpacked.final, packed.final, atol=1e-6)
     assert torch.equal(unpacked.mask, packed.mask) and (unpacked.states[~unpacked.mask] == 0).all()
+
+
+@pytest.mark.parametrize("beam_size", [1, 3])
+def test_batches_on_two_workers_decode_as_one_after_another(tiny_seq2seq, id_pairs, beam_size):
+    """parallel_map keeps the input order, really runs two batches at once (a barrier that both
+    workers must reach, which a sequential loop never passes), and leaves the thread count as it was."""
+    model = tiny_seq2seq(seed=3).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.normal_(0.0, 0.8)
+    src, _ = id_pairs(12)
+    batches = [src[i : i + 3] for i in range(0, len(src), 3)]
+    both_running = threading.Barrier(2, timeout=30)
+
+    def decode(batch, wait=False):
+        if wait:
+            both_running.wait()
+        tokens, lengths = pad(batch)
+        limits = torch.full_like(lengths, 12)
+        if beam_size == 1:
+            return greedy_search(model, tokens, lengths, limits, BOS, EOS)
+        return beam_search(model, tokens, lengths, limits, BOS, EOS, beam_size)
+
+    threads = torch.get_num_threads()
+    one_by_one = [decode(b) for b in batches]
+    assert parallel_map(lambda b: decode(b, wait=b is batches[0] or b is batches[1]), batches, workers=2) == one_by_one
+    assert torch.get_num_threads() == threads
+
+
+def test_worker_count():
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert cpu_workers(cpu, 0) == torch.get_num_threads()  # auto: one batch per thread
+    assert cpu_workers(cuda, 0) == 1
+    assert cpu_workers(cpu, 3) == 3
+    with pytest.raises(S2SError, match="workers"):
+        cpu_workers(cpu, -1)
+    assert parallel_map(str, [1, 2, 3], workers=8) == ["1", "2", "3"]
+    assert parallel_map(str, [], workers=2) == []
