@@ -75,50 +75,55 @@ def beam_search(
     K = beam_size
     device = src.device
     enc = model.encoder(src, src_lengths)
-    expand = torch.arange(src.size(0), device=device).repeat_interleave(K)  # (B*K,)
-    enc = select_encoder(enc, expand)
     proj_keys = model.decoder.attention.project_keys(enc.states)
     state = model.decoder.init_state(enc)
+    k = min(K, model.decoder.output.out_features)  # candidates per beam (a vocabulary smaller than the beam has fewer)
+    # All K beams of a sentence start identical, so the first step runs one row per sentence (width 1)
+    # and its top-k fans out to K beams. A beam wider than the vocabulary cannot fan out from one
+    # row: it starts with K rows, all but the first scored -inf.
+    width = 1 if k == K else K
+    if width > 1:
+        expand = torch.arange(src.size(0), device=device).repeat_interleave(width)
+        enc, proj_keys, state = select_encoder(enc, expand), proj_keys.index_select(0, expand), state.select(expand)
     alive = torch.arange(src.size(0), device=device)  # sentence ids still decoding (n,)
     limits = max_lens.to(device)
-    scores = torch.full((src.size(0), K), float("-inf"), device=device)
-    scores[:, 0] = 0.0  # all beams start identical: keep one so the first top-k is not K copies
-    history = torch.empty(src.size(0) * K, 0, dtype=torch.long, device=device)  # (n*K, t)
-    prev = torch.full((src.size(0) * K,), bos, dtype=torch.long, device=device)
+    scores = torch.full((src.size(0), width), float("-inf"), device=device)
+    scores[:, 0] = 0.0
+    history = torch.empty(src.size(0) * width, 0, dtype=torch.long, device=device)  # (n*width, t)
+    prev = torch.full((src.size(0) * width,), bos, dtype=torch.long, device=device)
     finished: list[list[tuple[float, list[int]]]] = [[] for _ in range(src.size(0))]
     t = 0
     while alive.numel():
         n = alive.numel()
         logits, state, _ = model.decoder.step(prev, state, proj_keys, enc)
-        # Only a beam's own K best tokens can be among the K best extensions of its sentence, so
-        # the search looks at K * K candidates per sentence, not K * V: no full log-softmax is
-        # written and the final top-k is tiny (log p = logit - logsumexp, per beam).
-        logits = logits.float()
-        lse = torch.logsumexp(logits, dim=-1, keepdim=True)  # (n*K, 1)
-        k = min(K, logits.size(-1))  # (a vocabulary smaller than the beam has fewer)
-        top_logits, top_tokens = logits.topk(k, dim=-1)  # (n*K, k)
-        logp = top_logits - lse
+        # Only a beam's own k best tokens can be among the K best extensions of its sentence, so
+        # the search looks at width * k candidates per sentence, not width * V. log_softmax in
+        # fp32 is one fused pass (also over bf16 logits), faster than a cast then logsumexp.
+        logp_all = torch.log_softmax(logits, dim=-1, dtype=torch.float32)  # (n*width, V)
+        logp, top_tokens = logp_all.topk(k, dim=-1)  # (n*width, k)
         at_limit = limits <= t + 1  # (n,)
         if bool(at_limit.any()):  # only EOS may follow at the limit
-            rows = at_limit.repeat_interleave(K)
-            eos_logp = logits[rows, eos] - lse[rows, 0]
+            rows = at_limit.repeat_interleave(width)
+            eos_logp = logp_all[rows, eos]
             logp[rows] = float("-inf")
             logp[rows, 0] = eos_logp
             top_tokens[rows, 0] = eos
-        cand = (scores.view(-1, 1) + logp).view(n, K * k)
+        cand = (scores.view(-1, 1) + logp).view(n, width * k)
         top_scores, top_index = cand.topk(K, dim=1)  # (n, K)
         origin = torch.div(top_index, k, rounding_mode="floor")  # which beam each candidate extends
-        tokens = top_tokens.view(n, K * k).gather(1, top_index)  # (n, K)
-        rows = (torch.arange(n, device=device).unsqueeze(1) * K + origin).view(-1)  # (n*K,)
+        tokens = top_tokens.view(n, width * k).gather(1, top_index)  # (n, K)
+        rows = (torch.arange(n, device=device).unsqueeze(1) * width + origin).view(-1)  # (n*K,)
         history = torch.cat([history.index_select(0, rows), tokens.view(-1, 1)], dim=1)
         state = state.select(rows)
+        if width < K:  # the first step fanned out: rows are now sentence ids, K each
+            enc, proj_keys, width = select_encoder(enc, rows), proj_keys.index_select(0, rows), K
         is_eos = tokens == eos
         if bool(is_eos.any()):
             lp = length_penalty(t + 1, alpha)
-            for i, k in is_eos.nonzero().tolist():
-                score = float(top_scores[i, k])
+            for i, j in is_eos.nonzero().tolist():
+                score = float(top_scores[i, j])
                 if score > float("-inf"):
-                    finished[int(alive[i])].append((score / lp, history[i * K + k, :-1].tolist()))
+                    finished[int(alive[i])].append((score / lp, history[i * K + j, :-1].tolist()))
         scores = top_scores.masked_fill(is_eos, float("-inf"))
         done = is_eos[:, 0] | at_limit  # the best candidate ended, or no room is left
         if bool(done.any()):
