@@ -1,13 +1,15 @@
 """The fixed seq2seq speed benchmark of ../shared/bench/README.md, run on s2s.
 
-    python bench/seq2seq.py [--runs 2] [--amp] [--data bench-data] [--steps 300] [--no-heads] [--json-only]
+    python bench/seq2seq.py [--runs 2] [--amp] [--workers 0] [--data bench-data] [--steps 300] [--no-heads] [--json-only]
 
 Synthetic Multi30k-shaped corpus (../shared/bench/make_synthetic.py, generated if missing), whitespace
 tokens with the full vocabulary, emb 256, 1-layer Bi-LSTM encoder 2x256, 1-layer LSTM decoder 512,
 Bahdanau attention with input feeding, dropout 0.2, untied embeddings; batches of 64 sentences
 (length-bucketed), Adam 1e-3, clip 5, 2 threads. Prints training target tokens/s over steps 51-300,
 peak RSS, and greedy / beam-5 decoding speed on the 1,000 test sentences (batch 64, max length 100).
-Each run is a fresh process (so peak RSS is its own); with --runs N the table shows the median of N.
+Each run trains in a fresh process (so peak RSS is its own) and decodes the trained weights in another
+(as `s2s translate` does), with --workers batches at once (default: one per thread); with --runs N the
+table shows the median of N.
 --amp trains and decodes in bf16 mixed precision (needs a CPU with native bf16, e.g. AMX; fp32 otherwise).
 Unless --no-heads, it also times the other two heads at the same thread count with untrained models of
 the default configs: tagging (bench/tagging.py, CoNLL-2003 test sentences/s) and classification
@@ -22,6 +24,7 @@ import resource
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -52,25 +55,28 @@ def peak_rss_gib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # Linux reports KiB
 
 
-def one_run(args: argparse.Namespace) -> dict:
-    """Train and decode once in this process; returns the metrics."""
+def setup(args: argparse.Namespace):
+    """The corpus (as ids), the test sources and a fresh model of the benchmark's sizes."""
     torch.set_num_threads(args.threads)
     torch.manual_seed(1234)
     random.seed(1234)
-    cpu = torch.device("cpu")
-
     data = Path(args.data)
     read = lambda name: (data / name).read_text(encoding="utf-8").splitlines()  # noqa: E731
     train_de, train_en, test_de = read("train.de"), read("train.en"), read("test.de")
     src_vocab, tgt_vocab = vocabulary(train_de), vocabulary(train_en)
-    src, tgt = encode(train_de, src_vocab), encode(train_en, tgt_vocab)
-
     config = Config(
         model=ModelConfig(emb_dim=256, hidden_size=256, dropout=0.2, dec_hidden_size=512, attn_size=512, tie_embeddings=False),
         train=TrainConfig(lr=1e-3, clip=5.0, label_smoothing=0.0),
         decode=DecodeConfig(),
     )
     model = build_model(config, len(src_vocab) + SPECIALS, len(tgt_vocab) + SPECIALS)
+    return encode(train_de, src_vocab), encode(train_en, tgt_vocab), encode(test_de, src_vocab), model
+
+
+def train_run(args: argparse.Namespace) -> dict:
+    """Train in this process; saves the weights to args.weights for decode_run."""
+    src, tgt, _, model = setup(args)
+    cpu = torch.device("cpu")
     optimizer = build_optimizer(model, 1e-3)
 
     # Length-bucketed batches of 64 sentences, in shuffled order.
@@ -94,14 +100,22 @@ def one_run(args: argparse.Namespace) -> dict:
         if step > 50:
             timed_tokens += out.num_tokens
     train_tok_s = timed_tokens / (time.perf_counter() - t0)
-    train_rss = peak_rss_gib()
+    torch.save(model.state_dict(), args.weights)
+    return {"train_tgt_tok_s": round(train_tok_s), "train_peak_rss_gib": round(peak_rss_gib(), 2)}
 
+
+def decode_run(args: argparse.Namespace) -> dict:
+    """Decode the test set with the weights train_run saved, in a fresh process as `s2s translate`
+    would (in the training process decoding ran ~10% slower: oneDNN's kernel cache and the heap
+    are full of training's shapes)."""
+    _, _, test, model = setup(args)
+    cpu = torch.device("cpu")
+    model.load_state_dict(torch.load(args.weights, weights_only=True))
     model.eval()
-    test = encode(test_de, src_vocab)
     order = sorted(range(len(test)), key=lambda i: len(test[i]))
-    results = {"train_tgt_tok_s": round(train_tok_s), "train_peak_rss_gib": round(train_rss, 2)}
     batches = [order[start : start + 64] for start in range(0, len(order), 64)]
     workers = cpu_workers(cpu, args.workers)
+    results = {}
     for name, beam in (("greedy", 1), ("beam5", 5)):
 
         def decode(rows: list[int], beam: int = beam) -> list[list[int]]:
@@ -120,7 +134,7 @@ def one_run(args: argparse.Namespace) -> dict:
         results[f"{name}_sent_s"] = round(len(test) / seconds, 1)
         results[f"{name}_tokens"] = generated
     results["decode_workers"] = workers
-    results["peak_rss_gib"] = round(peak_rss_gib(), 2)
+    results["decode_peak_rss_gib"] = round(peak_rss_gib(), 2)
     return results
 
 
@@ -141,10 +155,12 @@ def main() -> None:
                         "threads (default 0: one per thread, as `s2s translate` does on a CPU)")
     parser.add_argument("--no-heads", action="store_true", help="skip the tagging and classification lines")
     parser.add_argument("--json-only", action="store_true")
-    parser.add_argument("--one-run", action="store_true", help=argparse.SUPPRESS)  # what each fresh process does
+    parser.add_argument("--train-run", action="store_true", help=argparse.SUPPRESS)  # what each fresh process does
+    parser.add_argument("--decode-run", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--weights", help=argparse.SUPPRESS)  # where --train-run leaves the model for --decode-run
     args = parser.parse_args()
-    if args.one_run:
-        print(json.dumps(one_run(args)))
+    if args.train_run or args.decode_run:
+        print(json.dumps(train_run(args) if args.train_run else decode_run(args)))
         return
 
     data = Path(args.data)
@@ -153,7 +169,11 @@ def main() -> None:
         subprocess.run([sys.executable, str(maker), str(data)], check=True)
     common = ["--data", str(data), "--steps", str(args.steps), "--threads", str(args.threads), "--workers", str(args.workers)]
     common += ["--amp"] if args.amp else []
-    runs = [run_script("seq2seq.py", [*common, "--one-run"]) for _ in range(args.runs)]
+    runs = []
+    with tempfile.TemporaryDirectory() as tmp:
+        common += ["--weights", str(Path(tmp) / "model.pt")]
+        for _ in range(args.runs):
+            runs.append(run_script("seq2seq.py", [*common, "--train-run"]) | run_script("seq2seq.py", [*common, "--decode-run"]))
     results = {key: statistics.median(run[key] for run in runs) for key in runs[0]}
     results["runs"] = args.runs
     if not args.no_heads:

@@ -19,14 +19,18 @@ class BahdanauAttention(nn.Module):
         self.energy = nn.Linear(attn_size, 1, bias=False)
 
     def project_keys(self, keys: torch.Tensor) -> torch.Tensor:
-        return self.key_proj(keys)  # (B, S, K) -> (B, S, A)
+        """(B, S, K) -> (B, S, A). On a CPU the result is fp32 even under bf16 autocast: bf16
+        elementwise ops there convert to fp32 and back, so the per-step add and tanh over (B, S, A)
+        run ~1.7x faster on fp32 keys. A GPU keeps bf16 (half the memory traffic)."""
+        proj = self.key_proj(keys)
+        return proj.float() if proj.device.type == "cpu" else proj
 
     def forward(
         self, query: torch.Tensor, proj_keys: torch.Tensor, values: torch.Tensor, mask: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """query (B, Q); proj_keys (B, S, A); values (B, S, V); mask (B, S) bool, True = real.
         Returns context (B, V) and weights (B, S), exactly 0 on padding."""
-        q = self.query_proj(query).unsqueeze(1)  # (B, 1, A)
+        q = self.query_proj(query).to(proj_keys.dtype).unsqueeze(1)  # (B, 1, A)
         scores = self.energy(torch.tanh(q + proj_keys)).squeeze(2)  # (B, S)
         scores = scores.masked_fill(~mask, float("-inf"))
         weights = torch.softmax(scores, dim=-1)  # (B, S); exp(-inf) = 0 on padding
