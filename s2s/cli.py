@@ -10,10 +10,9 @@ from pathlib import Path
 from s2s.errors import S2SError
 
 EPILOG = "Configs are YAML; `s2s train --help` lists every key. Errors print one line and exit 2."
-
-
 WORKERS_HELP = ("batches decoded at once, sharing the torch threads (default: the config's decode.workers; 0 = one batch "
                 "per thread on a CPU, which beats one batch on all threads for these small recurrent steps)")
+
 
 def _read_input(path: str | None) -> list[str]:
     from s2s.data import decode_lines, read_lines

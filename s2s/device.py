@@ -66,8 +66,8 @@ def parallel_map(fn: Callable[[T], R], items: Sequence[T], workers: int) -> list
     share this process's torch threads (each worker's ops run on threads // workers of them).
 
     Why: a decoder step is some 40 small ops, most too small to split well over threads, so on a
-    CPU two batches on one thread each beat one batch on two threads (~1.2x for beam search,
-    ~1.3x for greedy on 2 cores; README, Speed). torch releases the GIL inside its ops.
+    CPU two batches on one thread each beat one batch on two threads (~1.3x for beam search, greedy
+    and tagging on 2 cores; README, Speed). torch releases the GIL inside its ops.
     fn runs in a worker thread, where grad mode and autocast are the thread's own: fn sets them.
     """
     workers = min(workers, len(items))

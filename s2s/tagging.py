@@ -7,8 +7,6 @@ other non-space character is a token of its own.
 """
 from __future__ import annotations
 
-import dataclasses
-
 import array
 import itertools
 import json
@@ -16,7 +14,7 @@ import logging
 import random
 import re
 from collections import Counter
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import NamedTuple
 
@@ -339,7 +337,7 @@ class Tagger:
         vocab, config = first_vocab, first_config
         model = members[0] if len(members) == 1 else TaggerEnsemble(members)
         target = resolve_device(device)
-        decode = config.decode if workers is None else dataclasses.replace(config.decode, workers=workers)
+        decode = config.decode if workers is None else replace(config.decode, workers=workers)
         return cls(model.to(target).eval(), vocab, decode, target, config.data.scheme, config.model.context_tokens)
 
     def tag_tokens(
