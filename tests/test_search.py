@@ -131,6 +131,53 @@ def test_beam_finds_at_least_greedy_score_on_these_inputs(sharp_model, seed):
         assert _log_prob(model, s, b) >= _log_prob(model, s, g) - 1e-5
 
 
+def _plain_beam_search(model, source: list[int], limit: int, beam_size: int, alpha: float) -> list[int]:
+    """The textbook beam search, one sentence and one beam at a time, with the batched search's rules:
+    every live beam offers all V extensions (only EOS at the length limit); the K best are kept; an
+    EOS among them is a finished hypothesis (scored by log p / length penalty); the sentence ends when
+    the best of the K is EOS or the limit is reached."""
+    with torch.no_grad():
+        enc = model.encoder(torch.tensor([source]), torch.tensor([len(source)]))
+        keys = model.decoder.attention.project_keys(enc.states)
+        beams = [(0.0, [], model.decoder.init_state(enc))]  # (log p, tokens, state)
+        finished = []
+        for t in range(limit):
+            candidates = []
+            for score, tokens, state in beams:
+                prev = torch.tensor([tokens[-1] if tokens else BOS])
+                logits, new_state, _ = model.decoder.step(prev, state, keys, enc)
+                logp = torch.log_softmax(logits.float(), -1)[0].tolist()
+                allowed = [EOS] if t + 1 >= limit else range(len(logp))
+                candidates += [(score + logp[w], tokens + [w], new_state) for w in allowed]
+            best = sorted(candidates, key=lambda c: -c[0])[:beam_size]
+            for score, tokens, _ in best:
+                if tokens[-1] == EOS:
+                    finished.append((score / length_penalty(t + 1, alpha), tokens[:-1]))
+            if best[0][1][-1] == EOS:
+                break
+            beams = [c for c in best if c[1][-1] != EOS]
+        return max(finished, key=lambda f: f[0])[1]
+
+
+@pytest.mark.parametrize("beam_size", [2, 5])
+@pytest.mark.parametrize("seed", range(8))
+def test_batched_beam_search_equals_the_plain_one(tiny_seq2seq, seed, beam_size):
+    """The batched search (all sentences and beams at once, K best tokens per beam, one row per
+    sentence at the first step, finished sentences dropped) finds what the textbook search finds.
+    Weights of std 0.5, room to grow (2 x source + 6) and a strong length penalty make the
+    hypotheses' lengths and normalised scores compete: a penalty off by one token, or a search that
+    stops late, fails here."""
+    model = tiny_seq2seq(seed=seed).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.normal_(0.0, 0.5)
+    sentences, src, src_lengths = _sources(seed)
+    limits = max_lengths(src_lengths, 2.0, 6)
+    hyps = beam_search(model, src, src_lengths, limits, BOS, EOS, beam_size, alpha=2.0)
+    for s, hyp, limit in zip(sentences, hyps, limits.tolist()):
+        assert hyp == _plain_beam_search(model, s, limit, beam_size, alpha=2.0)
+
+
 def test_max_lengths_and_length_penalty():
     assert max_lengths(torch.tensor([1, 4, 10]), 1.5, 2).tolist() == [3, 8, 17]
     assert length_penalty(7, 0.0) == 1.0
