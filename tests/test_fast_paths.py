@@ -172,3 +172,21 @@ def test_worker_count():
         cpu_workers(cpu, -1)
     assert parallel_map(str, [1, 2, 3], workers=8) == ["1", "2", "3"]
     assert parallel_map(str, [], workers=2) == []
+
+
+def test_an_error_in_one_batch_stops_the_others():
+    """The error reaches the caller, and batches not yet started are dropped, not all run first."""
+    started = []
+
+    def work(i):
+        started.append(i)
+        if i == 0:
+            raise ValueError("bad batch")
+        threading.Event().wait(0.01)
+        return i
+
+    threads = torch.get_num_threads()
+    with pytest.raises(ValueError, match="bad batch"):
+        parallel_map(work, list(range(200)), workers=2)
+    assert len(started) < 200
+    assert torch.get_num_threads() == threads
