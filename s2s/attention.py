@@ -1,6 +1,8 @@
 """Additive attention (Bahdanau, Cho & Bengio 2015, section 3.1 and appendix A.1.2)."""
 from __future__ import annotations
 
+import contextlib
+
 import torch
 from torch import nn
 
@@ -32,8 +34,15 @@ class BahdanauAttention(nn.Module):
         """query (B, Q); proj_keys (B, S, A); values (B, S, V); mask (B, S) bool, True = real.
         Returns context (B, V) and weights (B, S), exactly 0 on padding."""
         q = self.query_proj(query).to(proj_keys.dtype).unsqueeze(1)  # (B, 1, A)
-        scores = self.energy(torch.tanh(q + proj_keys)).squeeze(2)  # (B, S)
-        scores = scores.masked_fill(~mask, float("-inf"))
-        weights = torch.softmax(scores, dim=-1)  # (B, S); exp(-inf) = 0 on padding
-        context = torch.bmm(weights.unsqueeze(1), values).squeeze(1)  # (B, V)
+        hidden = torch.tanh(q + proj_keys)  # (B, S, A)
+        # On fp32 keys under autocast (decoding on a CPU) the rest stays fp32 too: autocast would copy
+        # `hidden` to bf16 for two tiny products whose oneDNN kernels are compiled anew for every
+        # (B, S) shape, ~1 ms each and most of a first decoding pass's compiles (values: see
+        # search.attention_memory).
+        keep_fp32 = hidden.dtype == torch.float32 and torch.is_autocast_enabled(hidden.device.type)
+        with torch.autocast(hidden.device.type, enabled=False) if keep_fp32 else contextlib.nullcontext():
+            scores = self.energy(hidden).squeeze(2)  # (B, S)
+            scores = scores.masked_fill(~mask, float("-inf"))
+            weights = torch.softmax(scores, dim=-1)  # (B, S); exp(-inf) = 0 on padding
+            context = torch.bmm(weights.unsqueeze(1).to(values.dtype), values).squeeze(1)  # (B, V)
         return context, weights
