@@ -38,7 +38,7 @@ class BahdanauAttention(nn.Module):
         # On fp32 keys under autocast (decoding on a CPU) the rest stays fp32 too: autocast would copy
         # `hidden` to bf16 for two tiny products whose oneDNN kernels are compiled anew for every
         # (B, S) shape, ~1 ms each and most of a first decoding pass's compiles (values: see
-        # search.attention_memory).
+        # AttentionDecoder.attention_memory).
         keep_fp32 = hidden.dtype == torch.float32 and torch.is_autocast_enabled(hidden.device.type)
         with torch.autocast(hidden.device.type, enabled=False) if keep_fp32 else contextlib.nullcontext():
             scores = self.energy(hidden).squeeze(2)  # (B, S)

@@ -66,6 +66,13 @@ class AttentionDecoder(nn.Module):
         att = h.new_zeros(h.size(1), self.out_size)
         return DecoderState(h, torch.zeros_like(h), att)
 
+    def attention_memory(self, enc: EncoderOutput) -> tuple[torch.Tensor, EncoderOutput]:
+        """What every step attends to, made once per batch: the projected keys, and the encoder
+        output with its states in the keys' dtype (fp32 when decoding on a CPU under bf16 autocast,
+        see BahdanauAttention.project_keys), so each step's attention runs in one dtype."""
+        proj_keys = self.attention.project_keys(enc.states)
+        return proj_keys, enc._replace(states=enc.states.to(proj_keys.dtype))
+
     def _lstm_step(self, x: torch.Tensor, h: torch.Tensor, c: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """One time step of the stacked self.rnn: x (B, I), h and c (L, B, H).
 
@@ -101,7 +108,7 @@ class AttentionDecoder(nn.Module):
 
     def forward(self, tgt_in: torch.Tensor, enc: EncoderOutput) -> torch.Tensor:
         """Teacher forcing: tgt_in (B, T) = BOS + target -> logits (B, T, V)."""
-        proj_keys = self.attention.project_keys(enc.states)  # once per batch
+        proj_keys, enc = self.attention_memory(enc)
         state = self.init_state(enc)
         embs = self.dropout(self.embed(tgt_in))  # (B, T, E)
         atts = []

@@ -9,16 +9,7 @@ from __future__ import annotations
 import torch
 
 from s2s.decoder import select_encoder
-from s2s.encoder import EncoderOutput
 from s2s.models import Seq2Seq
-
-
-def attention_memory(model: Seq2Seq, enc: EncoderOutput) -> tuple[torch.Tensor, EncoderOutput]:
-    """What every decoding step attends to, made once per batch: the projected keys, and the
-    encoder output with its states in the keys' dtype (fp32 when decoding on a CPU under bf16
-    autocast, see BahdanauAttention.project_keys), so each step's attention runs in one dtype."""
-    proj_keys = model.decoder.attention.project_keys(enc.states)
-    return proj_keys, enc._replace(states=enc.states.to(proj_keys.dtype))
 
 
 def max_lengths(src_lengths: torch.Tensor, a: float, b: int) -> torch.Tensor:
@@ -31,7 +22,7 @@ def greedy_search(
     model: Seq2Seq, src: torch.Tensor, src_lengths: torch.Tensor, max_lens: torch.Tensor, bos: int, eos: int
 ) -> list[list[int]]:
     """src (B, S) -> B token-id lists (without EOS), in batch order."""
-    proj_keys, enc = attention_memory(model, model.encoder(src, src_lengths))
+    proj_keys, enc = model.decoder.attention_memory(model.encoder(src, src_lengths))
     state = model.decoder.init_state(enc)
     alive = torch.arange(src.size(0), device=src.device)  # batch rows still decoding
     prev = torch.full_like(alive, bos)
@@ -82,7 +73,7 @@ def beam_search(
     """
     K = beam_size
     device = src.device
-    proj_keys, enc = attention_memory(model, model.encoder(src, src_lengths))
+    proj_keys, enc = model.decoder.attention_memory(model.encoder(src, src_lengths))
     state = model.decoder.init_state(enc)
     k = min(K, model.decoder.output.out_features)  # candidates per beam (a vocabulary smaller than the beam has fewer)
     # All K beams of a sentence start identical, so the first step runs one row per sentence (width 1)
