@@ -359,20 +359,21 @@ class Tagger:
             groups.append(runs[start:end])
             start = end
 
-        def tag_group(group: list[list[int]]) -> list[list[tuple[Span, float]]]:
+        def tag_group(group: list[list[int]]) -> list[tuple[int, list[tuple[Span, float]]]]:
+            """(sentence index, its spans with scores) for each sentence of the group."""
             rows = [i for run in group for i in run]
             b = make_batch(self.vocab, [sentences[i] for i in rows], [len(run) for run in group]).to(self.device)
             paths, probs = self.model.decode(b, with_scores)
             found = []
-            for path, p in zip(paths, probs):
-                found.append([(s, sum(p[s[0] : s[1]]) / (s[1] - s[0])) for s in spans([self.vocab.tags[k] for k in path], self.scheme)])
+            for i, path, p in zip(rows, paths, probs):
+                found.append((i, [(s, sum(p[s[0] : s[1]]) / (s[1] - s[0])) for s in spans([self.vocab.tags[k] for k in path], self.scheme)]))
             return found
 
         was_training = self.model.training
         self.model.eval()
         try:
-            for group, found in zip(groups, parallel_map(tag_group, groups, cpu_workers(self.device, self.decode.workers))):
-                for i, f in zip((i for run in group for i in run), found):
+            for found in parallel_map(tag_group, groups, cpu_workers(self.device, self.decode.workers)):
+                for i, f in found:
                     out[i] = f
         finally:
             self.model.train(was_training)
