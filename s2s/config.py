@@ -72,6 +72,8 @@ class ModelConfig:
     case_dim: int = 8  # tagging: word-shape (casing) embedding size (0 = none)
     context_tokens: int = 0  # tagging: the encoder reads consecutive sentences of a document together, up to this many tokens (0 = each sentence alone)
     same_word_pooling: bool = False  # tagging: each token also gets the mean encoder state of its word's other occurrences in its run (see context_tokens)
+    lm_vocab: int = 0  # tagging: language-modelling side objective (Rei 2017): forward states predict the next word, backward states the previous one, among this many frequent training words (0 = off; needs a one-layer bidirectional encoder)
+    lm_weight: float = 0.1  # tagging: weight of that objective's loss next to the tagging loss
     crf: bool = True  # tagging: linear-chain CRF on top (False: per-token softmax, still decoded to valid spans)
     tag_scheme: str = "bioes"  # tagging: scheme the model predicts internally (files are converted on the fly)
     conv_filters: int = 0  # 1-D convolution front end before the RNN: output channels (0 = none; the CNN+RNN hybrid)

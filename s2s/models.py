@@ -82,9 +82,12 @@ class SequenceTagger(TagDecoding, nn.Module):
         crf: CRF | None,
         allowed: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None,  # (trans, start, end) masks, crf.allowed_transitions
         same_word_pooling: bool = False,
+        lm: "NeighbourWordLM | None" = None,
+        lm_weight: float = 0.0,
     ):
         super().__init__()
         self.encoder = encoder
+        self.lm, self.lm_weight = lm, lm_weight
         self.chars = chars
         self.case_embed = nn.Embedding(len(CASES), case_dim, padding_idx=0) if case_dim else None
         self.same_word_pooling = same_word_pooling
@@ -103,13 +106,18 @@ class SequenceTagger(TagDecoding, nn.Module):
     def emissions(self, batch) -> tuple[torch.Tensor, torch.Tensor]:
         """Tag scores (S, L, K) and mask (S, L) of a batch's sentences (a tagging.TagBatch): the encoder
         reads the batch's runs of text (R, T), and each sentence takes its tokens' states from its run."""
+        return self.tag_scores(self.encode(batch), batch)
+
+    def encode(self, batch) -> torch.Tensor:
+        """Encoder states (R, T, D) of the batch's runs."""
         features = []
         if self.chars is not None:
             features.append(self.chars(batch.chars))  # (R, T, F)
         if self.case_embed is not None:
             features.append(self.case_embed(batch.cases))  # (R, T, C)
-        enc = self.encoder(batch.words, batch.lengths, torch.cat(features, dim=-1) if features else None)
-        states = enc.states
+        return self.encoder(batch.words, batch.lengths, torch.cat(features, dim=-1) if features else None).states
+
+    def tag_scores(self, states: torch.Tensor, batch) -> tuple[torch.Tensor, torch.Tensor]:
         if self.same_word_pooling:
             states = torch.cat([states, self.pool_same_words(states, batch.word_keys)], dim=-1)
         logits = self.proj(states).flatten(0, 1)[batch.positions]  # (S, L, K)
@@ -127,13 +135,46 @@ class SequenceTagger(TagDecoding, nn.Module):
         return torch.bmm(same.to(states.dtype), states) / counts
 
     def forward(self, batch) -> Output:
-        logits, mask = self.emissions(batch)
+        states = self.encode(batch)
+        logits, mask = self.tag_scores(states, batch)
         num_tokens = int(batch.num_tokens)
         if self.crf is not None:
             loss = self.crf.nll(logits, batch.tags, mask).sum()
         else:
             loss = F.cross_entropy(logits.flatten(0, 1).float(), batch.tags.masked_fill(~mask, -100).flatten(), reduction="sum")
+        if self.lm is not None and batch.lm_words is not None:
+            loss = loss + self.lm_weight * self.lm(states, batch.lm_words)
         return Output(loss / max(num_tokens, 1), logits, num_tokens)
+
+
+class NeighbourWordLM(nn.Module):
+    """A tagger's language-modelling side objective (Rei 2017, "Semi-supervised multitask learning for
+    sequence labeling"): from its forward-direction state each token predicts the next word, from its
+    backward-direction state the previous one, through a small tanh layer, among a shortlist of frequent
+    training words (class 0: any other word). It makes the encoder learn how words follow each other in
+    the training text, not only what separates the tags; it costs a small softmax per token in training
+    and nothing when tagging."""
+
+    def __init__(self, hidden_size: int, vocab_size: int, bottleneck: int = 50):
+        super().__init__()
+        self.hidden_size = hidden_size
+        self.next = nn.Sequential(nn.Linear(hidden_size, bottleneck), nn.Tanh(), nn.Linear(bottleneck, vocab_size))
+        self.prev = nn.Sequential(nn.Linear(hidden_size, bottleneck), nn.Tanh(), nn.Linear(bottleneck, vocab_size))
+
+    def logits(self, states: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Next-word scores from the forward halves and previous-word scores from the backward halves
+        of states (R, T, 2H): each (R, T, V)."""
+        h = self.hidden_size
+        return self.next(states[..., :h]), self.prev(states[..., h:])
+
+    def forward(self, states: torch.Tensor, words: torch.Tensor) -> torch.Tensor:
+        """Summed cross-entropy of both directions; words (R, T): each token's shortlist class, -100 on padding."""
+        next_logits, prev_logits = self.logits(states)
+        next_words = words[:, 1:]
+        # A padding position's backward state (zeros) must not learn to predict the last real word.
+        prev_words = words[:, :-1].masked_fill(words[:, 1:] < 0, -100)
+        loss = F.cross_entropy(next_logits[:, :-1].flatten(0, 1).float(), next_words.flatten(), ignore_index=-100, reduction="sum")
+        return loss + F.cross_entropy(prev_logits[:, 1:].flatten(0, 1).float(), prev_words.flatten(), ignore_index=-100, reduction="sum")
 
 class TaggerEnsemble(TagDecoding, nn.Module):
     """Several taggers of one vocabulary and tag set decoded as one: the mean of their tag scores and of
@@ -259,7 +300,15 @@ def build_model(
                               feature_dim=feature_dim, **(conv | {"conv_pool": 1}))
             allowed = allowed_transitions(tags, m.tag_scheme) if tags is not None else None
             crf = CRF(tgt_vocab_size, allowed) if m.crf else None
-            return SequenceTagger(encoder, chars, m.case_dim, tgt_vocab_size, crf, allowed, m.same_word_pooling)
+            lm = None
+            if m.lm_vocab:
+                # Deeper layers see both directions, so a forward state there has seen the next word.
+                if m.num_layers != 1 or not m.bidirectional:
+                    raise S2SError(f"model.lm_vocab needs a one-layer bidirectional encoder (model.num_layers is {m.num_layers}, model.bidirectional {m.bidirectional})")
+                if m.lm_vocab < 2:
+                    raise S2SError(f"model.lm_vocab must be 0 (off) or at least 2, got {m.lm_vocab}")
+                lm = NeighbourWordLM(m.hidden_size, m.lm_vocab)
+            return SequenceTagger(encoder, chars, m.case_dim, tgt_vocab_size, crf, allowed, m.same_word_pooling, lm, m.lm_weight)
         case "classification":
             encoder = Encoder(src_vocab_size, m.emb_dim, m.hidden_size, m.num_layers, m.cell, m.dropout, m.bidirectional,
                               output_dropout=False, **conv)

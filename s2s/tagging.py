@@ -117,9 +117,10 @@ class TagBatch(NamedTuple):
     positions: torch.Tensor  # (S, L) where each sentence token sits in the flattened (R * T) run tokens, 0 on padding
     sentence_lengths: torch.Tensor  # (S,)
     num_tokens: int
+    lm_words: torch.Tensor | None = None  # (R, T) training only, model.lm_vocab: each run token's shortlist class, -100 on padding
 
     def to(self, device: torch.device) -> "TagBatch":
-        return TagBatch(*(x.to(device, non_blocking=True) for x in self[:8]), self.num_tokens)
+        return self._replace(**{k: v.to(device, non_blocking=True) for k, v in self._asdict().items() if isinstance(v, torch.Tensor)})
 
 
 def runs_of(lengths: list[int], docs: list[int], max_tokens: int) -> list[list[int]]:
@@ -233,6 +234,10 @@ class TaggingTask:
         self.tags = [[v.tag_ids[t] for t in convert(s.tags, data.scheme, m.tag_scheme)] for s in train]
         counts = Counter(w for ids in self.words for w in ids)
         self.singletons = {w for w, n in counts.items() if n == 1}
+        # model.lm_vocab: the side objective's classes, the lm_vocab - 1 most frequent training words (1, 2, ...)
+        # and 0 for every other word.
+        frequent = sorted(counts, key=lambda w: (-counts[w], w))[: max(m.lm_vocab - 1, 0)]
+        self.lm_class = {w: i + 1 for i, w in enumerate(frequent)}
         self.unk_replace = config.train.unk_replace
         self.word_dropout = config.train.word_dropout
         # The training examples are runs of consecutive sentences (model.context_tokens; 0: single sentences).
@@ -256,7 +261,13 @@ class TaggingTask:
             words = [[unk if w in self.singletons and random.random() < self.unk_replace else w for w in s] for s in words]
         if self.word_dropout:
             words = [[unk if random.random() < self.word_dropout else w for w in s] for s in words]
-        return make_batch(self.vocab, [self.tokens[i] for i in sentences], [len(self.runs[r]) for r in indices], words, [self.tags[i] for i in sentences])
+        batch = make_batch(self.vocab, [self.tokens[i] for i in sentences], [len(self.runs[r]) for r in indices], words, [self.tags[i] for i in sentences])
+        if not self.lm_class:
+            return batch
+        # The language-modelling targets are the words as written, not the UNK-replaced inputs.
+        t = batch.words.size(1)
+        rows = [[self.lm_class.get(w, 0) for i in self.runs[r] for w in self.words[i]] for r in indices]
+        return batch._replace(lm_words=torch.tensor([row + [-100] * (t - len(row)) for row in rows]))
 
     def validate(self, model: SequenceTagger, device: torch.device) -> dict:
         tagger = Tagger(model, self.vocab, self.decode, device, context_tokens=self.context_tokens)

@@ -13,6 +13,7 @@ from s2s import checkpoint, config as config_lib
 from s2s.cli import main
 from s2s.conll import check_tags, read_conll, span_scores, spans, to_tags
 from s2s.config import Config
+from s2s.errors import S2SError
 from s2s.models import build_model
 from s2s.tagging import Tagger, Vocab, make_batch, runs_of, tokenize
 
@@ -77,10 +78,10 @@ def test_tokenize_keeps_offsets():
     assert tokenize("") == ([], []) and tokenize("   ") == ([], [])
 
 
-def _tiny_tagger(crf: bool) -> tuple[torch.nn.Module, Vocab]:
+def _tiny_tagger(crf: bool, **model) -> tuple[torch.nn.Module, Vocab]:
     tags = ["O", "B-PER", "I-PER", "E-PER", "S-PER", "B-LOC", "I-LOC", "E-LOC", "S-LOC"]
     vocab = Vocab(["<pad>", "<unk>", "alan", "shearer", "visited", "paris", "."], ["<pad>", "<unk>", *"AlanShrvitdP."], tags)
-    config = config_lib.from_dict({"task": "tagging", "model": {"emb_dim": 8, "hidden_size": 8, "char_emb_dim": 4, "char_filters": 4, "case_dim": 2, "dropout": 0.0, "crf": crf}})
+    config = config_lib.from_dict({"task": "tagging", "model": {"emb_dim": 8, "hidden_size": 8, "char_emb_dim": 4, "char_filters": 4, "case_dim": 2, "dropout": 0.0, "crf": crf, **model}})
     torch.manual_seed(0)
     return build_model(config, len(vocab.words), len(tags), len(vocab.chars), tags), vocab
 
@@ -309,6 +310,53 @@ def test_training_batches_replace_words_by_unk(run_dir, tmp_path):
     task = TaggingTask(_tiny_config(run_dir.parent, word_dropout=1.0), tmp_path, resume=True)
     b = task.batch(rows)
     assert (b.words[b.words != 0] == unk).all() and b.chars.any()
+
+
+def test_language_model_objective_sees_only_its_side():
+    """The next-word scores at a token come from the forward states, which have not seen the words after it;
+    the previous-word scores from the backward states, which have not seen the words before it."""
+    model, vocab = _tiny_tagger(crf=True, lm_vocab=5)
+    model.eval()
+    words = ["Alan", "Shearer", "visited", "Paris", "."]
+    with torch.no_grad():
+        base = model.lm.logits(model.encode(make_batch(vocab, [words])))
+        later = model.lm.logits(model.encode(make_batch(vocab, [words[:2] + ["Italy", "now", "!"]])))
+        earlier = model.lm.logits(model.encode(make_batch(vocab, [["Ann", "Lee", "left"] + words[3:]])))
+    assert torch.allclose(later[0][0, :2], base[0][0, :2]) and not torch.allclose(later[0][0, 2:], base[0][0, 2:])
+    assert torch.allclose(earlier[1][0, 3:], base[1][0, 3:]) and not torch.allclose(earlier[1][0, :3], base[1][0, :3])
+
+
+def test_language_model_objective_ignores_padding():
+    model, vocab = _tiny_tagger(crf=True, lm_vocab=5)
+    model.eval()
+    short, long = [["Paris", "."]], [["Alan", "Shearer", "visited", "Paris", "."]]
+    targets = {2: [1, 2], 5: [3, 4, 0, 1, 2]}
+
+    def lm_loss(sentences, rows):
+        with torch.no_grad():
+            b = make_batch(vocab, sentences)
+            return model.lm(model.encode(b), torch.tensor(rows)).item()
+
+    alone = lm_loss(short, [targets[2]]) + lm_loss(long, [targets[5]])
+    together = lm_loss(short + long, [targets[2] + [-100] * 3, targets[5]])
+    assert together == pytest.approx(alone, rel=1e-5)
+
+
+def test_language_model_objective_targets_and_config(run_dir, tmp_path):
+    from s2s.tagging import TaggingTask
+
+    task = TaggingTask(_tiny_config(run_dir.parent, {"lm_vocab": 4}, unk_replace=1.0), tmp_path, resume=False)
+    b = task.batch([0, 1])
+    assert b.lm_words is not None and b.lm_words.shape == b.words.shape
+    for r, run in enumerate(task.runs[:2]):
+        original = [w for i in run for w in task.words[i]]
+        # The words as written (before UNK replacement): the 3 most frequent get classes 1-3, the rest 0.
+        assert b.lm_words[r, : len(original)].tolist() == [task.lm_class.get(w, 0) for w in original]
+        assert (b.lm_words[r, len(original):] == -100).all()
+    assert sorted(task.lm_class.values()) == [1, 2, 3]
+    assert task.model(b).loss > task.model(b._replace(lm_words=None)).loss  # the side loss is added
+    with pytest.raises(S2SError, match="model.lm_vocab needs a one-layer bidirectional encoder"):
+        TaggingTask(_tiny_config(run_dir.parent, {"lm_vocab": 4, "num_layers": 2}), tmp_path / "two", resume=False)
 
 
 def test_conll_reader_numbers_documents(tmp_path):
