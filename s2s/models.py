@@ -68,6 +68,36 @@ class TagDecoding:
         return paths, [row[: len(p)] for row, p in zip(picked, paths)]
 
 
+class NeighbourWordLM(nn.Module):
+    """A tagger's language-modelling side objective (Rei 2017, "Semi-supervised multitask learning for
+    sequence labeling"): from its forward-direction state each token predicts the next word, from its
+    backward-direction state the previous one, through a small tanh layer, among a shortlist of frequent
+    training words (class 0: any other word). It makes the encoder learn how words follow each other in
+    the training text, not only what separates the tags; it costs a small softmax per token in training
+    and nothing when tagging."""
+
+    def __init__(self, hidden_size: int, vocab_size: int, bottleneck: int = 50):
+        super().__init__()
+        self.hidden_size = hidden_size
+        self.next = nn.Sequential(nn.Linear(hidden_size, bottleneck), nn.Tanh(), nn.Linear(bottleneck, vocab_size))
+        self.prev = nn.Sequential(nn.Linear(hidden_size, bottleneck), nn.Tanh(), nn.Linear(bottleneck, vocab_size))
+
+    def logits(self, states: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Next-word scores from the forward halves and previous-word scores from the backward halves
+        of states (R, T, 2H): each (R, T, V)."""
+        h = self.hidden_size
+        return self.next(states[..., :h]), self.prev(states[..., h:])
+
+    def forward(self, states: torch.Tensor, words: torch.Tensor) -> torch.Tensor:
+        """Summed cross-entropy of both directions; words (R, T): each token's shortlist class, -100 on padding."""
+        next_logits, prev_logits = self.logits(states)
+        next_words = words[:, 1:]
+        # A padding position's backward state (zeros) must not learn to predict the last real word.
+        prev_words = words[:, :-1].masked_fill(words[:, 1:] < 0, -100)
+        loss = F.cross_entropy(next_logits[:, :-1].flatten(0, 1).float(), next_words.flatten(), ignore_index=-100, reduction="sum")
+        return loss + F.cross_entropy(prev_logits[:, 1:].flatten(0, 1).float(), prev_words.flatten(), ignore_index=-100, reduction="sum")
+
+
 class SequenceTagger(TagDecoding, nn.Module):
     """N-vs-N tagging: char-CNN + casing features joined to the word embeddings in the shared
     Encoder, a linear layer to tag scores, and a CRF (or per-token softmax) on top
@@ -82,7 +112,7 @@ class SequenceTagger(TagDecoding, nn.Module):
         crf: CRF | None,
         allowed: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None,  # (trans, start, end) masks, crf.allowed_transitions
         same_word_pooling: bool = False,
-        lm: "NeighbourWordLM | None" = None,
+        lm: NeighbourWordLM | None = None,
         lm_weight: float = 0.0,
     ):
         super().__init__()
@@ -147,34 +177,6 @@ class SequenceTagger(TagDecoding, nn.Module):
         return Output(loss / max(num_tokens, 1), logits, num_tokens)
 
 
-class NeighbourWordLM(nn.Module):
-    """A tagger's language-modelling side objective (Rei 2017, "Semi-supervised multitask learning for
-    sequence labeling"): from its forward-direction state each token predicts the next word, from its
-    backward-direction state the previous one, through a small tanh layer, among a shortlist of frequent
-    training words (class 0: any other word). It makes the encoder learn how words follow each other in
-    the training text, not only what separates the tags; it costs a small softmax per token in training
-    and nothing when tagging."""
-
-    def __init__(self, hidden_size: int, vocab_size: int, bottleneck: int = 50):
-        super().__init__()
-        self.hidden_size = hidden_size
-        self.next = nn.Sequential(nn.Linear(hidden_size, bottleneck), nn.Tanh(), nn.Linear(bottleneck, vocab_size))
-        self.prev = nn.Sequential(nn.Linear(hidden_size, bottleneck), nn.Tanh(), nn.Linear(bottleneck, vocab_size))
-
-    def logits(self, states: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Next-word scores from the forward halves and previous-word scores from the backward halves
-        of states (R, T, 2H): each (R, T, V)."""
-        h = self.hidden_size
-        return self.next(states[..., :h]), self.prev(states[..., h:])
-
-    def forward(self, states: torch.Tensor, words: torch.Tensor) -> torch.Tensor:
-        """Summed cross-entropy of both directions; words (R, T): each token's shortlist class, -100 on padding."""
-        next_logits, prev_logits = self.logits(states)
-        next_words = words[:, 1:]
-        # A padding position's backward state (zeros) must not learn to predict the last real word.
-        prev_words = words[:, :-1].masked_fill(words[:, 1:] < 0, -100)
-        loss = F.cross_entropy(next_logits[:, :-1].flatten(0, 1).float(), next_words.flatten(), ignore_index=-100, reduction="sum")
-        return loss + F.cross_entropy(prev_logits[:, 1:].flatten(0, 1).float(), prev_words.flatten(), ignore_index=-100, reduction="sum")
 
 class TaggerEnsemble(TagDecoding, nn.Module):
     """Several taggers of one vocabulary and tag set decoded as one: the mean of their tag scores and of
