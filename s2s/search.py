@@ -54,6 +54,8 @@ def length_penalty(length: int, alpha: float) -> float:
     return ((5.0 + length) / 6.0) ** alpha
 
 
+# no_grad, not inference_mode: with inference_mode, bf16-autocast decoding of the benchmark ran 30%
+# slower (beam 5) and 36% slower (greedy), measured back to back.
 @torch.no_grad()
 def beam_search(
     model: Seq2Seq,
