@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import signal
 import sys
 from pathlib import Path
 
@@ -34,6 +35,10 @@ def _write_lines(path: str | Path | None, lines: list[str]) -> None:
         raise S2SError(f"{path}: cannot write ({e.strerror or e})") from None
 
 
+def _raise_interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt
+
+
 def cmd_train(args: argparse.Namespace) -> None:
     from s2s import config as config_lib
     from s2s import distributed
@@ -41,7 +46,14 @@ def cmd_train(args: argparse.Namespace) -> None:
 
     config = config_lib.load(args.config, args.set)
     run_dir = Path(args.out) if args.out else Path("runs") / Path(args.config).stem
-    progress = train(config, run_dir, resume=args.resume)
+    # `kill`, a scheduler's TERM and an INT sent to a background job (which starts with INT ignored) stop
+    # training as Ctrl-C does: last.pt is saved where it stopped and the error says how to resume.
+    previous = {sig: signal.signal(sig, _raise_interrupt) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        progress = train(config, run_dir, resume=args.resume)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
     if distributed.is_main():  # under torchrun: one summary, not one per process
         print(json.dumps({"run_dir": str(run_dir), "best": progress["best"], "best_step": progress["best_step"],
                           "steps": progress["step"], "seconds": progress["seconds"]}))

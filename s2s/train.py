@@ -259,6 +259,7 @@ def _train(config: Config, run_dir: Path, resume: bool, device: torch.device) ->
         stop = validate()
     loss_sum = tokens = 0.0
     tick = time.time()
+    bar = None
     try:
         while not stop and progress["epoch"] < t.epochs:
             batches = distributed.shard(token_batches(task.lengths, t.max_tokens, t.seed, progress["epoch"]), rank, world)
@@ -313,6 +314,8 @@ def _train(config: Config, run_dir: Path, resume: bool, device: torch.device) ->
         if not stop:  # ran out of epochs
             save_last()
     except KeyboardInterrupt:
+        if bar is not None:
+            bar.close()  # so that the error line starts a line of its own
         if main:
             save_last(interrupted=True)
             metrics_log.close()

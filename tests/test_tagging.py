@@ -3,11 +3,15 @@ from __future__ import annotations
 
 import json
 import random
+import signal
 import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
 from s2s import checkpoint, config as config_lib
 from s2s.cli import main
@@ -357,6 +361,33 @@ def test_language_model_objective_targets_and_config(run_dir, tmp_path):
     assert task.model(b).loss > task.model(b._replace(lm_words=None)).loss  # the side loss is added
     with pytest.raises(S2SError, match="model.lm_vocab needs a one-layer bidirectional encoder"):
         TaggingTask(_tiny_config(run_dir.parent, {"lm_vocab": 4, "num_layers": 2}), tmp_path / "two", resume=False)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_a_signal_stops_training_like_ctrl_c(run_dir, tmp_path, sig):
+    """`kill` (TERM), or INT to a background job (started with INT ignored, as `cmd &` does), stops
+    `s2s train` as Ctrl-C does: one error line saying how to resume, exit 2, last.pt saved where it stopped."""
+    config = tmp_path / "ner.yaml"
+    config.write_text(yaml.safe_dump(config_lib.to_dict(_tiny_config(run_dir.parent, epochs=100000, scheduler="none"))), encoding="utf-8")
+    out = tmp_path / "run"
+    proc = subprocess.Popen([sys.executable, "-m", "s2s", "-q", "train", str(config), "--out", str(out)], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
+    try:
+        deadline = time.time() + 120
+        while not (out / "last.pt").exists():  # written at the first validation: training is under way
+            assert proc.poll() is None and time.time() < deadline, proc.stderr.read() if proc.poll() is not None else "timed out"
+            time.sleep(0.1)
+        first = checkpoint.load(out / "last.pt")["progress"]["step"]
+        time.sleep(1.0)
+        proc.send_signal(sig)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()  # a run the signal did not stop would otherwise train on after the test
+    assert proc.returncode == 2, err
+    errors = [line for line in err.splitlines() if line.startswith("error:")]  # the rest is the progress bar
+    assert "Traceback" not in err and len(errors) == 1, err
+    assert errors[0].startswith("error: interrupted at step") and "--resume" in errors[0], err
+    assert checkpoint.load(out / "last.pt")["progress"]["step"] > first
 
 
 def test_conll_reader_numbers_documents(tmp_path):
