@@ -35,10 +35,6 @@ def _write_lines(path: str | Path | None, lines: list[str]) -> None:
         raise S2SError(f"{path}: cannot write ({e.strerror or e})") from None
 
 
-def _raise_interrupt(signum, frame) -> None:
-    raise KeyboardInterrupt
-
-
 def cmd_train(args: argparse.Namespace) -> None:
     from s2s import config as config_lib
     from s2s import distributed
@@ -48,7 +44,7 @@ def cmd_train(args: argparse.Namespace) -> None:
     run_dir = Path(args.out) if args.out else Path("runs") / Path(args.config).stem
     # `kill`, a scheduler's TERM and an INT sent to a background job (which starts with INT ignored) stop
     # training as Ctrl-C does: last.pt is saved where it stopped and the error says how to resume.
-    previous = {sig: signal.signal(sig, _raise_interrupt) for sig in (signal.SIGTERM, signal.SIGINT)}
+    previous = {sig: signal.signal(sig, signal.default_int_handler) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
         progress = train(config, run_dir, resume=args.resume)
     finally:

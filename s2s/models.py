@@ -177,7 +177,6 @@ class SequenceTagger(TagDecoding, nn.Module):
         return Output(loss / max(num_tokens, 1), logits, num_tokens)
 
 
-
 class TaggerEnsemble(TagDecoding, nn.Module):
     """Several taggers of one vocabulary and tag set decoded as one: the mean of their tag scores and of
     their CRF transition scores (typically +1 F1 over a single member on CoNLL-2003, see README)."""
