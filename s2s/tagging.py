@@ -235,8 +235,8 @@ class TaggingTask:
         counts = Counter(w for ids in self.words for w in ids)
         self.singletons = {w for w, n in counts.items() if n == 1}
         # model.lm_vocab: the side objective's classes, the lm_vocab - 1 most frequent training words (1, 2, ...)
-        # and 0 for every other word.
-        frequent = sorted(counts, key=lambda w: (-counts[w], w))[: max(m.lm_vocab - 1, 0)]
+        # and 0 for every other word (none without the side objective: nothing to sort at start-up).
+        frequent = sorted(counts, key=lambda w: (-counts[w], w))[: m.lm_vocab - 1] if m.lm_vocab > 0 else []
         self.lm_class = {w: i + 1 for i, w in enumerate(frequent)}
         self.unk_replace = config.train.unk_replace
         self.word_dropout = config.train.word_dropout
