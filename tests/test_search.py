@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from s2s.data import pad
-from s2s.search import beam_search, greedy_search, length_penalty, max_lengths
+import s2s.search
+from s2s.search import beam_search, best_extensions, greedy_search, length_penalty, max_lengths
 from s2s.tokenizer import BOS, EOS
 
 SEEDS = [0, 1, 2, 3]
@@ -159,14 +160,17 @@ def _plain_beam_search(model, source: list[int], limit: int, beam_size: int, alp
         return max(finished, key=lambda f: f[0])[1]
 
 
+@pytest.mark.parametrize("chunk", [64, 3], ids=["one-chunk", "chunks-of-3"])
 @pytest.mark.parametrize("beam_size", [2, 5])
 @pytest.mark.parametrize("seed", range(8))
-def test_batched_beam_search_equals_the_plain_one(tiny_seq2seq, seed, beam_size):
+def test_batched_beam_search_equals_the_plain_one(tiny_seq2seq, monkeypatch, seed, beam_size, chunk):
     """The batched search (all sentences and beams at once, K best tokens per beam, one row per
     sentence at the first step, finished sentences dropped) finds what the textbook search finds.
     Weights of std 0.5, room to grow (2 x source + 6) and a strong length penalty make the
     hypotheses' lengths and normalised scores compete: a penalty off by one token, or a search that
-    stops late, fails here."""
+    stops late, fails here. Chunks of 3 tokens split the 20-type vocabulary into 7 chunks, the last
+    one shorter (see best_extensions)."""
+    monkeypatch.setattr(s2s.search, "VOCAB_CHUNK", chunk)
     model = tiny_seq2seq(seed=seed).eval()
     with torch.no_grad():
         for p in model.parameters():
@@ -176,6 +180,30 @@ def test_batched_beam_search_equals_the_plain_one(tiny_seq2seq, seed, beam_size)
     hyps = beam_search(model, src, src_lengths, limits, BOS, EOS, beam_size, alpha=2.0)
     for s, hyp, limit in zip(sentences, hyps, limits.tolist()):
         assert hyp == _plain_beam_search(model, s, limit, beam_size, alpha=2.0)
+
+
+@pytest.mark.parametrize("vocab", [1, 5, 64, 100, 130])
+@pytest.mark.parametrize("width", [1, 4])
+@pytest.mark.parametrize("chunk", [1, 8, 64])
+def test_best_extensions_equal_a_top_k_over_all_extensions(vocab, width, chunk):
+    """Chunks that divide the vocabulary, do not, or are larger than it; one beam or several; dead
+    beams (score -inf) and rows at the length limit (-inf but for one token)."""
+    g = torch.Generator().manual_seed(vocab * 100 + width * 10 + chunk)
+    n, k = 6, min(5, width * vocab)
+    logp = torch.log_softmax(torch.randn(n * width, vocab, generator=g) * 3, dim=-1)
+    scores = -torch.rand(n, width, generator=g) * 4
+    if width > 1:
+        scores[0, 1:] = float("-inf")  # one live beam
+        scores[1, 0] = float("-inf")
+    logp[2 * width] = float("-inf")
+    logp[2 * width, 0] = -0.5
+    top, beam, token = best_extensions(logp, scores, k, chunk)
+    everything = (scores.view(-1, 1) + logp).view(n, width * vocab)
+    expected, index = everything.topk(k, dim=1)
+    assert torch.equal(top, expected)
+    finite = expected > float("-inf")  # among -inf candidates any pick is right
+    assert torch.equal(beam[finite], (index // vocab)[finite]) and torch.equal(token[finite], (index % vocab)[finite])
+    assert bool((token >= 0).all() and (token < vocab).all() and (beam < width).all())
 
 
 def test_max_lengths_and_length_penalty():
