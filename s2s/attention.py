@@ -31,18 +31,20 @@ class BahdanauAttention(nn.Module):
     def forward(
         self, query: torch.Tensor, proj_keys: torch.Tensor, values: torch.Tensor, mask: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """query (B, Q); proj_keys (B, S, A); values (B, S, V); mask (B, S) bool, True = real.
-        Returns context (B, V) and weights (B, S), exactly 0 on padding."""
-        q = self.query_proj(query).to(proj_keys.dtype).unsqueeze(1)  # (B, 1, A)
-        hidden = torch.tanh(q + proj_keys)  # (B, S, A)
+        """query (B * K, Q): K queries per memory row, in row order (a sentence's K beams share its
+        encoder output, so beam search does not copy it per beam); proj_keys (B, S, A); values (B, S, V);
+        mask (B, S) bool, True = real. Returns context (B * K, V) and weights (B * K, S), exactly 0 on padding."""
+        B, S, A = proj_keys.shape
+        q = self.query_proj(query).to(proj_keys.dtype).view(B, -1, 1, A)  # (B, K, 1, A)
+        hidden = torch.tanh(q + proj_keys.unsqueeze(1))  # (B, K, S, A)
         # On fp32 keys under autocast (decoding on a CPU) the rest stays fp32 too: autocast would copy
         # `hidden` to bf16 for two tiny products whose oneDNN kernels are compiled anew for every
         # (B, S) shape, ~1 ms each and most of a first decoding pass's compiles (values: see
         # AttentionDecoder.attention_memory).
         keep_fp32 = hidden.dtype == torch.float32 and torch.is_autocast_enabled(hidden.device.type)
         with torch.autocast(hidden.device.type, enabled=False) if keep_fp32 else contextlib.nullcontext():
-            scores = self.energy(hidden).squeeze(2)  # (B, S)
-            scores = scores.masked_fill(~mask, float("-inf"))
-            weights = torch.softmax(scores, dim=-1)  # (B, S); exp(-inf) = 0 on padding
-            context = torch.bmm(weights.unsqueeze(1).to(values.dtype), values).squeeze(1)  # (B, V)
-        return context, weights
+            scores = self.energy(hidden).squeeze(3)  # (B, K, S)
+            scores = scores.masked_fill(~mask.unsqueeze(1), float("-inf"))
+            weights = torch.softmax(scores, dim=-1)  # (B, K, S); exp(-inf) = 0 on padding
+            context = torch.bmm(weights.to(values.dtype), values)  # (B, K, V)
+        return context.flatten(0, 1), weights.flatten(0, 1)

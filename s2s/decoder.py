@@ -96,13 +96,18 @@ class AttentionDecoder(nn.Module):
         h, c = self._lstm_step(x, state.h, state.c)
         query = h[-1]  # (B, H)
         context, weights = self.attention(query, proj_keys, enc.states, enc.mask)  # (B, D), (B, S)
-        att = torch.tanh(self.combine(torch.cat([query, context], dim=-1)))  # (B, O)
+        # In query's dtype: under autocast `combine` casts its input to that dtype anyway, and a cat of
+        # mixed dtypes (fp32 context when decoding on a CPU) would first write an fp32 copy.
+        att = torch.tanh(self.combine(torch.cat([query, context.to(query.dtype)], dim=-1)))  # (B, O)
         return att, DecoderState(h, c, att), weights
 
     def step(
         self, prev: torch.Tensor, state: DecoderState, proj_keys: torch.Tensor, enc: EncoderOutput
     ) -> tuple[torch.Tensor, DecoderState, torch.Tensor]:
-        """One decoding step: prev (B,) token ids -> logits (B, V), new state, weights (B, S)."""
+        """One decoding step: prev (B,) token ids -> logits (B, V), new state, weights (B, S).
+
+        proj_keys and enc may hold B / K rows, each shared by K consecutive decoder rows (beam search's
+        beams of one sentence)."""
         att, state, weights = self._step(self.dropout(self.embed(prev)), state, proj_keys, enc)
         return self.output(self.dropout(att)), state, weights
 

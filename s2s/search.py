@@ -118,11 +118,12 @@ def beam_search(
     state = model.decoder.init_state(enc)
     # All K beams of a sentence start identical, so the first step runs one row per sentence (width 1)
     # and its K best extensions fan out to K beams. A beam wider than the vocabulary cannot fan out
-    # from one row: it starts with K rows, all but the first scored -inf.
+    # from one row: it starts with K rows, all but the first scored -inf. The decoder's rows are
+    # sentence-major (width per sentence); the encoder output stays one row per sentence, shared by
+    # its beams in the attention.
     width = 1 if model.decoder.output.out_features >= K else K
     if width > 1:
-        expand = torch.arange(src.size(0), device=device).repeat_interleave(width)
-        enc, proj_keys, state = select_encoder(enc, expand), proj_keys.index_select(0, expand), state.select(expand)
+        state = state.select(torch.arange(src.size(0), device=device).repeat_interleave(width))
     alive = torch.arange(src.size(0), device=device)  # sentence ids still decoding (n,)
     limits = max_lens.to(device)
     scores = torch.full((src.size(0), width), float("-inf"), device=device)
@@ -145,9 +146,7 @@ def beam_search(
         top_scores, origin, tokens = best_extensions(logp, scores, K, VOCAB_CHUNK)  # (n, K) each
         rows = (torch.arange(n, device=device).unsqueeze(1) * width + origin).view(-1)  # (n*K,)
         history = torch.cat([history.index_select(0, rows), tokens.view(-1, 1)], dim=1)
-        state = state.select(rows)
-        if width < K:  # the first step fanned out: rows are now sentence ids, K each
-            enc, proj_keys, width = select_encoder(enc, rows), proj_keys.index_select(0, rows), K
+        state, width = state.select(rows), K
         is_eos = tokens == eos
         if bool(is_eos.any()):
             lp = length_penalty(t + 1, alpha)
@@ -162,8 +161,7 @@ def beam_search(
             keep_rows = (keep.unsqueeze(1) * K + torch.arange(K, device=device)).view(-1)
             alive, limits, scores = alive[keep], limits[keep], scores[keep]
             history, tokens = history.index_select(0, keep_rows), tokens[keep]
-            state, enc = state.select(keep_rows), select_encoder(enc, keep_rows)
-            proj_keys = proj_keys.index_select(0, keep_rows)
+            state, enc, proj_keys = state.select(keep_rows), select_encoder(enc, keep), proj_keys.index_select(0, keep)
         prev = tokens.reshape(-1)
         t += 1
     return [max(hyps, key=lambda h: h[0])[1] for hyps in finished]
