@@ -1,12 +1,13 @@
 """The fixed seq2seq speed benchmark of ../shared/bench/README.md, run on s2s.
 
-    python bench/seq2seq.py [--runs 2] [--amp] [--workers 0] [--data bench-data] [--steps 300] [--no-heads] [--json-only]
+    python bench/seq2seq.py [--runs 2] [--amp] [--workers 0] [--no-in-flight] [--data bench-data] [--steps 300] [--no-heads] [--json-only]
 
 Synthetic Multi30k-shaped corpus (../shared/bench/make_synthetic.py, generated if missing), whitespace
 tokens with the full vocabulary, emb 256, 1-layer Bi-LSTM encoder 2x256, 1-layer LSTM decoder 512,
 Bahdanau attention with input feeding, dropout 0.2, untied embeddings; batches of 64 sentences
 (length-bucketed), Adam 1e-3, clip 5, 2 threads. Prints training target tokens/s over steps 51-300,
-peak RSS, and greedy / beam-5 decoding speed on the 1,000 test sentences (batch 64, max length 100).
+peak RSS, and greedy / beam-5 decoding speed on the 1,000 test sentences (batch 64, max length 100;
+beam search keeps 64 sentences in flight, starting the next as others finish, unless --no-in-flight).
 Each run trains in a fresh process (so peak RSS is its own) and decodes the trained weights in another
 (as `s2s translate` does), with --workers batches at once (default: one per thread); with --runs N the
 table shows the median of N.
@@ -34,7 +35,7 @@ from s2s.config import Config, DecodeConfig, ModelConfig, TrainConfig
 from s2s.data import make_batch, pad
 from s2s.device import autocast, cpu_workers, parallel_map
 from s2s.models import build_model
-from s2s.search import beam_search, greedy_search
+from s2s.search import beam_search, greedy_search, in_flight_groups
 from s2s.tokenizer import BOS, EOS
 from s2s.train import build_optimizer
 
@@ -115,8 +116,11 @@ def decode_run(args: argparse.Namespace) -> dict:
     order = sorted(range(len(test)), key=lambda i: len(test[i]))
     batches = [order[start : start + 64] for start in range(0, len(order), 64)]
     workers = cpu_workers(cpu, args.workers)
+    in_flight = 0 if args.no_in_flight else 64
     results = {}
     for name, beam in (("greedy", 1), ("beam5", 5)):
+        # As `s2s translate`: greedy decodes batches, beam search groups of them with 64 sentences in flight.
+        units = batches if beam == 1 or not in_flight else in_flight_groups(order, 64, workers)
 
         def decode(rows: list[int], beam: int = beam) -> list[list[int]]:
             tokens, lengths = pad([test[i] for i in rows])
@@ -124,10 +128,10 @@ def decode_run(args: argparse.Namespace) -> dict:
             with autocast(cpu, args.amp):
                 if beam == 1:
                     return greedy_search(model, tokens, lengths, limits, BOS, EOS)
-                return beam_search(model, tokens, lengths, limits, BOS, EOS, beam, alpha=1.0)
+                return beam_search(model, tokens, lengths, limits, BOS, EOS, beam, alpha=1.0, in_flight=in_flight)
 
         t0 = time.perf_counter()
-        hyps = [h for batch in parallel_map(decode, batches, workers) for h in batch]
+        hyps = [h for unit in parallel_map(decode, units, workers) for h in unit]
         seconds = time.perf_counter() - t0
         generated = sum(len(h) + 1 for h in hyps)  # + EOS
         results[f"{name}_tok_s"] = round(generated / seconds)
@@ -153,6 +157,8 @@ def main() -> None:
     parser.add_argument("--amp", action="store_true", help="bf16 mixed precision for training and decoding")
     parser.add_argument("--workers", type=int, default=0, help="batches decoded at once, each on threads/workers "
                         "threads (default 0: one per thread, as `s2s translate` does on a CPU)")
+    parser.add_argument("--no-in-flight", action="store_true", help="beam search decodes each batch of 64 to its end "
+                        "(the previous releases' way) instead of starting new sentences as others finish")
     parser.add_argument("--no-heads", action="store_true", help="skip the tagging and classification lines")
     parser.add_argument("--json-only", action="store_true")
     parser.add_argument("--train-run", action="store_true", help=argparse.SUPPRESS)  # what each fresh process does
@@ -169,6 +175,7 @@ def main() -> None:
         subprocess.run([sys.executable, str(maker), str(data)], check=True)
     common = ["--data", str(data), "--steps", str(args.steps), "--threads", str(args.threads), "--workers", str(args.workers)]
     common += ["--amp"] if args.amp else []
+    common += ["--no-in-flight"] if args.no_in_flight else []
     runs = []
     with tempfile.TemporaryDirectory() as tmp:
         common += ["--weights", str(Path(tmp) / "model.pt")]

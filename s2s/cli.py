@@ -237,7 +237,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", metavar="FILE", help="translations (default: stdout)")
     p.add_argument("--raw-output", metavar="FILE", help="also write the raw subword output here")
     p.add_argument("--beam-size", type=int, metavar="N", help="beam size, 1 = greedy (default: the config's decode.beam_size)")
-    p.add_argument("--batch-size", type=int, metavar="N", help="sentences per batch (default: decode.batch_size)")
+    p.add_argument("--batch-size", type=int, metavar="N", help="sentences per batch; beam search keeps N in flight, starting "
+                   "the next as others finish (default: decode.batch_size)")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="default: auto (CUDA when present)")
     p.add_argument("--amp", action="store_true", help="decode in bf16 mixed precision (CUDA, or a CPU with native bf16 such as "
                    "AMX): faster, outputs may differ slightly from fp32 (default: the config's decode.amp)")

@@ -112,7 +112,7 @@ class TrainConfig:
 @dataclass(frozen=True)
 class DecodeConfig:
     beam_size: int = 5  # 1 = greedy
-    batch_size: int = 64  # sentences per decoding batch
+    batch_size: int = 64  # sentences per decoding batch (beam search: in flight; the next start as others finish)
     length_penalty: float = 1.0  # alpha of GNMT's ((5 + len) / 6) ** alpha (Wu et al. 2016, eq. 14)
     max_len_a: float = 1.5  # each output is cut at a * source length + b subword tokens
     max_len_b: int = 10

@@ -26,9 +26,28 @@ class DecoderState(NamedTuple):
         """Rows `index` of the batch (beam reordering, dropping finished sentences)."""
         return DecoderState(self.h.index_select(1, index), self.c.index_select(1, index), self.att.index_select(0, index))
 
+    def join(self, other: "DecoderState") -> "DecoderState":
+        """This batch's rows, then other's."""
+        return DecoderState(torch.cat([self.h, other.h], 1), torch.cat([self.c, other.c], 1), torch.cat([self.att, other.att]))
+
 
 def select_encoder(enc: EncoderOutput, index: torch.Tensor) -> EncoderOutput:
     return EncoderOutput(*(x.index_select(0, index) for x in enc))
+
+
+def join_memory(
+    a: tuple[torch.Tensor, EncoderOutput], b: tuple[torch.Tensor, EncoderOutput]
+) -> tuple[torch.Tensor, EncoderOutput]:
+    """Two batches' attention memories (projected keys, encoder output) as one: a's rows, then b's,
+    padded to the longer source (zero keys and states, mask False)."""
+    length = max(a[1].mask.size(1), b[1].mask.size(1))
+
+    def cat(x: torch.Tensor, y: torch.Tensor, fill: float | bool = 0.0) -> torch.Tensor:  # along dim 0, padding dim 1
+        grow = lambda z: nn.functional.pad(z, (0, 0) * (z.dim() - 2) + (0, length - z.size(1)), value=fill)
+        return torch.cat([grow(x), grow(y)])
+
+    enc = EncoderOutput(cat(a[1].states, b[1].states), cat(a[1].mask, b[1].mask, False), torch.cat([a[1].final, b[1].final]))
+    return cat(a[0], b[0]), enc
 
 
 class AttentionDecoder(nn.Module):

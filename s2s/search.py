@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import torch
 
-from s2s.decoder import select_encoder
+from s2s.decoder import join_memory, select_encoder
 from s2s.models import Seq2Seq
 
 
@@ -49,6 +49,20 @@ def greedy_search(
     return out
 
 
+def in_flight_groups(order: list[int], batch_size: int, workers: int, per_group: int = 16) -> list[list[int]]:
+    """What parallel workers decode with beam_search(..., in_flight=batch_size): `order` (sentence
+    ids sorted by source length) cut into batches of batch_size, dealt round-robin to `workers`
+    groups at a time, so that the groups decoded at once get similar mixes of lengths; a group
+    holds at most per_group batches (its padded source tensor is made at once)."""
+    batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+    span = workers * per_group
+    return [
+        [i for batch in batches[start + w : start + span : workers] for i in batch]
+        for start in range(0, len(batches), span)
+        for w in range(min(workers, len(batches) - start))
+    ]
+
+
 def length_penalty(length: int, alpha: float) -> float:
     """GNMT length normalisation ((5 + |Y|) / 6) ** alpha (Wu et al. 2016, eq. 14)."""
     return ((5.0 + length) / 6.0) ** alpha
@@ -56,6 +70,8 @@ def length_penalty(length: int, alpha: float) -> float:
 
 # Tokens per chunk in best_extensions: 64 measured fastest against 32 and 128 (8,000 types, 320 rows).
 VOCAB_CHUNK = 64
+# beam_search with in_flight refills its batch when 1 / REFILL_FREE of it is free.
+REFILL_FREE = 4
 
 
 def best_extensions(
@@ -105,39 +121,76 @@ def beam_search(
     eos: int,
     beam_size: int,
     alpha: float = 1.0,
+    in_flight: int = 0,
 ) -> list[list[int]]:
     """Beam search over all sentences and beams at once (beam_size 1 gives greedy's output).
 
     A sentence is finished when its best-scoring candidate ends in EOS (or at its
     length limit); its answer is the finished hypothesis with the best
     length-normalised score.
+
+    in_flight > 0 decodes at most that many sentences at a time and starts the next ones (in the
+    order given) as others finish, so that the batch stays full instead of ending with the beams of
+    a few long outputs, whose steps cost nearly as much as full ones (on a CPU a step's time goes
+    to reading the weights). 0 starts every sentence at once.
     """
     K = beam_size
     device = src.device
-    proj_keys, enc = model.decoder.attention_memory(model.encoder(src, src_lengths))
-    state = model.decoder.init_state(enc)
-    # All K beams of a sentence start identical, so the first step runs one row per sentence (width 1)
-    # and its K best extensions fan out to K beams. A beam wider than the vocabulary cannot fan out
-    # from one row: it starts with K rows, all but the first scored -inf. The decoder's rows are
-    # sentence-major (width per sentence); the encoder output stays one row per sentence, shared by
-    # its beams in the attention.
-    width = 1 if model.decoder.output.out_features >= K else K
-    if width > 1:
-        state = state.select(torch.arange(src.size(0), device=device).repeat_interleave(width))
-    alive = torch.arange(src.size(0), device=device)  # sentence ids still decoding (n,)
-    limits = max_lens.to(device)
-    scores = torch.full((src.size(0), width), float("-inf"), device=device)
-    scores[:, 0] = 0.0
-    history = torch.empty(src.size(0) * width, 0, dtype=torch.long, device=device)  # (n*width, t)
-    prev = torch.full((src.size(0) * width,), bos, dtype=torch.long, device=device)
-    finished: list[list[tuple[float, list[int]]]] = [[] for _ in range(src.size(0))]
+    total = src.size(0)
+    in_flight = in_flight or total
+    decoder = model.decoder
+    # Rows are sentence-major, `width` per sentence; the encoder memory has one row per sentence,
+    # shared by its beams in the attention. All K beams of a sentence start identical, so a first
+    # step can run one row per sentence (width 1) and fan out to K beams; sentences that join a
+    # running batch (and all, when the beam is wider than the vocabulary) start with K rows, all
+    # but the first scored -inf.
+    fan_out = decoder.output.out_features >= K
+    alive = torch.empty(0, dtype=torch.long, device=device)  # sentence ids decoding (n,)
+    born = torch.empty_like(alive)  # the step each started at
+    deadline = torch.empty_like(alive)  # the step by which each must have ended (its length limit)
+    scores = torch.empty(0, K, device=device)  # (n, width)
+    history = torch.empty(0, 0, dtype=torch.long, device=device)  # (n*width, t); tokens from `born` on
+    prev = torch.empty_like(alive)  # (n*width,) the tokens each row feeds in
+    state = proj_keys = enc = None
+    finished: list[list[tuple[float, list[int]]]] = [[] for _ in range(total)]
+    started = 0  # sentences src[:started] have begun
+    width = K
     t = 0
-    while alive.numel():
+    while True:
         n = alive.numel()
-        logits, state, _ = model.decoder.step(prev, state, proj_keys, enc)
+        # Refill when a quarter of the batch is free (or it is empty): each refill costs an encoder
+        # call and copies of the decoding state.
+        if started < total and (n == 0 or in_flight - n >= max(1, in_flight // REFILL_FREE)):
+            count = min(in_flight - n, total - started)
+            lengths = src_lengths[started : started + count]
+            new_keys, new_enc = decoder.attention_memory(model.encoder(src[started : started + count, : int(lengths.max())], lengths))
+            new_state = decoder.init_state(new_enc)
+            if n == 0:
+                width = 1 if fan_out else K
+            if width > 1:
+                new_state = new_state.select(torch.arange(count, device=device).repeat_interleave(width))
+            new_scores = torch.full((count, width), float("-inf"), device=device)
+            new_scores[:, 0] = 0.0
+            ids = torch.arange(started, started + count, device=device)
+            if n == 0:
+                proj_keys, enc, state = new_keys, new_enc, new_state
+            else:
+                proj_keys, enc = join_memory((proj_keys, enc), (new_keys, new_enc))
+                state = state.join(new_state)
+            alive = torch.cat([alive, ids])
+            born = torch.cat([born, torch.full_like(ids, t)])
+            deadline = torch.cat([deadline, t + max_lens[started : started + count].to(device)])
+            scores = torch.cat([scores, new_scores]) if n else new_scores
+            history = torch.cat([history, history.new_zeros(count * width, history.size(1))])
+            prev = torch.cat([prev, torch.full((count * width,), bos, dtype=torch.long, device=device)])
+            started += count
+            n = alive.numel()
+        if n == 0:
+            break
+        logits, state, _ = decoder.step(prev, state, proj_keys, enc)
         # log_softmax in fp32 is one fused pass (also over bf16 logits), faster than a cast then logsumexp.
         logp = torch.log_softmax(logits, dim=-1, dtype=torch.float32)  # (n*width, V)
-        at_limit = limits <= t + 1  # (n,)
+        at_limit = deadline <= t + 1  # (n,)
         if bool(at_limit.any()):  # only EOS may follow at the limit
             rows = at_limit.repeat_interleave(width).nonzero().squeeze(1)
             eos_logp = logp[rows, eos]
@@ -149,17 +202,17 @@ def beam_search(
         state, width = state.select(rows), K
         is_eos = tokens == eos
         if bool(is_eos.any()):
-            lp = length_penalty(t + 1, alpha)
             for i, j in is_eos.nonzero().tolist():
                 score = float(top_scores[i, j])
                 if score > float("-inf"):
-                    finished[int(alive[i])].append((score / lp, history[i * K + j, :-1].tolist()))
+                    b = int(born[i])
+                    finished[int(alive[i])].append((score / length_penalty(t + 1 - b, alpha), history[i * K + j, b:-1].tolist()))
         scores = top_scores.masked_fill(is_eos, float("-inf"))
         done = is_eos[:, 0] | at_limit  # the best candidate ended, or no room is left
         if bool(done.any()):
             keep = (~done).nonzero().squeeze(1)
             keep_rows = (keep.unsqueeze(1) * K + torch.arange(K, device=device)).view(-1)
-            alive, limits, scores = alive[keep], limits[keep], scores[keep]
+            alive, born, deadline, scores = alive[keep], born[keep], deadline[keep], scores[keep]
             history, tokens = history.index_select(0, keep_rows), tokens[keep]
             state, enc, proj_keys = state.select(keep_rows), select_encoder(enc, keep), proj_keys.index_select(0, keep)
         prev = tokens.reshape(-1)

@@ -14,7 +14,7 @@ from s2s.device import autocast, cpu_workers, parallel_map, resolve_device
 from s2s.errors import S2SError
 from s2s.metrics import bleu_chrf
 from s2s.models import Seq2Seq, build_model
-from s2s.search import beam_search, greedy_search, max_lengths
+from s2s.search import beam_search, greedy_search, in_flight_groups, max_lengths
 from s2s.tokenizer import BOS, EOS, load_sentencepiece, model_paths, train_sentencepiece
 
 log = logging.getLogger(__name__)
@@ -116,7 +116,11 @@ class Translator:
                 )
                 src[i] = ids[:limit]
         todo = sorted((i for i, ids in enumerate(src) if ids), key=lambda i: len(src[i]))  # similar lengths batch well
-        batches = [todo[start : start + batch_size] for start in range(0, len(todo), batch_size)]
+        workers = cpu_workers(self.device, self.decode.workers)
+        if beam_size == 1:
+            batches = [todo[start : start + batch_size] for start in range(0, len(todo), batch_size)]
+        else:  # beam search keeps batch_size sentences in flight over a group of batches
+            batches = in_flight_groups(todo, batch_size, workers)
 
         def decode(rows: list[int]) -> list[list[int]]:
             tokens, lengths = pad([src[i] for i in rows])
@@ -125,13 +129,15 @@ class Translator:
             with autocast(self.device, self.decode.amp):
                 if beam_size == 1:
                     return greedy_search(self.model, tokens, lengths, limits, BOS, EOS)
-                return beam_search(self.model, tokens, lengths, limits, BOS, EOS, beam_size, self.decode.length_penalty)
+                return beam_search(
+                    self.model, tokens, lengths, limits, BOS, EOS, beam_size, self.decode.length_penalty, in_flight=batch_size
+                )
 
         out: list[list[int]] = [[] for _ in sentences]
         was_training = self.model.training
         self.model.eval()
         try:
-            for rows, hyps in zip(batches, parallel_map(decode, batches, cpu_workers(self.device, self.decode.workers))):
+            for rows, hyps in zip(batches, parallel_map(decode, batches, workers)):
                 for i, hyp in zip(rows, hyps):
                     out[i] = hyp
         finally:

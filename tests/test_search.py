@@ -7,7 +7,7 @@ import torch
 
 from s2s.data import pad
 import s2s.search
-from s2s.search import beam_search, best_extensions, greedy_search, length_penalty, max_lengths
+from s2s.search import beam_search, best_extensions, greedy_search, in_flight_groups, length_penalty, max_lengths
 from s2s.tokenizer import BOS, EOS
 
 SEEDS = [0, 1, 2, 3]
@@ -61,6 +61,31 @@ def test_batch_decoding_equals_decoding_alone(sharp_model, seed, beam_size):
     for i, s in enumerate(sentences):
         alone = _decode(model, torch.tensor([s]), torch.tensor([len(s)]), limits[i : i + 1], beam_size)
         assert alone == [batch[i]], f"sentence {i}"
+
+
+@pytest.mark.parametrize("in_flight", [1, 2, 3, 5, 7])
+@pytest.mark.parametrize("seed", SEEDS)
+def test_in_flight_batching_decodes_as_all_at_once(sharp_model, seed, in_flight):
+    """With at most `in_flight` sentences decoding at a time, sentences that start as others finish
+    (shorter or longer sources than the running ones, at their own length limits) decode as they do
+    in one batch. A beam of 30 (wider than the 20-type vocabulary) starts even the first with 30 rows."""
+    model = sharp_model(seed)
+    _, src, src_lengths = _sources(seed)
+    limits = max_lengths(src_lengths, 1.0, 3)
+    for beam_size in (3, 30):
+        at_once = beam_search(model, src, src_lengths, limits, BOS, EOS, beam_size)
+        assert beam_search(model, src, src_lengths, limits, BOS, EOS, beam_size, in_flight=in_flight) == at_once
+
+
+def test_in_flight_groups_deal_batches_round_robin():
+    order = list(range(100, 145))  # 45 sentences: batches of 4, the last of 1
+    groups = in_flight_groups(order, batch_size=4, workers=2, per_group=3)
+    assert groups[0] == [100, 101, 102, 103, 108, 109, 110, 111, 116, 117, 118, 119]  # batches 0, 2, 4
+    assert groups[1] == [104, 105, 106, 107, 112, 113, 114, 115, 120, 121, 122, 123]  # batches 1, 3, 5
+    assert sorted(i for g in groups for i in g) == order and all(g == sorted(g) for g in groups)
+    assert [len(g) for g in groups] == [12, 12, 12, 9]  # batches 6, 8, 10 and 7, 9, 11 (of 1 sentence)
+    assert in_flight_groups(order, batch_size=64, workers=2) == [order]
+    assert in_flight_groups([], batch_size=4, workers=2) == []
 
 
 def test_sharp_models_end_outputs_at_different_lengths(sharp_model):
