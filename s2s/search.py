@@ -149,7 +149,8 @@ def beam_search(
     born = torch.empty_like(alive)  # the step each started at
     deadline = torch.empty_like(alive)  # the step by which each must have ended (its length limit)
     scores = torch.empty(0, K, device=device)  # (n, width)
-    history = torch.empty(0, 0, dtype=torch.long, device=device)  # (n*width, t); tokens from `born` on
+    history = torch.empty(0, 0, dtype=torch.long, device=device)  # (n*width, t - base): the tokens of steps base..t-1
+    base = 0  # the step of history's first column: the oldest live sentence's start
     prev = torch.empty_like(alive)  # (n*width,) the tokens each row feeds in
     state = proj_keys = enc = None
     finished: list[list[tuple[float, list[int]]]] = [[] for _ in range(total)]
@@ -206,7 +207,8 @@ def beam_search(
                 score = float(top_scores[i, j])
                 if score > float("-inf"):
                     b = int(born[i])
-                    finished[int(alive[i])].append((score / length_penalty(t + 1 - b, alpha), history[i * K + j, b:-1].tolist()))
+                    hyp = history[i * K + j, b - base : -1].tolist()
+                    finished[int(alive[i])].append((score / length_penalty(t + 1 - b, alpha), hyp))
         scores = top_scores.masked_fill(is_eos, float("-inf"))
         done = is_eos[:, 0] | at_limit  # the best candidate ended, or no room is left
         if bool(done.any()):
@@ -214,6 +216,9 @@ def beam_search(
             keep_rows = (keep.unsqueeze(1) * K + torch.arange(K, device=device)).view(-1)
             alive, born, deadline, scores = alive[keep], born[keep], deadline[keep], scores[keep]
             history, tokens = history.index_select(0, keep_rows), tokens[keep]
+            if alive.numel():  # forget the steps before the oldest live sentence began
+                oldest = int(born.min())
+                history, base = history[:, oldest - base :], oldest
             state, enc, proj_keys = state.select(keep_rows), select_encoder(enc, keep), proj_keys.index_select(0, keep)
         prev = tokens.reshape(-1)
         t += 1
