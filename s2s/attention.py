@@ -6,6 +6,8 @@ import contextlib
 import torch
 from torch import nn
 
+from s2s.device import inference_linear
+
 
 class BahdanauAttention(nn.Module):
     """score(q, k_j) = v^T tanh(W_q q + U_k k_j)   (Bahdanau et al. 2015, eq. 6 / A.1.2).
@@ -35,7 +37,7 @@ class BahdanauAttention(nn.Module):
         encoder output, so beam search does not copy it per beam); proj_keys (B, S, A); values (B, S, V);
         mask (B, S) bool, True = real. Returns context (B * K, V) and weights (B * K, S), exactly 0 on padding."""
         B, S, A = proj_keys.shape
-        q = self.query_proj(query).to(proj_keys.dtype).view(B, -1, 1, A)  # (B, K, 1, A)
+        q = inference_linear(self.query_proj, query).to(proj_keys.dtype).view(B, -1, 1, A)  # (B, K, 1, A)
         hidden = (q + proj_keys.unsqueeze(1)).tanh_()  # (B, K, S, A); in place: one (B, K, S, A) buffer, not two
         # On fp32 keys under autocast (decoding on a CPU) the rest stays fp32 too: autocast would copy
         # `hidden` to bf16 for two tiny products whose oneDNN kernels are compiled anew for every

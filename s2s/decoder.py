@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from s2s.attention import BahdanauAttention
+from s2s.device import inference_linear
 from s2s.encoder import EncoderOutput
 
 
@@ -117,7 +118,7 @@ class AttentionDecoder(nn.Module):
         context, weights = self.attention(query, proj_keys, enc.states, enc.mask)  # (B, D), (B, S)
         # In query's dtype: under autocast `combine` casts its input to that dtype anyway, and a cat of
         # mixed dtypes (fp32 context when decoding on a CPU) would first write an fp32 copy.
-        att = torch.tanh(self.combine(torch.cat([query, context.to(query.dtype)], dim=-1)))  # (B, O)
+        att = torch.tanh(inference_linear(self.combine, torch.cat([query, context.to(query.dtype)], dim=-1)))  # (B, O)
         return att, DecoderState(h, c, att), weights
 
     def step(
@@ -128,7 +129,7 @@ class AttentionDecoder(nn.Module):
         proj_keys and enc may hold B / K rows, each shared by K consecutive decoder rows (beam search's
         beams of one sentence)."""
         att, state, weights = self._step(self.dropout(self.embed(prev)), state, proj_keys, enc)
-        return self.output(self.dropout(att)), state, weights
+        return inference_linear(self.output, self.dropout(att)), state, weights
 
     def forward(self, tgt_in: torch.Tensor, enc: EncoderOutput) -> torch.Tensor:
         """Teacher forcing: tgt_in (B, T) = BOS + target -> logits (B, T, V)."""

@@ -2,7 +2,8 @@
 
 Both decode a whole batch at once, stop each sentence at its own length limit
 (so a sentence decodes the same alone or in any batch), and drop finished
-sentences from the batch so that short outputs stop costing compute.
+sentences from the batch so that short outputs stop costing compute; beam search
+can also keep a number of sentences in flight, starting the next as others finish.
 """
 from __future__ import annotations
 

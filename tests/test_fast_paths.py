@@ -1,9 +1,10 @@
 """Every fast path computes what the plain path computes: the decoder's torch.lstm_cell step equals
 nn.LSTM on the same weights, the unpacked inference encoder equals the packed one, fused Adam equals the
 plain Adam update, bf16 mixed precision (where the CPU runs it natively) stays within bf16's rounding
-of fp32, and batches decoded on several CPU workers come out as decoding them one after another."""
+of fp32, decoding's linear layers on weights laid out once for oneDNN equal nn.Linear, and batches decoded on several CPU workers come out as decoding them one after another."""
 from __future__ import annotations
 
+import copy
 import threading
 
 import pytest
@@ -11,7 +12,7 @@ import torch
 
 from s2s.data import make_batch, pad
 from s2s.decoder import AttentionDecoder
-from s2s.device import amp_dtype, autocast, cpu_has_fast_bf16, cpu_workers, parallel_map
+from s2s.device import amp_dtype, autocast, cpu_has_fast_bf16, cpu_workers, inference_linear, parallel_map
 from s2s.errors import S2SError
 from s2s.search import beam_search, greedy_search
 from s2s.tokenizer import BOS, EOS
@@ -60,6 +61,29 @@ def test_amp_is_plain_fp32_when_disabled_or_unsupported():
     assert amp_dtype(cpu, True) == (torch.bfloat16 if cpu_has_fast_bf16() else None)
     with autocast(cpu, False):
         assert torch.nn.functional.linear(torch.randn(2, 3), torch.randn(4, 3)).dtype == torch.float32
+
+
+@needs_bf16
+@pytest.mark.parametrize("bias", [True, False])
+def test_inference_linear_equals_nn_linear_and_follows_weight_updates(bias):
+    torch.manual_seed(0)
+    layer = torch.nn.Linear(48, 33, bias=bias)
+    x = torch.randn(7, 48)
+
+    def both():  # a fresh autocast region each time: autocast caches its own bf16 copy of a weight per region
+        with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+            return inference_linear(layer, x), layer(x)
+
+    fast, plain = both()
+    assert fast.dtype == plain.dtype == torch.bfloat16 and torch.equal(fast, plain)
+    with torch.no_grad():
+        layer.weight.mul_(-2.0)  # as an optimizer step does between validations
+    fast, plain = both()
+    assert torch.equal(fast, plain)
+    assert list(layer.state_dict()) == (["weight", "bias"] if bias else ["weight"])  # checkpoints are unchanged
+    copy.deepcopy(layer)  # the packed weight (an opaque tensor) is not part of the module
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # training: the plain layer, so gradients flow
+        assert inference_linear(layer, x).requires_grad
 
 
 @needs_bf16
