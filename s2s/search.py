@@ -149,11 +149,10 @@ def beam_search(
     alive = torch.empty(0, dtype=torch.long, device=device)  # sentence ids decoding (n,)
     born = torch.empty_like(alive)  # the step each started at
     deadline = torch.empty_like(alive)  # the step by which each must have ended (its length limit)
-    scores = torch.empty(0, K, device=device)  # (n, width)
     history = torch.empty(0, 0, dtype=torch.long, device=device)  # (n*width, t - base): the tokens of steps base..t-1
     base = 0  # the step of history's first column: the oldest live sentence's start
     prev = torch.empty_like(alive)  # (n*width,) the tokens each row feeds in
-    state = proj_keys = enc = None
+    state = proj_keys = enc = scores = None  # decoder state, attention memory, beam scores (n, width)
     finished: list[list[tuple[float, list[int]]]] = [[] for _ in range(total)]
     started = 0  # sentences src[:started] have begun
     width = K
@@ -166,23 +165,22 @@ def beam_search(
             count = min(in_flight - n, total - started)
             lengths = src_lengths[started : started + count]
             new_keys, new_enc = decoder.attention_memory(model.encoder(src[started : started + count, : int(lengths.max())], lengths))
-            new_state = decoder.init_state(new_enc)
-            if n == 0:
+            if n == 0:  # an empty batch (the first, or all finished) may start with one row per sentence
                 width = 1 if fan_out else K
+            new_state = decoder.init_state(new_enc)
             if width > 1:
                 new_state = new_state.select(torch.arange(count, device=device).repeat_interleave(width))
             new_scores = torch.full((count, width), float("-inf"), device=device)
             new_scores[:, 0] = 0.0
-            ids = torch.arange(started, started + count, device=device)
             if n == 0:
-                proj_keys, enc, state = new_keys, new_enc, new_state
+                proj_keys, enc, state, scores = new_keys, new_enc, new_state, new_scores
             else:
                 proj_keys, enc = join_memory((proj_keys, enc), (new_keys, new_enc))
-                state = state.join(new_state)
+                state, scores = state.join(new_state), torch.cat([scores, new_scores])
+            ids = torch.arange(started, started + count, device=device)
             alive = torch.cat([alive, ids])
             born = torch.cat([born, torch.full_like(ids, t)])
             deadline = torch.cat([deadline, t + max_lens[started : started + count].to(device)])
-            scores = torch.cat([scores, new_scores]) if n else new_scores
             history = torch.cat([history, history.new_zeros(count * width, history.size(1))])
             prev = torch.cat([prev, torch.full((count * width,), bos, dtype=torch.long, device=device)])
             started += count
