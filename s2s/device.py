@@ -46,6 +46,14 @@ def amp_dtype(device: torch.device, enabled: bool) -> torch.dtype | None:
     return torch.bfloat16 if device.type == "cpu" and cpu_has_fast_bf16() else None
 
 
+# Packed weights per layer, outside the module: the packed tensor is opaque (no storage), and as an
+# attribute it would break copy.deepcopy and pickling of the model.
+_PACKED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+_PACKED_OPS = torch.backends.mkldnn.is_available() and all(
+    hasattr(torch.ops.mkldnn, op) for op in ("_reorder_linear_weight", "_linear_pointwise")
+)
+
+
 def inference_linear(layer: torch.nn.Linear, x: torch.Tensor) -> torch.Tensor:
     """layer(x); faster when decoding on a CPU under bf16 autocast, where F.linear lays the bf16 copy of
     the weight out for oneDNN at every call (~30% of the product's time for the 8,000 x 512 output layer,
@@ -67,14 +75,6 @@ def inference_linear(layer: torch.nn.Linear, x: torch.Tensor) -> torch.Tensor:
         bias = None if layer.bias is None else layer.bias.detach().to(torch.bfloat16)
         packed = _PACKED[layer] = (key, weight, bias)
     return torch.ops.mkldnn._linear_pointwise(x.to(torch.bfloat16), packed[1], packed[2], "none", [], "")
-
-
-# Packed weights per layer, outside the module: the packed tensor is opaque (no storage), and as an
-# attribute it would break copy.deepcopy and pickling of the model.
-_PACKED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-_PACKED_OPS = torch.backends.mkldnn.is_available() and all(
-    hasattr(torch.ops.mkldnn, op) for op in ("_reorder_linear_weight", "_linear_pointwise")
-)
 
 
 def autocast(device: torch.device, enabled: bool):
