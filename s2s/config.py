@@ -144,6 +144,8 @@ CHOICES = {
     "train.device": ("auto", "cpu", "cuda"),
     "train.scheduler": ("plateau", "exponential", "none"),
 }
+# Smallest values of integer keys where less has no meaning (a decoding batch of 0 sentences, a beam of 0).
+AT_LEAST = {"decode.beam_size": 1, "decode.batch_size": 1, "decode.valid_beam_size": 1, "decode.max_src_len": 1}
 
 
 def _sections() -> dict[str, type]:
@@ -189,6 +191,8 @@ def _coerce(key: str, value: Any, want: type, where: str) -> Any:
         raise S2SError(f"{where}: key '{key}' must be {want.__name__}, got {value!r}")
     if key in CHOICES and value not in CHOICES[key]:
         raise S2SError(f"{where}: key '{key}' must be one of {', '.join(CHOICES[key])}, got {value!r}")
+    if key in AT_LEAST and value < AT_LEAST[key]:
+        raise S2SError(f"{where}: key '{key}' must be at least {AT_LEAST[key]}, got {value!r}")
     return value
 
 

@@ -94,6 +94,16 @@ def test_bad_choice_from_set_override_fails():
         config_lib.apply_overrides(Config(), ["model.cell=foo"])
 
 
+@pytest.mark.parametrize("key", sorted(config_lib.AT_LEAST))
+def test_decoding_sizes_below_one_are_refused(tmp_path, key):
+    section, _, name = key.partition(".")
+    with pytest.raises(S2SError, match=f"'{key}' must be at least 1, got 0"):
+        config_lib.load(_write(tmp_path, f"{section}:\n  {name}: 0\n"))
+    with pytest.raises(S2SError, match=f"'{key}' must be at least 1, got -2"):
+        config_lib.apply_overrides(Config(), [f"{key}=-2"])
+    assert getattr(config_lib.apply_overrides(Config(), [f"{key}=1"]).decode, name) == 1
+
+
 def test_invalid_yaml_names_the_file_and_line(tmp_path):
     path = _write(tmp_path, "model:\n  cell: lstm\n emb_dim: 8\n")  # line 3 is mis-indented
     with pytest.raises(S2SError) as e:
