@@ -26,11 +26,11 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 
 VARIANTS = {
-    "SimpleRNN": ["model.cell=rnn", "model.bidirectional=false"],
-    "GRU": ["model.cell=gru", "model.bidirectional=false"],
-    "LSTM": ["model.cell=lstm", "model.bidirectional=false"],
-    "Bi-LSTM": ["model.cell=lstm", "model.bidirectional=true"],  # the default config
-    "CNN+Bi-LSTM": ["model.cell=lstm", "model.bidirectional=true", "model.conv_filters=128", "model.conv_kernel=5", "model.conv_pool=2"],
+    "SimpleRNN": ["encoder.cell=rnn", "encoder.bidirectional=false"],
+    "GRU": ["encoder.cell=gru", "encoder.bidirectional=false"],
+    "LSTM": ["encoder.cell=lstm", "encoder.bidirectional=false"],
+    "Bi-LSTM": ["encoder.cell=lstm", "encoder.bidirectional=true"],  # the default config
+    "CNN+Bi-LSTM": ["encoder.cell=lstm", "encoder.bidirectional=true", "encoder.conv_filters=128", "encoder.conv_kernel=5", "encoder.conv_pool=2"],
 }
 
 

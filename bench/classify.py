@@ -21,8 +21,9 @@ from pathlib import Path
 import torch
 
 from s2s import config as config_lib
-from s2s.classification import PAD, UNK, Classifier, Vocab, format_of, read_labelled
-from s2s.models import build_model
+from s2s.data.labelled import format_of, read_labelled
+from s2s.data.vocab import PAD, UNK
+from s2s.tasks.classification import Classifier, LabelVocab, build_model
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -48,7 +49,7 @@ def main() -> None:
     else:
         config = config_lib.load(args.config)
         words = [PAD, UNK] + [f"w{i}" for i in range(config.vocab.max_words or 30_000)]
-        vocab = Vocab(words, ["0", "1"])
+        vocab = LabelVocab(words, ["0", "1"])
         classifier = Classifier(build_model(config, len(words), 2).eval(), vocab, config, torch.device("cpu"))
 
     wanted = args.batches * args.batch_size

@@ -31,16 +31,16 @@ from pathlib import Path
 
 import torch
 
-from s2s.config import Config, DecodeConfig, ModelConfig, TrainConfig
-from s2s.data import make_batch, pad
+from s2s.config import Config, EncoderConfig, TrainConfig, TranslationConfig
+from s2s.data.batching import pad
+from s2s.data.sentencepiece import BOS, EOS
 from s2s.device import autocast, cpu_workers, parallel_map
-from s2s.models import build_model
 from s2s.search import beam_search, greedy_search, in_flight_groups
-from s2s.tokenizer import BOS, EOS
+from s2s.tasks.translation import build_model, make_batch
 from s2s.train import build_optimizer
 
 ROOT = Path(__file__).resolve().parents[1]
-SPECIALS = 4  # pad, unk, bos, eos come first, as in s2s.tokenizer
+SPECIALS = 4  # pad, unk, bos, eos come first, as in s2s.data.sentencepiece
 
 
 def vocabulary(lines: list[str]) -> dict[str, int]:
@@ -66,9 +66,9 @@ def setup(args: argparse.Namespace):
     train_de, train_en, test_de = read("train.de"), read("train.en"), read("test.de")
     src_vocab, tgt_vocab = vocabulary(train_de), vocabulary(train_en)
     config = Config(
-        model=ModelConfig(emb_dim=256, hidden_size=256, dropout=0.2, dec_hidden_size=512, attn_size=512, tie_embeddings=False),
+        encoder=EncoderConfig(emb_dim=256, hidden_size=256, dropout=0.2),
+        translation=TranslationConfig(dec_hidden_size=512, attn_size=512, tie_embeddings=False),
         train=TrainConfig(lr=1e-3, clip=5.0, label_smoothing=0.0),
-        decode=DecodeConfig(),
     )
     model = build_model(config, len(src_vocab) + SPECIALS, len(tgt_vocab) + SPECIALS)
     return encode(train_de, src_vocab), encode(train_en, tgt_vocab), encode(test_de, src_vocab), model

@@ -20,10 +20,9 @@ from pathlib import Path
 import torch
 
 from s2s import config as config_lib
-from s2s.conll import read_conll
+from s2s.data.conll import read_conll
 from s2s.device import cpu_workers
-from s2s.models import build_model
-from s2s.tagging import Tagger, Vocab
+from s2s.tasks.tagging import Tagger, TagVocab, build_model
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -31,9 +30,9 @@ ROOT = Path(__file__).resolve().parents[1]
 def untrained_tagger(data: Path) -> Tagger:
     config = config_lib.load(ROOT / "configs" / "conll2003.yaml", [])
     train = read_conll(data / "train.txt", config.data.scheme)
-    vocab = Vocab.build(train, config.data.scheme, config.model.tag_scheme, config.vocab.lowercase, config.vocab.min_freq)
+    vocab = TagVocab.build(train, config.data.scheme, config.tagging.tag_scheme, config.vocab.lowercase, config.vocab.min_freq)
     model = build_model(config, len(vocab.words), len(vocab.tags), len(vocab.chars), vocab.tags)
-    return Tagger(model.eval(), vocab, config.decode, torch.device("cpu"), config.data.scheme, config.model.context_tokens)
+    return Tagger(model.eval(), vocab, config.decode, torch.device("cpu"), config.data.scheme, config.tagging.context_tokens)
 
 
 def main() -> None:

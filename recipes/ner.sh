@@ -35,7 +35,7 @@ while [ $# -gt 0 ]; do
   esac
 done
 
-# --dim must equal the config's model.emb_dim.
+# --dim must equal the config's encoder.emb_dim.
 if [ "$smoke" = 1 ]; then
   config="$root/configs/ner-smoke.yaml"; out="${out:-runs/conll2003-smoke}" dim=32 texts=() members="${members:-2}"
   rm -rf "$out"  # a smoke run always starts from scratch

@@ -21,11 +21,11 @@ while [ $# -gt 0 ]; do
     --data) data="${2:?--data needs a folder}"; shift 2 ;;
     --out) out="${2:?--out needs a folder}"; shift 2 ;;
     --cell)
-      case "${2:-}" in rnn|gru|lstm) overrides+=(--set "model.cell=$2") ;;
+      case "${2:-}" in rnn|gru|lstm) overrides+=(--set "encoder.cell=$2") ;;
         *) echo "error: --cell must be rnn, gru or lstm, got '${2:-}'" >&2; exit 2 ;; esac
       shift 2 ;;
-    --bidirectional) overrides+=(--set model.bidirectional=true); shift ;;
-    --unidirectional) overrides+=(--set model.bidirectional=false); shift ;;
+    --bidirectional) overrides+=(--set encoder.bidirectional=true); shift ;;
+    --unidirectional) overrides+=(--set encoder.bidirectional=false); shift ;;
     --smoke) smoke=1; shift ;;
     -h|--help) usage; exit 0 ;;
     *) echo "error: unknown option '$1' (try --help)" >&2; exit 2 ;;

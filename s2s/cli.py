@@ -1,4 +1,5 @@
-"""The `s2s` command: train, translate, tag, classify, evaluate. Each handler parses, calls the library, prints."""
+"""The `s2s` command: train, translate, tag, classify, evaluate, vectors, config, upgrade. Each handler parses,
+calls the library, prints."""
 from __future__ import annotations
 
 import argparse
@@ -10,13 +11,13 @@ from pathlib import Path
 
 from s2s.errors import S2SError
 
-EPILOG = "Configs are YAML; `s2s train --help` lists every key. Errors print one line and exit 2."
+EPILOG = "Configs are YAML; `s2s config TASK` prints every key of a task. Errors print one line and exit 2; Ctrl-C exits 130."
 WORKERS_HELP = ("batches decoded at once, sharing the torch threads (default: the config's decode.workers; 0 = one batch "
                 "per thread on a CPU, which beats one batch on all threads for these small recurrent steps)")
 
 
 def _read_input(path: str | None) -> list[str]:
-    from s2s.data import decode_lines, read_lines
+    from s2s.data.io import decode_lines, read_lines
 
     if path is None or path == "-":
         return decode_lines(sys.stdin.buffer.read(), "<stdin>")
@@ -24,15 +25,9 @@ def _read_input(path: str | None) -> list[str]:
 
 
 def _write_lines(path: str | Path | None, lines: list[str]) -> None:
-    text = "".join(line + "\n" for line in lines)
-    if path is None or path == "-":
-        sys.stdout.write(text)
-        return
-    try:
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        Path(path).write_text(text, encoding="utf-8")
-    except OSError as e:
-        raise S2SError(f"{path}: cannot write ({e.strerror or e})") from None
+    from s2s.data.io import write_lines
+
+    write_lines(path, lines)
 
 
 def cmd_train(args: argparse.Namespace) -> None:
@@ -56,7 +51,7 @@ def cmd_train(args: argparse.Namespace) -> None:
 
 
 def cmd_translate(args: argparse.Namespace) -> None:
-    from s2s.translation import Translator
+    from s2s.tasks.translation import Translator
 
     translator = Translator.load(args.model, device=args.device, amp=args.amp, workers=args.workers)
     sentences = _read_input(args.input)
@@ -67,8 +62,8 @@ def cmd_translate(args: argparse.Namespace) -> None:
 
 
 def cmd_tag(args: argparse.Namespace) -> None:
-    from s2s.conll import parse_conll
-    from s2s.tagging import Tagger
+    from s2s.data.conll import parse_conll
+    from s2s.tasks.tagging import Tagger
 
     tagger = Tagger.load(args.model, device=args.device, workers=args.workers)
     lines = _read_input(args.input)
@@ -88,7 +83,8 @@ def cmd_tag(args: argparse.Namespace) -> None:
 
 
 def cmd_classify(args: argparse.Namespace) -> None:
-    from s2s.classification import Classifier, texts_from_jsonl
+    from s2s.data.labelled import texts_from_jsonl
+    from s2s.tasks.classification import Classifier
 
     classifier = Classifier.load(args.model, device=args.device)
     lines = _read_input(args.input)
@@ -109,7 +105,7 @@ def cmd_classify(args: argparse.Namespace) -> None:
 
 
 def cmd_vectors(args: argparse.Namespace) -> None:
-    from s2s.word_vectors import read_corpus, train_word_vectors
+    from s2s.data.word_vectors import read_corpus, train_word_vectors
 
     if not args.text and not args.conll:
         raise S2SError("vectors needs some text: --text FILE and/or --conll FILE")
@@ -118,97 +114,54 @@ def cmd_vectors(args: argparse.Namespace) -> None:
     print(json.dumps({"vectors": args.out, "words": count, "dim": args.dim, "texts": len(corpus), "tokens": sum(map(len, corpus))}))
 
 
-def cmd_evaluate_classification(args: argparse.Namespace) -> None:
-    from s2s.classification import Classifier
-
-    if args.src or args.ref or args.split or args.conll:
-        raise S2SError("evaluate --data FILE scores a classification model; it does not take --src, --ref, --split or --conll")
-    classifier = Classifier.load(args.model, device=args.device)
-    scores, pred = classifier.evaluate_file(args.data, args.batch_size)
-    prefix = Path(args.hyp_prefix) if args.hyp_prefix else Path(args.model) / "eval" / Path(args.data).stem
-    _write_lines(f"{prefix}.pred", pred)
-    scores["predictions"] = f"{prefix}.pred"
-    if args.json:
-        print(json.dumps(scores))
-        return
-    labels = scores["labels"]
-    print(f"{args.data}: {scores['examples']} examples, labels {', '.join(labels)}")
-    for label, v in scores["per_label"].items():
-        print(f"{label:<10} precision {v['precision']:6.2f}  recall {v['recall']:6.2f}  F1 {v['f1']:6.2f}  ({v['support']} gold)")
-    width = max(7, *(len(label) + 1 for label in labels))
-    print("confusion matrix (rows gold, columns predicted):")
-    print(" " * width + "".join(f"{label:>{width}}" for label in labels))
-    for label, row in zip(labels, scores["confusion"]):
-        print(f"{label:<{width}}" + "".join(f"{n:>{width}}" for n in row))
-    print(f"predictions (one label per line): {prefix}.pred")
-    print(f"accuracy {scores['accuracy']:.2f}  macro-F1 {scores['macro_f1']:.2f}  ({scores['examples']} examples)")
-
-
-def cmd_evaluate_conll(args: argparse.Namespace) -> None:
-    from s2s.conll import gold_and_predicted, read_conll
-    from s2s.tagging import Tagger
-
-    if args.src or args.ref or args.split:
-        raise S2SError("evaluate --conll FILE scores a tagging model; it does not take --src, --ref or --split")
-    tagger = Tagger.load(args.model, device=args.device, workers=args.workers)
-    scheme = args.scheme or tagger.file_scheme
-    gold = read_conll(args.conll, scheme)
-    scores, pred = tagger.evaluate(gold, scheme, args.batch_size)
-    name = Path(args.conll).stem + ("-ensemble" if len(args.model) > 1 else "")
-    prefix = Path(args.hyp_prefix) if args.hyp_prefix else Path(args.model[0]) / "eval" / name
-    _write_lines(f"{prefix}.conll", gold_and_predicted(gold, pred, scheme))
-    scores["predictions"] = f"{prefix}.conll"
-    if args.json:
-        print(json.dumps(scores))
-        return
-    m = scores["micro"]
-    print(f"{args.conll}: {scores['sentences']} sentences, {scores['tokens']} tokens; "
-          f"{m['gold']} gold entities, {m['predicted']} predicted, {m['correct']} correct")
-    for kind, v in scores["types"].items():
-        print(f"{kind:<6} precision {v['precision']:6.2f}  recall {v['recall']:6.2f}  F1 {v['f1']:6.2f}  ({v['gold']} gold)")
-    print(f"predictions (token gold predicted, IOB2): {prefix}.conll")
-    print(f"F1 {m['f1']:.2f} (micro, exact span and type)  precision {m['precision']:.2f}  recall {m['recall']:.2f}")
+# `s2s evaluate` options that some task takes (each task module's EVALUATE_FLAGS says which); the others are common.
+TASK_FLAGS = {"src": "--src", "ref": "--ref", "beam_size": "--beam-size", "amp": "--amp", "workers": "--workers",
+              "conll": "--conll", "scheme": "--scheme", "data": "--data"}
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
-    from s2s import config as config_lib
-    from s2s.data import load_split, read_parallel
-    from s2s.translation import Translator
+    from s2s import tasks
+    from s2s.checkpoint import run_task
 
-    if args.conll:
-        return cmd_evaluate_conll(args)
-    if len(args.model) > 1:
-        raise S2SError("several --model runs (an ensemble) work only for tagging models, with --conll FILE")
-    args.model = args.model[0]
-    if args.data:
-        return cmd_evaluate_classification(args)
-    if bool(args.split) == bool(args.src or args.ref) or bool(args.src) != bool(args.ref):
-        raise S2SError("evaluate needs either --src FILE --ref FILE, or --split dev|test (translation); "
-                       "--conll FILE scores a tagging model, --data FILE a classification model")
-    translator = Translator.load(args.model, device=args.device, amp=args.amp, workers=args.workers)
-    if args.split:
-        data = config_lib.load(Path(args.model) / "config.yaml").data
-        sources, refs = load_split(data, getattr(data, args.split))
-        name = args.split
-    else:
-        sources, refs = read_parallel(args.src, args.ref)
-        name = Path(args.src).name
-    scores, ids = translator.evaluate(sources, refs, args.beam_size)
-    prefix = Path(args.hyp_prefix) if args.hyp_prefix else Path(args.model) / "eval" / name
-    _write_lines(f"{prefix}.hyp", [translator.sp_tgt.decode(x) for x in ids])  # detokenized, what is scored
-    _write_lines(f"{prefix}.raw", [translator.pieces(x) for x in ids])  # raw subword output of the model
-    scores["hypotheses"] = f"{prefix}.hyp"
-    if args.json:
-        print(json.dumps(scores))
-    else:
-        print(scores["bleu_line"])
-        print(scores["chrf_line"])
-        print(f"hypotheses: {prefix}.hyp (raw subwords: {prefix}.raw)")
+    task = run_task(args.model[0])
+    module = tasks.get(task)
+    for name, flag in TASK_FLAGS.items():
+        if getattr(args, name) not in (None, False) and name not in module.EVALUATE_FLAGS:
+            raise S2SError(f"evaluate: {flag} does not apply to {args.model[0]}, a {task} run "
+                           f"(it takes {', '.join(TASK_FLAGS[n] for n in module.EVALUATE_FLAGS)} or --split)")
+    for run in args.model[1:]:
+        if run_task(run) != task:
+            raise S2SError(f"evaluate: {run} is a {run_task(run)} run, {args.model[0]} a {task} run")
+    scores, report = module.evaluate(args)
+    print(json.dumps(scores) if args.json else "\n".join(report))
+
+
+def cmd_config(args: argparse.Namespace) -> None:
+    from s2s.config import describe
+
+    sys.stdout.write(describe(args.task))
+
+
+def cmd_upgrade(args: argparse.Namespace) -> None:
+    from s2s import config as config_lib
+    from s2s.checkpoint import upgrade
+
+    for target in args.run:
+        path = Path(target)
+        if path.is_file():  # a config file
+            raw = config_lib.read_yaml(path)
+            if config_lib.is_legacy(raw):
+                config_lib.save(config_lib.read(raw, str(path)), path)
+                print(f"{path}: rewritten in the s2s 0.2 layout")
+            else:
+                print(f"{path}: already in the s2s 0.2 layout")
+            continue
+        done = upgrade(path)
+        print(f"{path}: {'rewrote ' + ', '.join(done) + ' in the s2s 0.2 layout' if done else 'already in the s2s 0.2 layout'}")
 
 
 def build_parser() -> argparse.ArgumentParser:
     from s2s import __version__
-    from s2s.config import valid_keys
 
     parser = argparse.ArgumentParser(prog="s2s", description="Recurrent sequence models: train, translate, tag, classify, evaluate.", epilog=EPILOG)
     parser.add_argument("--version", action="version", version=f"s2s {__version__}")
@@ -220,7 +173,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="train a model from a YAML config",
         description="Train a model. The run directory receives the resolved config, SentencePiece models, "
         "best.pt / last.pt checkpoints and metrics.jsonl.",
-        epilog="config keys: " + ", ".join(valid_keys()),
+        epilog="`s2s config TASK` prints every key of a task with its default and what it does.",
     )
     p.add_argument("config", help="YAML config (see configs/)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key, e.g. --set train.lr=3e-4 (repeatable)")
@@ -231,12 +184,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("translate", help="translate raw sentences, one per line",
                        description="Translate raw sentences (one per line, stdin by default) into detokenized text, "
                        "one output line per input line, in input order. An empty line gives an empty line; "
-                       "inputs longer than decode.max_src_len subword tokens are truncated with a warning.")
+                       "inputs longer than translation.max_src_len subword tokens are truncated with a warning.")
     p.add_argument("--model", required=True, metavar="RUN_DIR", help="a run directory made by `s2s train`")
     p.add_argument("--input", metavar="FILE", help="source sentences (default: stdin)")
     p.add_argument("--output", metavar="FILE", help="translations (default: stdout)")
     p.add_argument("--raw-output", metavar="FILE", help="also write the raw subword output here")
-    p.add_argument("--beam-size", type=int, metavar="N", help="beam size, 1 = greedy (default: the config's decode.beam_size)")
+    p.add_argument("--beam-size", type=int, metavar="N", help="beam size, 1 = greedy (default: the config's translation.beam_size)")
     p.add_argument("--batch-size", type=int, metavar="N", help="sentences per batch; beam search keeps N in flight, starting "
                    "the next as others finish (default: decode.batch_size)")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="default: auto (CUDA when present)")
@@ -250,7 +203,7 @@ def build_parser() -> argparse.ArgumentParser:
                        "an empty input line gives an empty record. Raw text is tokenised by one rule that keeps "
                        "character offsets: abbreviations (U.S.) and numbers (3,000.5) stay whole, words keep inner "
                        "hyphens and apostrophes, every other non-space character is a token. A model trained with "
-                       "model.context_tokens reads consecutive sentences of a document together: in text input an "
+                       "tagging.context_tokens reads consecutive sentences of a document together: in text input an "
                        "empty line ends a document, in CoNLL input a -DOCSTART- line does.")
     p.add_argument("--model", required=True, nargs="+", metavar="RUN_DIR",
                    help="a run directory made by `s2s train` with task: tagging; several (trained on the same data and "
@@ -293,7 +246,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="raw text, one text per line; a .jsonl file gives the 'text' field of each object (repeatable)")
     p.add_argument("--conll", action="append", default=[], metavar="FILE", help="the tokens of a CoNLL file (repeatable)")
     p.add_argument("--out", required=True, metavar="FILE", help="vectors file to write (word2vec text format)")
-    p.add_argument("--dim", type=int, default=100, help="vector size; the tagger's model.emb_dim must match (default: 100)")
+    p.add_argument("--dim", type=int, default=100, help="vector size; the tagger's encoder.emb_dim must match (default: 100)")
     p.add_argument("--window", type=int, default=5, help="context window (default: 5)")
     p.add_argument("--min-count", type=int, default=3, help="ignore words seen fewer times (default: 3)")
     p.add_argument("--epochs", type=int, default=5, help="passes over the text (default: 5)")
@@ -302,30 +255,47 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cased", action="store_true", help="keep case (for a tagger trained with vocab.lowercase: false)")
     p.set_defaults(func=cmd_vectors)
 
-    p = sub.add_parser("evaluate", help="score a model: sacreBLEU for translation, entity F1 for tagging (--conll), accuracy for classification (--data)",
-                       description="Translation: translate --src, score against --ref with detokenized sacreBLEU (BLEU, chrF) "
-                       "and print the scores with their signatures. Hypotheses are kept next to the raw subword output. "
-                       "Tagging: --conll FILE tags the file's tokens and prints entity precision, recall and F1 per type "
-                       "and micro-averaged on exact span and type (conlleval-equivalent). "
-                       "Classification: --data FILE (labelled JSONL, TSV or CSV) prints accuracy, macro-F1 and the confusion matrix.")
+    p = sub.add_parser("evaluate", help="score a trained run on labelled data: sacreBLEU, entity F1 or accuracy, by the run's task",
+                       description="Score a run on labelled data; what it takes and reports follows the run's task. "
+                       "Translation: --src FILE --ref FILE (or --split), detokenized sacreBLEU BLEU and chrF with their signatures; "
+                       "hypotheses are kept next to the raw subword output. Tagging: --conll FILE (or --split), entity precision, "
+                       "recall and F1 per type and micro-averaged on exact span and type (conlleval-equivalent); several --model "
+                       "runs evaluate as one ensemble. Classification: --data FILE (labelled JSONL, TSV or CSV; or --split), "
+                       "accuracy, macro-F1 and the confusion matrix. An option of another task is an error.")
     p.add_argument("--model", required=True, nargs="+", metavar="RUN_DIR",
-                   help="the run directory to evaluate (with --conll, several tagging runs evaluate as one ensemble)")
-    p.add_argument("--src", metavar="FILE", help="source sentences")
-    p.add_argument("--ref", metavar="FILE", help="reference translations, aligned with --src")
-    p.add_argument("--split", choices=["dev", "test"], help="instead of --src/--ref: the run config's dev or test split")
-    p.add_argument("--beam-size", type=int, metavar="N")
+                   help="the run directory to evaluate (tagging: several runs evaluate as one ensemble)")
+    p.add_argument("--split", choices=["dev", "test"], help="the run config's dev or test split, instead of a file")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    p.add_argument("--amp", action="store_true", help="translation: decode in bf16 mixed precision (CUDA, or a CPU with native bf16 such as "
-                   "AMX): faster, outputs may differ slightly from fp32 (default: the config's decode.amp)")
-    p.add_argument("--workers", type=int, metavar="N", help="translation and tagging: " + WORKERS_HELP)
-    p.add_argument("--hyp-prefix", metavar="PATH", help="write PATH.hyp and PATH.raw; tagging: PATH.conll; classification: PATH.pred "
-                   "(default: RUN_DIR/eval/<src, conll or data name>)")
+    p.add_argument("--batch-size", type=int, metavar="N", help="sentences or texts per batch (default: decode.batch_size)")
+    p.add_argument("--hyp-prefix", metavar="PATH", help="write the predictions to PATH.hyp and PATH.raw (translation), PATH.conll "
+                   "(tagging) or PATH.pred (classification) (default: RUN_DIR/eval/<file or split name>)")
     p.add_argument("--json", action="store_true", help="print the scores as one JSON object")
-    p.add_argument("--conll", metavar="FILE", help="tagging: a gold CoNLL file to tag and score")
-    p.add_argument("--scheme", choices=["iob1", "iob2", "bioes"], help="tagging: tag scheme of --conll (default: the run config's data.scheme)")
-    p.add_argument("--data", metavar="FILE", help="classification: a labelled JSONL, TSV or CSV file to classify and score")
-    p.add_argument("--batch-size", type=int, metavar="N", help="tagging, classification: sentences or texts per batch")
+    g = p.add_argument_group("translation")
+    g.add_argument("--src", metavar="FILE", help="source sentences")
+    g.add_argument("--ref", metavar="FILE", help="reference translations, aligned with --src")
+    g.add_argument("--beam-size", type=int, metavar="N", help="default: translation.beam_size")
+    g.add_argument("--amp", action="store_true", help="decode in bf16 mixed precision (CUDA, or a CPU with native bf16 such as "
+                   "AMX): faster, outputs may differ slightly from fp32 (default: the config's decode.amp)")
+    g.add_argument("--workers", type=int, metavar="N", help="translation and tagging: " + WORKERS_HELP)
+    g = p.add_argument_group("tagging")
+    g.add_argument("--conll", metavar="FILE", help="a gold CoNLL file to tag and score")
+    g.add_argument("--scheme", choices=["iob1", "iob2", "bioes"], help="tag scheme of --conll (default: the run config's data.scheme)")
+    g = p.add_argument_group("classification")
+    g.add_argument("--data", metavar="FILE", help="a labelled JSONL, TSV or CSV file to classify and score")
     p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("config", help="print the complete default config of a task, commented",
+                       description="Print every config key of a task with its default and what it does, as YAML that "
+                       "`s2s train` accepts: s2s config tagging > ner.yaml; s2s train ner.yaml --set data.dir=DATA")
+    p.add_argument("task", choices=["translation", "tagging", "classification"])
+    p.set_defaults(func=cmd_config)
+
+    p = sub.add_parser("upgrade", help="rewrite an s2s 0.1 run directory or config file in the 0.2 config layout",
+                       description="s2s 0.1 kept the encoder's and every head's keys in one `model` section. Run directories "
+                       "of 0.1 still load as they are; this rewrites their config.yaml and checkpoints (weights untouched), "
+                       "or a config file, in the 0.2 layout.")
+    p.add_argument("run", nargs="+", metavar="RUN_DIR_OR_CONFIG")
+    p.set_defaults(func=cmd_upgrade)
     return parser
 
 
@@ -345,7 +315,7 @@ def main(argv: list[str] | None = None) -> int:
         args.func(args)
     except S2SError as e:
         print(f"error: {e}", file=sys.stderr)
-        return 2
+        return e.exit_code
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         return 130

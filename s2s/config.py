@@ -1,7 +1,12 @@
-"""Run configuration: frozen dataclasses, YAML in and out, typed `--set a.b=v` overrides.
+"""Run configuration: the one schema, YAML in and out, typed `--set a.b=v` overrides, and every value rule.
 
-Every key has one default, here. Unknown keys and wrong types fail with the key's
-name and what would be valid, so a misspelled YAML key never goes unnoticed.
+A config has shared sections (data, vocab, encoder, train, decode) and one section per head
+(translation, tagging, classification). Each key belongs to every task or to the tasks its field
+names; a key of another task, an unknown key, a wrong type or a bad value fails with one line
+naming the key and what would be valid. `s2s config TASK` prints the complete default config of
+a task (`describe`), with each key's help as a comment.
+
+Run directories of s2s 0.1 kept a single `model` section; `upgrade_dict` maps them to this schema.
 """
 from __future__ import annotations
 
@@ -17,109 +22,139 @@ import yaml
 from s2s.errors import S2SError
 
 TASKS = ("translation", "tagging", "classification")
+TR, TAG, CLS = ("translation",), ("tagging",), ("classification",)
+
+
+def key(default: Any, help: str, tasks: tuple[str, ...] = TASKS, choices: tuple = (), at_least: float | None = None,
+        below: float | None = None, at_most: float | None = None) -> Any:
+    """A config key: its default, its help (the comment `s2s config` prints), the tasks that use it and its value rules."""
+    rules = {"choices": choices, "at_least": at_least, "below": below, "at_most": at_most}
+    return field(default=default, metadata={"help": help, "tasks": tasks, **rules})
 
 
 @dataclass(frozen=True)
 class DataConfig:
-    format: str = "text"  # text: {dir}/{split}.{lang}; tsv|jsonl: {dir}/{split}.{tsv|jsonl} with one column per language; hub: `hub` names a datasets hub set; classification: jsonl|tsv|csv
-    dir: str = ""  # folder holding the split files (format text|tsv|jsonl)
-    hub: str = ""  # hub dataset name, e.g. bentrevett/multi30k (format hub; needs the network)
-    src_lang: str = "de"  # file suffix / column name of the source side
-    tgt_lang: str = "en"  # file suffix / column name of the target side
-    train: str = "train"  # split names
-    dev: str = "val"
-    test: str = "test2016"
-    max_train_pairs: int = 0  # keep only the first N training pairs (0 = all; classification: N rows after the dev hold-out); used by smoke runs
-    max_len: int = 100  # training pairs longer than this many subword tokens on either side are skipped
-    max_dev: int = 0  # tagging, classification: score only the first N dev sentences during training (0 = all); used by smoke runs
-    scheme: str = "iob1"  # tagging: tag scheme of the CoNLL files (format conll: {dir}/{split}.txt); iob1 | iob2 | bioes
-    text_field: str = "text"  # classification: the JSON key / CSV column holding the text
-    label_field: str = "label"  # classification: the JSON key / CSV column holding the label (any strings or numbers)
-    dev_size: int = 0  # classification: hold out this many training rows as the dev split (seeded by dev_seed); 0 = read {dir}/{dev}
-    dev_seed: int = 1234  # classification: seed of the dev hold-out, kept apart from train.seed so the split never moves
-    max_text_tokens: int = 400  # classification: longer texts are cut to this many word tokens (training and prediction)
-    truncate: str = "head_tail"  # classification: keep the head | the tail | head_tail (first quarter + last three quarters)
+    format: str = key("text", "text: {dir}/{split}.{src_lang|tgt_lang}; tsv | jsonl: one column per language; hub: a datasets hub set "
+                      "(translation); conll (tagging); jsonl | tsv | csv (classification)",
+                      choices=("text", "tsv", "jsonl", "hub", "conll", "csv"))
+    dir: str = key("", "folder holding the split files")
+    train: str = key("train", "split names: {dir}/{train}.*")
+    dev: str = key("val", "the split that selects the best checkpoint during training")
+    test: str = key("test2016", "the split `s2s evaluate --split test` scores")
+    max_train: int = key(0, "keep only the first N training examples (0 = all; classification: after the dev hold-out)", at_least=0)
+    max_dev: int = key(0, "score only the first N dev examples during training (0 = all)", TAG + CLS, at_least=0)
+    max_len: int = key(100, "training examples longer than this many tokens (translation: subword tokens on either side) are skipped",
+                       TR + TAG, at_least=1)
+    hub: str = key("", "hub dataset name, e.g. bentrevett/multi30k (format: hub; needs the network)", TR)
+    src_lang: str = key("de", "file suffix / column name of the source side", TR)
+    tgt_lang: str = key("en", "file suffix / column name of the target side", TR)
+    scheme: str = key("iob1", "tag scheme of the CoNLL files", TAG, choices=("iob1", "iob2", "bioes"))
+    strict_tags: bool = key(False, "refuse tag slips (an I-X that cannot continue an entity) instead of reading them as conlleval does", TAG)
+    text_field: str = key("text", "the JSON key / CSV column holding the text", CLS)
+    label_field: str = key("label", "the JSON key / CSV column holding the label (any strings or numbers)", CLS)
+    dev_size: int = key(0, "hold out this many training rows as the dev split (seeded by dev_seed); 0 = read {dir}/{dev}", CLS, at_least=0)
+    dev_seed: int = key(1234, "seed of the dev hold-out, apart from train.seed so the split never moves", CLS)
+    max_text_tokens: int = key(400, "longer texts are cut to this many word tokens (0 = no limit)", CLS, at_least=0)
+    truncate: str = key("head_tail", "what a cut text keeps: head | tail | head_tail (first quarter + last three quarters)", CLS,
+                        choices=("head", "tail", "head_tail"))
 
 
 @dataclass(frozen=True)
 class VocabConfig:
-    joint: bool = False  # one SentencePiece model for both sides instead of one per side
-    src_size: int = 8000  # vocabulary sizes (an upper bound on tiny data)
-    tgt_size: int = 8000
-    model_type: str = "unigram"  # unigram | bpe
-    character_coverage: float = 1.0
-    lowercase: bool = True  # tagging: word vocabulary lowercased with digits mapped to 0 (characters keep the case); classification: text lowercased
-    min_freq: int = 1  # tagging, classification: words seen fewer times in training map to UNK
-    max_words: int = 0  # classification: keep only the N most frequent training words (0 = all with min_freq)
-    word_vectors: str = ""  # tagging: word2vec/GloVe text file (e.g. from `s2s vectors`): its words join the vocabulary and initialise their embeddings
+    joint: bool = key(False, "one SentencePiece model for both sides instead of one per side", TR)
+    src_size: int = key(8000, "SentencePiece vocabulary sizes (an upper bound on tiny data)", TR, at_least=4)
+    tgt_size: int = key(8000, "target side", TR, at_least=4)
+    model_type: str = key("unigram", "SentencePiece model", TR, choices=("unigram", "bpe"))
+    character_coverage: float = key(1.0, "share of characters SentencePiece covers", TR, at_least=0.5)
+    lowercase: bool = key(True, "words lowercased (tagging: digits mapped to 0 too; characters keep the case)", TAG + CLS)
+    min_freq: int = key(1, "training words seen fewer times map to UNK", TAG + CLS, at_least=1)
+    max_words: int = key(0, "keep only the N most frequent training words (0 = all with min_freq)", CLS, at_least=0)
+    word_vectors: str = key("", "word2vec/GloVe text file (e.g. from `s2s vectors`): its words join the vocabulary and start their embeddings", TAG)
 
 
 @dataclass(frozen=True)
-class ModelConfig:
-    cell: str = "lstm"  # encoder cell: lstm | gru | rnn
-    emb_dim: int = 256
-    hidden_size: int = 256  # encoder hidden size per direction (states are 2 * hidden_size)
-    num_layers: int = 1  # encoder layers
-    bidirectional: bool = True  # encoder runs both directions (False: forward only, states are hidden_size)
-    dropout: float = 0.3  # on embeddings, between RNN layers and on encoder states (classification: on the pooled vector instead of the states, and in the head's hidden layer)
-    dec_hidden_size: int = 512  # decoder LSTM size
-    dec_layers: int = 1
-    attn_size: int = 256  # Bahdanau attention's hidden layer (classification: attention pooling's)
-    tie_embeddings: bool = True  # share the target embedding with the output projection
-    char_emb_dim: int = 30  # tagging: character embedding size of the char-CNN
-    char_filters: int = 50  # tagging: char-CNN output features per token (0 = no character features)
-    char_kernel: int = 3  # tagging: char-CNN window
-    case_dim: int = 8  # tagging: word-shape (casing) embedding size (0 = none)
-    context_tokens: int = 0  # tagging: the encoder reads consecutive sentences of a document together, up to this many tokens (0 = each sentence alone)
-    same_word_pooling: bool = False  # tagging: each token also gets the mean encoder state of its word's other occurrences in its run (see context_tokens)
-    lm_vocab: int = 0  # tagging: language-modelling side objective (Rei 2017): forward states predict the next word, backward states the previous one, among this many frequent training words (0 = off; needs a one-layer bidirectional encoder)
-    lm_weight: float = 0.1  # tagging: weight of that objective's loss next to the tagging loss
-    crf: bool = True  # tagging: linear-chain CRF on top (False: per-token softmax, still decoded to valid spans)
-    tag_scheme: str = "bioes"  # tagging: scheme the model predicts internally (files are converted on the fly)
-    conv_filters: int = 0  # 1-D convolution front end before the RNN: output channels (0 = none; the CNN+RNN hybrid)
-    conv_kernel: int = 5  # its window, in tokens (odd)
-    conv_pool: int = 2  # max-pooling stride after it: the RNN sees ceil(T / conv_pool) steps
-    pooling: str = "max+mean"  # classification: how encoder states become one vector: mean | max | last | attention | max+mean | attention+max
-    head_hidden: int = 0  # classification: hidden layer of the classifier on the pooled vector (0 = one linear layer)
+class EncoderConfig:
+    cell: str = key("lstm", "recurrent cell", choices=("lstm", "gru", "rnn"))
+    emb_dim: int = key(256, "token embedding size", at_least=1)
+    hidden_size: int = key(256, "hidden size per direction (states are 2 * hidden_size when bidirectional)", at_least=1)
+    num_layers: int = key(1, "stacked layers", at_least=1)
+    bidirectional: bool = key(True, "run both directions")
+    dropout: float = key(0.3, "on embeddings, between layers and on the states (classification: after pooling instead)", at_least=0, below=1)
+    conv_filters: int = key(0, "1-D convolution before the RNN: output channels (0 = none; the CNN+RNN hybrid)", at_least=0)
+    conv_kernel: int = key(5, "its window in tokens (odd)", at_least=1)
+    conv_pool: int = key(2, "max-pooling stride after it: the RNN sees ceil(T / conv_pool) steps (tagging keeps every token)", at_least=1)
 
 
 @dataclass(frozen=True)
 class TrainConfig:
-    seed: int = 1234
-    device: str = "auto"  # auto | cpu | cuda
-    threads: int = 0  # torch CPU threads (0 = torch's default)
-    epochs: int = 30
-    max_steps: int = 0  # stop after this many updates (0 = no limit)
-    max_tokens: int = 2000  # batch budget: sentences * longest side, after padding
-    lr: float = 1e-3
-    clip: float = 5.0  # gradient-norm clipping
-    label_smoothing: float = 0.1
-    scheduler: str = "plateau"  # plateau | exponential | none
-    lr_decay: float = 0.5  # factor for both schedulers (exponential: per epoch)
-    patience: int = 1  # plateau: validations without improvement before the lr decays
-    min_lr: float = 1e-5  # training stops once the lr falls below this
-    early_stopping: int = 5  # stop after this many validations without improvement (0 = never)
-    valid_every: int = 0  # validate every N updates (0 = once per epoch)
-    log_every: int = 100  # updates between metrics-log lines
-    amp: bool = True  # bf16 (fp16 + loss scaling on older GPUs) autocast when training on CUDA
-    cpu_amp: bool = False  # bf16 autocast when training on a CPU with native bf16 (AMX/AVX512-BF16): ~1.3x faster, see README
-    unk_replace: float = 0.0  # tagging: chance that a word seen once in training is replaced by UNK (Lample et al. 2016, sec. 4)
-    trim_batches: bool = True  # classification: cut each training batch's texts to the batch's shortest (see ClassificationTask.batch)
-    word_dropout: float = 0.0  # tagging, classification: chance that any training word is replaced by UNK (tagging: so the tagger leans on characters too)
-    ema: float = 0.0  # decay of an exponential moving average of the weights, validated and saved as best.pt instead of the raw weights (0 = off; e.g. 0.999)
+    seed: int = key(1234, "random seed: weights, dropout and batch order")
+    device: str = key("auto", "auto takes a CUDA GPU when there is one", choices=("auto", "cpu", "cuda"))
+    threads: int = key(0, "torch CPU threads (0 = torch's default)", at_least=0)
+    epochs: int = key(30, "passes over the training data", at_least=1)
+    max_steps: int = key(0, "stop after this many updates (0 = no limit)", at_least=0)
+    max_tokens: int = key(2000, "batch budget: examples * longest example, after padding", at_least=1)
+    lr: float = key(1e-3, "Adam learning rate", at_least=0)
+    clip: float = key(5.0, "gradient-norm clipping", at_least=0)
+    scheduler: str = key("plateau", "plateau: decay when the dev score stalls; exponential: every epoch", choices=("plateau", "exponential", "none"))
+    lr_decay: float = key(0.5, "factor of both schedulers", at_least=0, below=1)
+    patience: int = key(1, "plateau: validations without improvement before the lr decays", at_least=0)
+    min_lr: float = key(1e-5, "training stops once the lr falls below this", at_least=0)
+    early_stopping: int = key(5, "stop after this many validations without improvement (0 = never)", at_least=0)
+    valid_every: int = key(0, "validate every N updates too (0 = only at the end of each epoch)", at_least=0)
+    log_every: int = key(100, "updates between progress log lines and metrics.jsonl records", at_least=1)
+    amp: bool = key(True, "bf16 (fp16 + loss scaling on older GPUs) autocast when training on CUDA")
+    cpu_amp: bool = key(False, "bf16 autocast when training on a CPU with native bf16 (AMX / AVX512-BF16)")
+    ema: float = key(0.0, "decay of a moving average of the weights, validated and saved as best.pt (0 = off; e.g. 0.999); "
+                     "it warms up: min(ema, (1 + n) / (10 + n)) after n updates", at_least=0, below=1)
+    label_smoothing: float = key(0.1, "cross-entropy label smoothing", TR + CLS, at_least=0, below=1)
+    word_dropout: float = key(0.0, "chance that a training word is replaced by UNK", TAG + CLS, at_least=0, below=1)
+    unk_replace: float = key(0.0, "chance that a word seen once in training is replaced by UNK (Lample et al. 2016, sec. 4)", TAG,
+                             at_least=0, at_most=1)
+    trim_batches: bool = key(True, "cut each training batch's texts to the batch's shortest (see ClassificationTask.batch)", CLS)
 
 
 @dataclass(frozen=True)
 class DecodeConfig:
-    beam_size: int = 5  # 1 = greedy
-    batch_size: int = 64  # sentences per decoding batch (beam search: in flight; the next start as others finish)
-    length_penalty: float = 1.0  # alpha of GNMT's ((5 + len) / 6) ** alpha (Wu et al. 2016, eq. 14)
-    max_len_a: float = 1.5  # each output is cut at a * source length + b subword tokens
-    max_len_b: int = 10
-    max_src_len: int = 250  # longer inputs are truncated to this many subword tokens, with a warning
-    valid_beam_size: int = 1  # beam used for dev BLEU during training (greedy is fast)
-    amp: bool = False  # bf16 autocast while decoding, on CUDA or a CPU with native bf16 (outputs may differ slightly)
-    workers: int = 0  # batches decoded at once, each on threads / workers torch threads (0 = auto: one per thread on a CPU, 1 on a GPU)
+    batch_size: int = key(64, "sentences per prediction batch (beam search: in flight; the next start as others finish)", at_least=1)
+    workers: int = key(0, "batches predicted at once, sharing the torch threads (0 = one per thread on a CPU, 1 on a GPU)", TR + TAG, at_least=0)
+    amp: bool = key(False, "bf16 autocast while decoding, on CUDA or a CPU with native bf16 (outputs may differ slightly)", TR)
+
+
+@dataclass(frozen=True)
+class TranslationConfig:
+    dec_hidden_size: int = key(512, "decoder LSTM size", TR, at_least=1)
+    dec_layers: int = key(1, "decoder layers", TR, at_least=1)
+    attn_size: int = key(256, "Bahdanau attention's hidden layer", TR, at_least=1)
+    tie_embeddings: bool = key(True, "share the target embedding with the output projection", TR)
+    beam_size: int = key(5, "beam size (1 = greedy)", TR, at_least=1)
+    length_penalty: float = key(1.0, "alpha of GNMT's ((5 + len) / 6) ** alpha (Wu et al. 2016, eq. 14)", TR)
+    max_len_a: float = key(1.5, "each output is cut at a * source length + b subword tokens", TR, at_least=0)
+    max_len_b: int = key(10, "see max_len_a", TR, at_least=1)
+    max_src_len: int = key(250, "longer inputs are truncated to this many subword tokens, with a warning", TR, at_least=1)
+    valid_beam_size: int = key(1, "beam of the dev BLEU during training (greedy is fast)", TR, at_least=1)
+
+
+@dataclass(frozen=True)
+class TaggingConfig:
+    tag_scheme: str = key("bioes", "the scheme the model predicts internally (files are converted on the fly)", TAG, choices=("bioes", "iob2"))
+    crf: bool = key(True, "a linear-chain CRF on top (false: per-token softmax, still decoded to valid spans)", TAG)
+    char_emb_dim: int = key(30, "character embedding size of the char-CNN", TAG, at_least=1)
+    char_filters: int = key(50, "char-CNN features per token (0 = no character features)", TAG, at_least=0)
+    char_kernel: int = key(3, "char-CNN window", TAG, at_least=1)
+    case_dim: int = key(8, "word-shape (casing) embedding size (0 = none)", TAG, at_least=0)
+    context_tokens: int = key(0, "read consecutive sentences of a document together, up to this many tokens (0 = each sentence alone)", TAG, at_least=0)
+    same_word_pooling: bool = key(False, "each token also gets the mean state of its word's other occurrences in its run", TAG)
+    lm_vocab: int = key(0, "language-modelling side objective (Rei 2017) over this many frequent words (0 = off; needs a one-layer "
+                        "bidirectional encoder)", TAG, at_least=0)
+    lm_weight: float = key(0.1, "weight of that objective's loss", TAG, at_least=0)
+
+
+@dataclass(frozen=True)
+class ClassificationConfig:
+    pooling: str = key("max+mean", "how the states become one vector; parts joined by +", CLS,
+                       choices=("mean", "max", "last", "attention", "max+mean", "attention+max"))
+    head_hidden: int = key(0, "hidden layer of the classifier (0 = one linear layer)", CLS, at_least=0)
+    attn_size: int = key(256, "attention pooling's hidden layer", CLS, at_least=1)
 
 
 @dataclass(frozen=True)
@@ -127,58 +162,70 @@ class Config:
     task: str = "translation"
     data: DataConfig = field(default_factory=DataConfig)
     vocab: VocabConfig = field(default_factory=VocabConfig)
-    model: ModelConfig = field(default_factory=ModelConfig)
+    encoder: EncoderConfig = field(default_factory=EncoderConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     decode: DecodeConfig = field(default_factory=DecodeConfig)
+    translation: TranslationConfig = field(default_factory=TranslationConfig)
+    tagging: TaggingConfig = field(default_factory=TaggingConfig)
+    classification: ClassificationConfig = field(default_factory=ClassificationConfig)
+
+    @property
+    def head(self):
+        """The section of this config's task."""
+        return getattr(self, self.task)
 
 
-CHOICES = {
-    "task": TASKS,
-    "data.format": ("text", "tsv", "jsonl", "hub", "conll", "csv"),
-    "data.truncate": ("head", "tail", "head_tail"),
-    "model.pooling": ("mean", "max", "last", "attention", "max+mean", "attention+max"),
-    "data.scheme": ("iob1", "iob2", "bioes"),
-    "model.tag_scheme": ("bioes", "iob2"),
-    "vocab.model_type": ("unigram", "bpe"),
-    "model.cell": ("lstm", "gru", "rnn"),
-    "train.device": ("auto", "cpu", "cuda"),
-    "train.scheduler": ("plateau", "exponential", "none"),
+SHARED = ("data", "vocab", "encoder", "train", "decode")
+# Defaults that differ by task: what a task's files are usually called and how they are read.
+TASK_DEFAULTS = {
+    "translation": {},
+    "tagging": {"data.format": "conll", "data.dev": "valid", "data.test": "test", "data.max_len": 250},
+    "classification": {"data.format": "jsonl", "data.dev": "dev", "data.test": "test"},
 }
-# Smallest values of integer keys where less has no meaning (a decoding batch of 0 sentences, a beam of 0).
-AT_LEAST = {"decode.beam_size": 1, "decode.batch_size": 1, "decode.valid_beam_size": 1, "decode.max_src_len": 1}
+FORMATS = {"translation": ("text", "tsv", "jsonl", "hub"), "tagging": ("conll",), "classification": ("jsonl", "tsv", "csv")}
 
 
 def _sections() -> dict[str, type]:
     return {f.name: typing.get_type_hints(Config)[f.name] for f in dataclasses.fields(Config) if f.name != "task"}
 
 
-def _field_types(cls: type) -> dict[str, type]:
-    return typing.get_type_hints(cls)
+def _fields(cls: type) -> dict[str, tuple[type, dict]]:
+    types = typing.get_type_hints(cls)
+    return {f.name: (types[f.name], f.metadata) for f in dataclasses.fields(cls)}
 
 
-def valid_keys() -> list[str]:
+def owner(dotted: str) -> tuple[str, ...]:
+    """The tasks a key belongs to ('data.scheme' -> ('tagging',))."""
+    section, name = dotted.split(".")
+    if section in TASKS:
+        return (section,)
+    return _fields(_sections()[section])[name][1]["tasks"]
+
+
+def valid_keys(task: str | None = None) -> list[str]:
+    """Every key, or the keys of one task."""
     keys = ["task"]
     for name, cls in _sections().items():
-        keys += [f"{name}.{k}" for k in _field_types(cls)]
+        keys += [f"{name}.{k}" for k in _fields(cls) if task is None or task in owner(f"{name}.{k}")]
     return keys
 
 
-def _unknown(key: str, where: str) -> S2SError:
-    close = difflib.get_close_matches(key, valid_keys(), n=1)
+def _unknown(key_: str, where: str, task: str) -> S2SError:
+    if key_ in valid_keys():
+        tasks = owner(key_)
+        return S2SError(f"{where}: key '{key_}' belongs to task {' and '.join(tasks)}, not {task}")
+    close = difflib.get_close_matches(key_, valid_keys(task), n=1)
     hint = f"did you mean '{close[0]}'? " if close else ""
-    return S2SError(f"{where}: unknown key '{key}'; {hint}valid keys: {', '.join(valid_keys())}")
+    return S2SError(f"{where}: unknown key '{key_}'; {hint}`s2s config {task}` lists every key of task {task}")
 
 
-def _coerce(key: str, value: Any, want: type, where: str) -> Any:
-    """Check (YAML) or convert (strings from --set) one value to the field's type."""
+def _coerce(dotted: str, value: Any, want: type, rules: dict, where: str) -> Any:
+    """Check (YAML) or convert (strings from --set) one value to the field's type, then its value rules."""
     if isinstance(value, str) and want is not str:
         text = value.strip().lower()
         try:
             if want is bool:
-                if text in ("true", "yes", "1", "on"):
-                    value = True
-                elif text in ("false", "no", "0", "off"):
-                    value = False
+                value = {"true": True, "yes": True, "1": True, "on": True, "false": False, "no": False, "0": False, "off": False}.get(text, value)
             elif want is int:
                 value = int(text)
             elif want is float:
@@ -188,77 +235,190 @@ def _coerce(key: str, value: Any, want: type, where: str) -> Any:
     if want is float and isinstance(value, int) and not isinstance(value, bool):
         value = float(value)
     if not isinstance(value, want) or (want is int and isinstance(value, bool)):
-        raise S2SError(f"{where}: key '{key}' must be {want.__name__}, got {value!r}")
-    if key in CHOICES and value not in CHOICES[key]:
-        raise S2SError(f"{where}: key '{key}' must be one of {', '.join(CHOICES[key])}, got {value!r}")
-    if key in AT_LEAST and value < AT_LEAST[key]:
-        raise S2SError(f"{where}: key '{key}' must be at least {AT_LEAST[key]}, got {value!r}")
+        raise S2SError(f"{where}: key '{dotted}' must be {want.__name__}, got {value!r}")
+    if rules.get("choices") and value not in rules["choices"]:
+        raise S2SError(f"{where}: key '{dotted}' must be one of {', '.join(rules['choices'])}, got {value!r}")
+    if rules.get("at_least") is not None and value < rules["at_least"]:
+        raise S2SError(f"{where}: key '{dotted}' must be at least {rules['at_least']}, got {value!r}")
+    if rules.get("below") is not None and value >= rules["below"]:
+        raise S2SError(f"{where}: key '{dotted}' must be below {rules['below']:g}, got {value!r}")
+    if rules.get("at_most") is not None and value > rules["at_most"]:
+        raise S2SError(f"{where}: key '{dotted}' must be at most {rules['at_most']:g}, got {value!r}")
     return value
 
 
+def _check_combinations(config: Config, where: str) -> None:
+    """Rules that involve more than one key."""
+    task, e = config.task, config.encoder
+    if config.data.format not in FORMATS[task]:
+        raise S2SError(f"{where}: task {task} reads data.format {' | '.join(FORMATS[task])}, got {config.data.format!r}")
+    if e.conv_filters and e.conv_kernel % 2 == 0:
+        raise S2SError(f"{where}: key 'encoder.conv_kernel' must be odd (the window is centred on each token), got {e.conv_kernel}")
+    if task == "tagging" and config.tagging.lm_vocab:
+        if config.tagging.lm_vocab < 2:
+            raise S2SError(f"{where}: key 'tagging.lm_vocab' must be 0 (off) or at least 2, got {config.tagging.lm_vocab}")
+        # Deeper layers see both directions, so a forward state there has already seen the next word.
+        if e.num_layers != 1 or not e.bidirectional:
+            raise S2SError(f"{where}: key 'tagging.lm_vocab' needs a one-layer bidirectional encoder "
+                           f"(encoder.num_layers is {e.num_layers}, encoder.bidirectional {e.bidirectional})")
+
+
+def defaults(task: str) -> dict:
+    """The default config of `task` as nested dicts, holding only that task's keys."""
+    raw = to_dict(Config(task=task))
+    for dotted, value in TASK_DEFAULTS[task].items():
+        section, name = dotted.split(".")
+        raw[section][name] = value
+    return _only(raw, task)
+
+
+def _only(raw: dict, task: str) -> dict:
+    keys = set(valid_keys(task))
+    out: dict = {"task": task}
+    for section, values in raw.items():
+        if isinstance(values, dict):
+            kept = {k: v for k, v in values.items() if f"{section}.{k}" in keys}
+            if kept:
+                out[section] = kept
+    return out
+
+
 def from_dict(raw: dict, where: str = "config") -> Config:
-    """Build a Config from nested dicts, rejecting unknown keys and wrong types."""
+    """Build a Config from nested dicts: the task's defaults, then `raw`, checked key by key."""
     if not isinstance(raw, dict):
         raise S2SError(f"{where}: expected a mapping of sections at the top level, got {type(raw).__name__}")
+    task = _coerce("task", raw.get("task", "translation"), str, {"choices": TASKS}, where)
+    if "model" in raw:
+        raise S2SError(f"{where}: section 'model' is from s2s 0.1 (now 'encoder' and '{task}'); "
+                       "`s2s upgrade FILE` rewrites a config or run directory")
+    merged = defaults(task)
     sections = _sections()
-    kwargs: dict[str, Any] = {}
-    for name, value in raw.items():
+    for name, values in raw.items():
         if name == "task":
-            kwargs["task"] = _coerce("task", value, str, where)
             continue
         if name not in sections:
-            raise _unknown(str(name), where)
-        if value is None:
-            value = {}
-        if not isinstance(value, dict):
-            raise S2SError(f"{where}: section '{name}' must be a mapping, got {value!r}")
-        types = _field_types(sections[name])
-        fields = {}
-        for key, v in value.items():
-            dotted = f"{name}.{key}"
-            if key not in types:
-                raise _unknown(dotted, where)
-            fields[key] = _coerce(dotted, v, types[key], where)
-        kwargs[name] = sections[name](**fields)
-    return Config(**kwargs)
+            raise _unknown(str(name), where, task)
+        if values is None:
+            values = {}
+        if not isinstance(values, dict):
+            raise S2SError(f"{where}: section '{name}' must be a mapping, got {values!r}")
+        fields = _fields(sections[name])
+        for k, v in values.items():
+            dotted = f"{name}.{k}"
+            if k not in fields or task not in owner(dotted):
+                raise _unknown(dotted, where, task)
+            merged.setdefault(name, {})[k] = _coerce(dotted, v, fields[k][0], fields[k][1], where)
+    config = Config(task=task, **{name: sections[name](**merged.get(name, {})) for name in sections})
+    _check_combinations(config, where)
+    return config
 
 
 def to_dict(config: Config) -> dict:
+    """Every key, as nested dicts (see `task_dict` for one task's keys only)."""
     return dataclasses.asdict(config)
+
+
+def task_dict(config: Config) -> dict:
+    """The keys of the config's task, as nested dicts: what config.yaml and checkpoints hold."""
+    return _only(to_dict(config), config.task)
 
 
 def apply_overrides(config: Config, overrides: list[str]) -> Config:
     """Apply `section.key=value` strings, typed by the field they set."""
-    raw = to_dict(config)
+    raw = task_dict(config)
     for item in overrides:
-        key, sep, value = item.partition("=")
+        dotted, sep, value = item.partition("=")
         if not sep:
             raise S2SError(f"--set {item!r}: expected key=value, e.g. train.lr=3e-4")
-        parts = key.strip().split(".")
+        parts = dotted.strip().split(".")
         if parts == ["task"]:
-            raw["task"] = value
+            if value.strip() != config.task:
+                raise S2SError(f"--set task={value.strip()}: the task is the config file's ({config.task}); start from `s2s config {value.strip()}`")
             continue
-        if len(parts) != 2 or parts[0] not in raw or parts[1] not in raw[parts[0]]:
-            raise _unknown(key.strip(), "--set")
-        raw[parts[0]][parts[1]] = value
+        if len(parts) != 2:
+            raise _unknown(dotted.strip(), "--set", config.task)
+        raw.setdefault(parts[0], {})[parts[1]] = value
     return from_dict(raw, where="--set")
 
 
-def load(path: str | Path, overrides: list[str] = ()) -> Config:
-    path = Path(path)
+def read_yaml(path: Path) -> Any:
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as e:
         raise S2SError(f"{path}: cannot read config ({e.strerror or e})") from None
     try:
-        raw = yaml.safe_load(text) or {}
+        return yaml.safe_load(text) or {}
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         line = f":{mark.line + 1}" if mark is not None else ""
         raise S2SError(f"{path}{line}: invalid YAML ({getattr(e, 'problem', None) or e})") from None
-    config = from_dict(raw, where=str(path))
+
+
+def load(path: str | Path, overrides: list[str] = ()) -> Config:
+    path = Path(path)
+    config = from_dict(read_yaml(path), where=str(path))
     return apply_overrides(config, list(overrides)) if overrides else config
 
 
 def save(config: Config, path: str | Path) -> None:
-    Path(path).write_text(yaml.safe_dump(to_dict(config), sort_keys=False), encoding="utf-8")
+    Path(path).write_text(yaml.safe_dump(task_dict(config), sort_keys=False), encoding="utf-8")
+
+
+def describe(task: str) -> str:
+    """The complete default config of `task` as commented YAML (what `s2s config TASK` prints)."""
+    if task not in TASKS:
+        raise S2SError(f"unknown task {task!r}; valid: {', '.join(TASKS)}")
+    raw = defaults(task)
+    lines = [f"# s2s train THIS.yaml --set data.dir=DATA --out runs/NAME   (every key of task {task}, with its default)",
+             f"task: {task}"]
+    sections = _sections()
+    for name, values in raw.items():
+        if name == "task":
+            continue
+        lines.append(f"{name}:")
+        fields = _fields(sections[name])
+        for k, v in values.items():
+            value = yaml.safe_dump(v, default_flow_style=True).strip().removesuffix("...").strip()
+            lines.append(f"  {k}: {value}  # {fields[k][1]['help']}")
+    return "\n".join(lines) + "\n"
+
+
+# s2s 0.1 kept the encoder's and every head's keys in one `model` section and the beam settings in `decode`.
+_LEGACY_ENCODER = ("cell", "emb_dim", "hidden_size", "num_layers", "bidirectional", "dropout", "conv_filters", "conv_kernel", "conv_pool")
+_LEGACY_TRANSLATION_DECODE = ("beam_size", "length_penalty", "max_len_a", "max_len_b", "max_src_len", "valid_beam_size")
+
+
+def is_legacy(raw: Any) -> bool:
+    return isinstance(raw, dict) and "model" in raw
+
+
+def upgrade_dict(raw: dict) -> dict:
+    """An s2s 0.1 config (nested dicts) in this schema; keys its task never used are dropped (0.1 saved every key)."""
+    task = raw.get("task", "translation")
+    out: dict = {"task": task}
+    for section, values in raw.items():
+        if section == "task" or not isinstance(values, dict):
+            continue
+        for k, v in values.items():
+            if section == "model":
+                target = ("encoder", k) if k in _LEGACY_ENCODER else (task, k)
+            elif section == "decode" and k in _LEGACY_TRANSLATION_DECODE:
+                target = ("translation", k)
+            elif section == "data" and k == "max_train_pairs":
+                target = ("data", "max_train")
+            else:
+                target = (section, k)
+            out.setdefault(target[0], {})[target[1]] = v
+    known = set(valid_keys(task))
+    return {"task": task} | {s: {k: v for k, v in vals.items() if f"{s}.{k}" in known} for s, vals in out.items() if s != "task"}
+
+
+def read(raw: Any, where: str) -> Config:
+    """A config as saved in a run directory or checkpoint, of this version or of s2s 0.1."""
+    return from_dict(upgrade_dict(raw) if is_legacy(raw) else raw, where)
+
+
+def load_run_config(path: str | Path) -> Config:
+    """A run directory's config.yaml, of this version or of s2s 0.1."""
+    path = Path(path)
+    return read(read_yaml(path), str(path))

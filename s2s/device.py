@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import weakref
 from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, Sequence, TypeVar
 
@@ -29,7 +28,7 @@ def resolve_device(name: str) -> torch.device:
 @functools.cache  # a fact about the machine; autocast() asks at every training step
 def cpu_has_fast_bf16() -> bool:
     """True on CPUs with native bf16 matrix instructions (AVX512-BF16, AMX), where oneDNN runs
-    bf16 GEMMs 3-6x faster than fp32; elsewhere bf16 would be emulated and slower."""
+    bf16 GEMMs run much faster than fp32; elsewhere bf16 would be emulated and slower."""
     try:
         return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
     except (AttributeError, RuntimeError):
@@ -44,37 +43,6 @@ def amp_dtype(device: torch.device, enabled: bool) -> torch.dtype | None:
     if device.type == "cuda":
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
     return torch.bfloat16 if device.type == "cpu" and cpu_has_fast_bf16() else None
-
-
-# Packed weights per layer, outside the module: the packed tensor is opaque (no storage), and as an
-# attribute it would break copy.deepcopy and pickling of the model.
-_PACKED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-_PACKED_OPS = torch.backends.mkldnn.is_available() and all(
-    hasattr(torch.ops.mkldnn, op) for op in ("_reorder_linear_weight", "_linear_pointwise")
-)
-
-
-def inference_linear(layer: torch.nn.Linear, x: torch.Tensor) -> torch.Tensor:
-    """layer(x); faster when decoding on a CPU under bf16 autocast, where F.linear lays the bf16 copy of
-    the weight out for oneDNN at every call (~30% of the product's time for the 8,000 x 512 output layer,
-    and 10-40% for this model's other decoder layers, in a micro-benchmark). Here the weight is laid out
-    once (torch's own oneDNN ops, the ones torch.compile's CPU backend uses for frozen weights) and kept
-    until it changes (in-place updates bump its version); the results are the same."""
-    if not (
-        x.device.type == "cpu"
-        and not torch.is_grad_enabled()
-        and torch.is_autocast_enabled("cpu")
-        and torch.get_autocast_dtype("cpu") == torch.bfloat16
-        and _PACKED_OPS
-    ):
-        return layer(x)
-    key = (layer.weight.data_ptr(), layer.weight._version)
-    packed = _PACKED.get(layer)
-    if packed is None or packed[0] != key:
-        weight = torch.ops.mkldnn._reorder_linear_weight(layer.weight.detach().to(torch.bfloat16), None)
-        bias = None if layer.bias is None else layer.bias.detach().to(torch.bfloat16)
-        packed = _PACKED[layer] = (key, weight, bias)
-    return torch.ops.mkldnn._linear_pointwise(x.to(torch.bfloat16), packed[1], packed[2], "none", [], "")
 
 
 def autocast(device: torch.device, enabled: bool):
@@ -98,8 +66,8 @@ def parallel_map(fn: Callable[[T], R], items: Sequence[T], workers: int) -> list
     share this process's torch threads (each worker's ops run on threads // workers of them).
 
     Why: a decoder step is some 40 small ops, most too small to split well over threads, so on a
-    CPU two batches on one thread each beat one batch on two threads (~1.3x for beam search, greedy
-    and tagging on 2 cores; README, Speed). torch releases the GIL inside its ops.
+    CPU two batches on one thread each beat one batch on two threads (docs/speed.md). torch releases
+    the GIL inside its ops.
     fn runs in a worker thread, where grad mode and autocast are the thread's own: fn sets them.
     """
     workers = min(workers, len(items))

@@ -1,4 +1,9 @@
-"""Greedy and batched beam search for Seq2Seq, as free functions.
+"""Greedy and batched beam search, as free functions over a model interface:
+
+    model.encode(src, lengths) -> memory     what every step attends to; memory.select(rows), memory.join(other)
+    model.init_state(memory) -> state        state.select(rows), state.join(other)
+    model.step(prev, state, memory) -> (logits (B, V), state, attention weights)
+    model.vocab_size
 
 Both decode a whole batch at once, stop each sentence at its own length limit
 (so a sentence decodes the same alone or in any batch), and drop finished
@@ -7,10 +12,9 @@ can also keep a number of sentences in flight, starting the next as others finis
 """
 from __future__ import annotations
 
-import torch
+from typing import Any
 
-from s2s.decoder import join_memory, select_encoder
-from s2s.models import Seq2Seq
+import torch
 
 
 def max_lengths(src_lengths: torch.Tensor, a: float, b: int) -> torch.Tensor:
@@ -20,26 +24,26 @@ def max_lengths(src_lengths: torch.Tensor, a: float, b: int) -> torch.Tensor:
 
 @torch.no_grad()
 def greedy_search(
-    model: Seq2Seq, src: torch.Tensor, src_lengths: torch.Tensor, max_lens: torch.Tensor, bos: int, eos: int
+    model: Any, src: torch.Tensor, src_lengths: torch.Tensor, max_lens: torch.Tensor, bos: int, eos: int
 ) -> list[list[int]]:
     """src (B, S) -> B token-id lists (without EOS), in batch order."""
-    proj_keys, enc = model.decoder.attention_memory(model.encoder(src, src_lengths))
-    state = model.decoder.init_state(enc)
+    memory = model.encode(src, src_lengths)
+    state = model.init_state(memory)
     alive = torch.arange(src.size(0), device=src.device)  # batch rows still decoding
     prev = torch.full_like(alive, bos)
     limits = max_lens.to(src.device)
     steps: list[tuple[torch.Tensor, torch.Tensor]] = []  # (rows, tokens) per step
     t = 0
     while alive.numel():
-        logits, state, _ = model.decoder.step(prev, state, proj_keys, enc)
-        tokens = logits.max(-1).indices  # (n,); the same first-maximum as argmax, about 3x faster on CPU
+        logits, state, _ = model.step(prev, state, memory)
+        tokens = logits.max(-1).indices  # (n,); the same first-maximum as argmax, and cheaper on a CPU
         tokens = torch.where(limits <= t + 1, torch.full_like(tokens, eos), tokens)
         steps.append((alive, tokens))
         keep = tokens != eos
         if not bool(keep.all()):
             index = keep.nonzero().squeeze(1)
             alive, tokens, limits = alive[index], tokens[index], limits[index]
-            state, enc, proj_keys = state.select(index), select_encoder(enc, index), proj_keys.index_select(0, index)
+            state, memory = state.select(index), memory.select(index)
         prev = tokens
         t += 1
     out: list[list[int]] = [[] for _ in range(src.size(0))]
@@ -69,7 +73,7 @@ def length_penalty(length: int, alpha: float) -> float:
     return ((5.0 + length) / 6.0) ** alpha
 
 
-# Tokens per chunk in best_extensions: 64 measured fastest against 32 and 128 (8,000 types, 320 rows).
+# Tokens per chunk in best_extensions (the fastest of 32, 64 and 128 in docs/speed.md).
 VOCAB_CHUNK = 64
 # beam_search with in_flight refills its batch when 1 / REFILL_FREE of it is free.
 REFILL_FREE = 4
@@ -110,11 +114,11 @@ def best_extensions(
     return top_scores, torch.div(flat, V, rounding_mode="floor"), flat % V
 
 
-# no_grad, not inference_mode: with inference_mode, bf16-autocast decoding of the benchmark ran 30%
-# slower (beam 5) and 36% slower (greedy), measured back to back.
+# no_grad, not inference_mode: under bf16 autocast on a CPU, inference_mode made decoding slower
+# (docs/speed.md).
 @torch.no_grad()
 def beam_search(
-    model: Seq2Seq,
+    model: Any,
     src: torch.Tensor,
     src_lengths: torch.Tensor,
     max_lens: torch.Tensor,
@@ -139,20 +143,19 @@ def beam_search(
     device = src.device
     total = src.size(0)
     in_flight = in_flight or total
-    decoder = model.decoder
     # Rows are sentence-major, `width` per sentence; the encoder memory has one row per sentence,
     # shared by its beams in the attention. All K beams of a sentence start identical, so a first
     # step can run one row per sentence (width 1) and fan out to K beams; sentences that join a
     # running batch (and all, when the beam is wider than the vocabulary) start with K rows, all
     # but the first scored -inf.
-    fan_out = decoder.output.out_features >= K
+    fan_out = model.vocab_size >= K
     alive = torch.empty(0, dtype=torch.long, device=device)  # sentence ids decoding (n,)
     born = torch.empty_like(alive)  # the step each started at
     deadline = torch.empty_like(alive)  # the step by which each must have ended (its length limit)
     history = torch.empty(0, 0, dtype=torch.long, device=device)  # (n*width, t - base): the tokens of steps base..t-1
     base = 0  # the step of history's first column: the oldest live sentence's start
     prev = torch.empty_like(alive)  # (n*width,) the tokens each row feeds in
-    state = proj_keys = enc = scores = None  # decoder state, attention memory, beam scores (n, width)
+    state = memory = scores = None  # decoder state, attention memory, beam scores (n, width)
     finished: list[list[tuple[float, list[int]]]] = [[] for _ in range(total)]
     started = 0  # sentences src[:started] have begun
     width = K
@@ -164,19 +167,18 @@ def beam_search(
         if started < total and (n == 0 or in_flight - n >= max(1, in_flight // REFILL_FREE)):
             count = min(in_flight - n, total - started)
             lengths = src_lengths[started : started + count]
-            new_keys, new_enc = decoder.attention_memory(model.encoder(src[started : started + count, : int(lengths.max())], lengths))
+            new_memory = model.encode(src[started : started + count, : int(lengths.max())], lengths)
             if n == 0:  # an empty batch (the first, or all finished) may start with one row per sentence
                 width = 1 if fan_out else K
-            new_state = decoder.init_state(new_enc)
+            new_state = model.init_state(new_memory)
             if width > 1:
                 new_state = new_state.select(torch.arange(count, device=device).repeat_interleave(width))
             new_scores = torch.full((count, width), float("-inf"), device=device)
             new_scores[:, 0] = 0.0
             if n == 0:
-                proj_keys, enc, state, scores = new_keys, new_enc, new_state, new_scores
+                memory, state, scores = new_memory, new_state, new_scores
             else:
-                proj_keys, enc = join_memory((proj_keys, enc), (new_keys, new_enc))
-                state, scores = state.join(new_state), torch.cat([scores, new_scores])
+                memory, state, scores = memory.join(new_memory), state.join(new_state), torch.cat([scores, new_scores])
             ids = torch.arange(started, started + count, device=device)
             alive = torch.cat([alive, ids])
             born = torch.cat([born, torch.full_like(ids, t)])
@@ -187,7 +189,7 @@ def beam_search(
             n = alive.numel()
         if n == 0:
             break
-        logits, state, _ = decoder.step(prev, state, proj_keys, enc)
+        logits, state, _ = model.step(prev, state, memory)
         # log_softmax in fp32 is one fused pass (also over bf16 logits), faster than a cast then logsumexp.
         logp = torch.log_softmax(logits, dim=-1, dtype=torch.float32)  # (n*width, V)
         at_limit = deadline <= t + 1  # (n,)
@@ -218,7 +220,7 @@ def beam_search(
             if alive.numel():  # forget the steps before the oldest live sentence began
                 oldest = int(born.min())
                 history, base = history[:, oldest - base :], oldest
-            state, enc, proj_keys = state.select(keep_rows), select_encoder(enc, keep), proj_keys.index_select(0, keep)
+            state, memory = state.select(keep_rows), memory.select(keep)
         prev = tokens.reshape(-1)
         t += 1
     return [max(hyps, key=lambda h: h[0])[1] for hyps in finished]

@@ -1,8 +1,9 @@
-"""One training loop for every task.
+"""One training loop for every task, in named steps (`Trainer`).
 
-A task object supplies the model, the example lengths for batching, `batch(indices)`
-and `validate(model, device) -> {metric: value}`; this loop does the rest:
-optimisation, schedules, early stopping, logging, checkpoints and exact resume.
+A task (s2s.tasks) supplies the model, the example lengths for batching, `batch(indices)`,
+`validate(model, device) -> {name: score}`, the score that selects best.pt (`metric`) and whether
+higher is better; this loop does the rest: optimisation, schedules, the weight average, early
+stopping, progress, checkpoints and exact resume.
 
 Under `torchrun --nproc_per_node N -m s2s train ...` the same loop runs in N processes
 (DistributedDataParallel): every process computes the same epoch of batches and trains on its
@@ -16,6 +17,7 @@ import json
 import logging
 import math
 import random
+import sys
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -24,48 +26,45 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
-import s2s
-from s2s import checkpoint, distributed
+from s2s import checkpoint, distributed, tasks
 from s2s import config as config_lib
 from s2s.config import Config
-from s2s.data import token_batches
+from s2s.data.batching import token_batches
 from s2s.device import amp_dtype, autocast, resolve_device
-from s2s.errors import S2SError
+from s2s.errors import Interrupted, S2SError
 
 log = logging.getLogger(__name__)
 
 
-def build_task(config: Config, run_dir: Path, resume: bool):
-    match config.task:
-        case "translation":
-            from s2s.translation import TranslationTask
-
-            return TranslationTask(config, run_dir, resume)
-        case "tagging":
-            from s2s.tagging import TaggingTask
-
-            return TaggingTask(config, run_dir, resume)
-        case "classification":
-            from s2s.classification import ClassificationTask
-
-            return ClassificationTask(config, run_dir, resume)
-    raise S2SError(f"unknown task {config.task!r}")
-
-
 def build_optimizer(model: torch.nn.Module, lr: float) -> torch.optim.Adam:
-    """Adam with the fused kernel: one pass over each parameter instead of several, about
-    10% of a training step on CPU for the translation benchmark (same update up to rounding)."""
+    """Adam with the fused kernel: one pass over each parameter instead of several (same update up to rounding)."""
     return torch.optim.Adam(model.parameters(), lr=lr, fused=True)
 
 
-def _scheduler(config: Config, optimizer: torch.optim.Optimizer):
+def build_scheduler(config: Config, optimizer: torch.optim.Optimizer, higher_is_better: bool):
     t = config.train
     match t.scheduler:
         case "plateau":
-            return torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="max", factor=t.lr_decay, patience=t.patience)
+            mode = "max" if higher_is_better else "min"
+            return torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode=mode, factor=t.lr_decay, patience=t.patience)
         case "exponential":
             return torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=t.lr_decay)
     return None
+
+
+def weight_average(model: torch.nn.Module, decay: float) -> torch.optim.swa_utils.AveragedModel:
+    """An exponential moving average of the weights whose decay warms up, min(decay, (1 + n) / (10 + n))
+    after n updates (as TensorFlow's ExponentialMovingAverage with num_updates): a fixed decay of 0.9995
+    would keep the average mostly the initial random weights for thousands of updates, which on small
+    data is the whole run."""
+
+    @torch.no_grad()
+    def update(averaged: list[torch.Tensor], current: list[torch.Tensor], num_averaged: torch.Tensor) -> None:
+        n = float(num_averaged)
+        weight = 1.0 - min(decay, (1.0 + n) / (10.0 + n))
+        torch._foreach_lerp_(averaged, current, weight)
+
+    return torch.optim.swa_utils.AveragedModel(model, multi_avg_fn=update, use_buffers=True)
 
 
 def _rng_state() -> dict:
@@ -87,242 +86,269 @@ def _seed(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def _resume_rng(last: dict, rank: int, world: int, seed: int) -> None:
-    """Each process continues its own RNG stream from last.pt; with another number of processes
-    than the saved run (or after Ctrl-C, which saves rank 0's alone) the other ranks start afresh."""
-    states = last.get("rank_rngs") or [last["rng"]]
-    if len(states) == world:
-        _set_rng_state(states[rank])
-    else:
-        _set_rng_state(last["rng"])
-        if rank:
-            _seed(seed + rank)
-
-
 def train(config: Config, run_dir: str | Path, resume: bool = False) -> dict:
     """Train in `run_dir`; returns the final progress (best score, steps, time).
     Started by torchrun with several processes, joins their process group for the run."""
     device = resolve_device(config.train.device)
     if not distributed.launched():
-        return _train(config, Path(run_dir), resume, device)
+        return Trainer(config, Path(run_dir), resume, device).run()
     with distributed.process_group(device) as device:
-        return _train(config, Path(run_dir), resume, device)
+        return Trainer(config, Path(run_dir), resume, device).run()
 
 
-def _train(config: Config, run_dir: Path, resume: bool, device: torch.device) -> dict:
-    t = config.train
-    main, rank, world = distributed.is_main(), distributed.rank(), distributed.world_size()
-    if not 0 <= t.ema < 1:
-        raise S2SError(f"train.ema={t.ema}: the decay of the weight average must be at least 0 and below 1 (0 = off; e.g. 0.999)")
-    if resume:
-        last = checkpoint.load(run_dir / checkpoint.LAST)
-        saved = config_lib.from_dict(last["config"], where=str(run_dir / checkpoint.LAST))
-        # The run keeps its vocabulary and embeddings: where the word vectors file now lives does not matter.
-        vocab = replace(saved.vocab, word_vectors=config.vocab.word_vectors)
-        if saved.model != config.model or vocab != config.vocab or saved.task != config.task:
-            raise S2SError(f"{run_dir}: --resume with a different task, model or vocab config than the run was started with")
-    elif (run_dir / checkpoint.LAST).exists():
-        raise S2SError(f"{run_dir}: already holds a run; pass --resume to continue it or choose another --out")
-    if main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        config_lib.save(config, run_dir / "config.yaml")
+class Trainer:
+    """One training run. `run` goes through the steps below; each is a method."""
 
-    if t.threads:
-        torch.set_num_threads(t.threads)
-    _seed(t.seed)  # the same on every process: the same initial weights (DDP also copies rank 0's)
+    def __init__(self, config: Config, run_dir: Path, resume: bool, device: torch.device):
+        self.config, self.run_dir, self.device, t = config, run_dir, device, config.train
+        self.main, self.rank, self.world = distributed.is_main(), distributed.rank(), distributed.world_size()
+        last = self.open_run_dir(resume)
+        if t.threads:
+            torch.set_num_threads(t.threads)
+        _seed(t.seed)  # the same on every process: the same initial weights (DDP also copies rank 0's)
+        self.task = self.build_task(resume)
+        self.model = self.task.model.to(device)
+        if self.rank:  # other dropout masks and word dropout than rank 0's; rank 0 keeps the single-process stream
+            _seed(t.seed + self.rank)
+        n_params = sum(p.numel() for p in self.model.parameters())
+        log.info("model: %s parameters, device %s%s", f"{n_params:,}", device, f", {self.world} processes" if self.world > 1 else "")
+        self.optimizer = build_optimizer(self.model, t.lr)
+        self.use_amp = t.amp if device.type == "cuda" else t.cpu_amp
+        dtype = amp_dtype(device, self.use_amp)
+        # fp16 (GPUs without bf16) needs loss scaling against underflowing gradients; bf16 does not.
+        self.scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
+        if self.use_amp:
+            log.info("mixed precision: %s autocast", dtype or "none (this CPU has no native bf16), fp32")
+        self.higher = self.task.higher_is_better
+        self.scheduler = build_scheduler(config, self.optimizer, self.higher)
+        # With train.ema, validation and best.pt use a moving average of the weights: on a noisy dev
+        # curve it scores like an ensemble of the recent checkpoints, at one model's cost.
+        self.ema = weight_average(self.model, t.ema) if t.ema and self.main else None
+        self.scored = self.ema.module if self.ema is not None else self.model  # what validation scores and best.pt holds
+        # "batch": updates done in the current epoch. Every process does one batch of its shard per
+        # update, so it is also each shard's position; "world_size" says how many shards there were.
+        self.progress = {"step": 0, "epoch": 0, "batch": 0, "best": -math.inf if self.higher else math.inf, "best_step": 0,
+                         "bad": 0, "seconds": 0.0, "world_size": self.world}
+        if last is not None:
+            self.restore(last)
+        # The forward and backward go through `net`; under torchrun its backward averages the gradients
+        # of all processes. Checkpoints hold `model`'s own weights, so they load in a single process.
+        self.net = self.model
+        if self.world > 1:
+            self.net = DistributedDataParallel(self.model, device_ids=[device.index] if device.type == "cuda" else None)
+        self.metrics_log = open(run_dir / "metrics.jsonl", "a", encoding="utf-8") if self.main else None
+        self.start = time.time() - self.progress["seconds"]
+        # The RNG state from before the update in flight: Ctrl-C inside an update saves this one, so
+        # the resumed run redraws the same dropout masks (the weights only change in optimizer.step).
+        self.step_rng = None
+        self.loss_sum = self.tokens = 0.0
+        self.tick = time.time()
 
-    # Rank 0 builds the vocabularies into run_dir; the other ranks wait, then read them as a resumed run does.
-    if not main:
-        distributed.barrier()
-    task = build_task(config, run_dir, resume or not main)
-    if main:
-        distributed.barrier()
-    model = task.model.to(device)
-    if rank:  # other dropout masks and word dropout than rank 0's; rank 0 keeps the single-process stream
-        _seed(t.seed + rank)
-    n_params = sum(p.numel() for p in model.parameters())
-    log.info("model: %s parameters, device %s%s", f"{n_params:,}", device, f", {world} processes" if world > 1 else "")
-    optimizer = build_optimizer(model, t.lr)
-    use_amp = t.amp if device.type == "cuda" else t.cpu_amp
-    dtype = amp_dtype(device, use_amp)
-    # fp16 (GPUs without bf16) needs loss scaling against underflowing gradients; bf16 does not.
-    scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
-    if use_amp:
-        log.info("mixed precision: %s autocast", dtype or "none (this CPU has no native bf16), fp32")
-    scheduler = _scheduler(config, optimizer)
-    # With train.ema, validation and best.pt use a moving average of the weights: on a noisy dev
-    # curve it scores like an ensemble of the recent checkpoints, at one model's cost.
-    ema = None
-    if t.ema and main:
-        ema = torch.optim.swa_utils.AveragedModel(model, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(t.ema), use_buffers=True)
-    scored = ema.module if ema is not None else model  # what validation scores and best.pt holds
-    # "batch": updates done in the current epoch. Every process does one batch of its shard per
-    # update, so it is also each shard's position; "world_size" says how many shards there were.
-    progress = {"step": 0, "epoch": 0, "batch": 0, "best": -math.inf, "best_step": 0, "bad": 0, "seconds": 0.0, "world_size": world}
-    if resume:
-        model.load_state_dict(last["model"])
-        optimizer.load_state_dict(last["optimizer"])
-        if scheduler is not None and last.get("scheduler"):
-            scheduler.load_state_dict(last["scheduler"])
-        if ema is not None and "ema" in last:
-            ema.load_state_dict(last["ema"])
+    # -- setting up
+    def open_run_dir(self, resume: bool) -> dict | None:
+        """Check the run directory against --resume, write config.yaml; last.pt's payload when resuming."""
+        config, run_dir = self.config, self.run_dir
+        last = None
+        if resume:
+            last = checkpoint.load(run_dir / checkpoint.LAST)
+            saved = config_lib.read(last["config"], where=str(run_dir / checkpoint.LAST))
+            # The run keeps its vocabulary and embeddings: where the word vectors file now lives does not matter.
+            vocab = replace(saved.vocab, word_vectors=config.vocab.word_vectors)
+            if saved.task != config.task or saved.encoder != config.encoder or saved.head != config.head or vocab != config.vocab:
+                raise S2SError(f"{run_dir}: --resume with a different task, encoder, {config.task} or vocab config than the run was started with")
+        elif (run_dir / checkpoint.LAST).exists():
+            raise S2SError(f"{run_dir}: already holds a run; pass --resume to continue it or choose another --out")
+        if self.main:
+            run_dir.mkdir(parents=True, exist_ok=True)
+            config_lib.save(config, run_dir / checkpoint.CONFIG)
+        return last
+
+    def build_task(self, resume: bool):
+        """The task's data and model. Rank 0 builds the vocabularies into run_dir; the other ranks wait,
+        then read them as a resumed run does."""
+        if not self.main:
+            distributed.barrier()
+        task = tasks.get(self.config.task).Task(self.config, self.run_dir, resume or not self.main)
+        if self.main:
+            distributed.barrier()
+        return task
+
+    def restore(self, last: dict) -> None:
+        """Weights, optimizer, schedule, progress and RNG streams from last.pt."""
+        self.model.load_state_dict(last["model"])
+        self.optimizer.load_state_dict(last["optimizer"])
+        if self.scheduler is not None and last.get("scheduler"):
+            self.scheduler.load_state_dict(last["scheduler"])
+        if self.ema is not None and "ema" in last:
+            self.ema.load_state_dict(last["ema"])
+        progress = self.progress
         progress.update(last["progress"])
-        _resume_rng(last, rank, world, t.seed)
+        # Each process continues its own RNG stream; with another number of processes than the saved
+        # run (or after Ctrl-C, which saves rank 0's alone) the other ranks start afresh.
+        states = last.get("rank_rngs") or [last["rng"]]
+        if len(states) == self.world:
+            _set_rng_state(states[self.rank])
+        else:
+            _set_rng_state(last["rng"])
+            if self.rank:
+                _seed(self.config.train.seed + self.rank)
         saved_world = last["progress"].get("world_size", 1)
-        if saved_world != world and progress["batch"]:
+        if saved_world != self.world and progress["batch"]:
             # Shards of another size: go on after about as many of the epoch's batches as were used.
             log.warning("resuming a %d-process run with %d processes: restarting near batch %d of the epoch",
-                        saved_world, world, progress["batch"] * saved_world)
-            progress["batch"] = progress["batch"] * saved_world // world
-        progress["world_size"] = world
-        log.info("resumed %s at step %d (epoch %d, best %s %.2f)", run_dir, progress["step"], progress["epoch"] + 1, task.metric, progress["best"])
-    # The forward and backward go through `net`; under torchrun its backward averages the gradients
-    # of all processes. Checkpoints hold `model`'s own weights, so they load in a single process.
-    net = model
-    if world > 1:
-        net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+                        saved_world, self.world, progress["batch"] * saved_world)
+            progress["batch"] = progress["batch"] * saved_world // self.world
+        progress["world_size"] = self.world
+        log.info("resumed %s at step %d (epoch %d, best %s %.2f)", self.run_dir, progress["step"], progress["epoch"] + 1,
+                 self.task.metric, progress["best"])
 
-    metrics_log = open(run_dir / "metrics.jsonl", "a", encoding="utf-8") if main else None
-    start = time.time() - progress["seconds"]
-    # The RNG state from before the update in flight: Ctrl-C inside an update saves this one, so
-    # the resumed run redraws the same dropout masks (the weights only change in optimizer.step).
-    step_rng = None
+    # -- the loop
+    def run(self) -> dict:
+        progress, t = self.progress, self.config.train
+        stop = progress.get("stopped", False)
+        if progress.get("validate_pending") and not stop:  # interrupted during a validation: do it again
+            stop = self.validate()
+        try:
+            while not stop and progress["epoch"] < t.epochs:
+                stop = self.train_epoch()
+            if not stop:  # ran out of epochs
+                self.save_last()
+        except KeyboardInterrupt:
+            if self.main:
+                self.save_last(interrupted=True)
+                self.metrics_log.close()
+            raise Interrupted(f"interrupted at step {progress['step']}; resume with: "
+                              f"s2s train {self.run_dir / checkpoint.CONFIG} --out {self.run_dir} --resume") from None
+        if self.main:
+            self.metrics_log.close()
+        distributed.barrier()  # no process returns before rank 0 has written last.pt
+        progress["seconds"] = round(time.time() - self.start, 1)
+        log.info("done: best dev %s %.2f at step %d, %.0fs", self.task.metric, progress["best"], progress["best_step"], progress["seconds"])
+        return progress
 
-    def record(event: dict) -> None:
-        if metrics_log is None:
-            return
-        # "epoch": the 1-based epoch the latest update belongs to (epoch counts finished epochs).
-        epoch = progress["epoch"] + (1 if progress["batch"] else 0)
-        event = {"step": progress["step"], "epoch": max(epoch, 1), **event}
-        metrics_log.write(json.dumps(event) + "\n")
-        metrics_log.flush()
+    def train_epoch(self) -> bool:
+        """The rest of the current epoch; True when training should stop."""
+        progress, t = self.progress, self.config.train
+        batches = distributed.shard(token_batches(self.task.lengths, t.max_tokens, t.seed, progress["epoch"]), self.rank, self.world)
+        if progress["batch"] >= len(batches):  # saved by s2s 0.1 at an epoch end: that epoch is done
+            progress.update(epoch=progress["epoch"] + 1, batch=0)
+            return False
+        # A bar only for a person watching: in a log file each redraw would be kept (log lines instead).
+        show_bar = self.main and sys.stderr.isatty() and log.isEnabledFor(logging.INFO)
+        bar = tqdm(total=len(batches), initial=progress["batch"], desc=f"epoch {progress['epoch'] + 1}", unit="batch",
+                   leave=False, dynamic_ncols=True, disable=not show_bar)
+        self.net.train()
+        try:
+            for i in range(progress["batch"], len(batches)):
+                self.update(self.task.batch(batches[i]).to(self.device))
+                progress["batch"] = i + 1
+                bar.update(1)
+                if progress["step"] % t.log_every == 0 or progress["step"] == t.max_steps:
+                    self.log_training(bar, len(batches))
+                # Advance the epoch before validating, so the last.pt a validation writes
+                # never holds a finished epoch (a resumed run would validate it again).
+                end_of_epoch = progress["batch"] == len(batches)
+                if end_of_epoch:
+                    progress.update(epoch=progress["epoch"] + 1, batch=0)
+                    if isinstance(self.scheduler, torch.optim.lr_scheduler.ExponentialLR):
+                        self.scheduler.step()
+                at_max_steps = bool(t.max_steps) and progress["step"] >= t.max_steps
+                if end_of_epoch or at_max_steps or (t.valid_every and progress["step"] % t.valid_every == 0):
+                    progress["validate_pending"] = True
+                    if self.validate() or at_max_steps:
+                        return True
+                if end_of_epoch:
+                    return False
+        finally:
+            bar.close()  # before any error line, so that it starts a line of its own
+        return False
 
-    def save_last(interrupted: bool = False) -> None:
-        """Write last.pt from rank 0. Every process calls it at the same point, to hand rank 0 its
-        RNG state, except after Ctrl-C: then rank 0 saves alone, with only its own RNG state."""
-        progress["seconds"] = time.time() - start
-        rng = (interrupted and step_rng) or _rng_state()
-        rank_rngs = None if interrupted else distributed.gather(rng)
-        if not main:
-            return
-        payload = {
-            "version": s2s.__version__,
-            "task": config.task,
-            "config": config_lib.to_dict(config),
-            "model": model.state_dict(),
-            "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict() if scheduler is not None else {},
-            "progress": dict(progress),
-            "rng": rng,
-        }
-        if world > 1 and rank_rngs:
-            payload["rank_rngs"] = rank_rngs
-        if ema is not None:
-            payload["ema"] = ema.state_dict()
-        checkpoint.save(payload, run_dir / checkpoint.LAST)
+    def update(self, batch) -> None:
+        """One optimisation step on `batch`."""
+        t = self.config.train
+        self.step_rng = _rng_state()
+        with autocast(self.device, self.use_amp):
+            out = self.net(batch)
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(out.loss).backward()
+        self.scaler.unscale_(self.optimizer)
+        torch.nn.utils.clip_grad_norm_(self.model.parameters(), t.clip)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        if self.ema is not None:
+            self.ema.update_parameters(self.model)
+        self.progress["step"] += 1
+        self.step_rng = None
+        self.loss_sum += out.loss.item() * out.num_tokens
+        self.tokens += out.num_tokens
 
-    def validate() -> bool:
-        """Score on dev, checkpoint, adjust the lr; True when training should stop."""
+    def log_training(self, bar: tqdm, epoch_batches: int) -> None:
+        """Training loss, speed and lr since the last call: on the bar or a log line, and in metrics.jsonl."""
+        # All processes' tokens: the loss per token and the tokens/s of the whole run.
+        loss_sum, tokens = distributed.all_sum(self.loss_sum, self.tokens)
+        rate = tokens / max(time.time() - self.tick, 1e-9)
+        lr = self.optimizer.param_groups[0]["lr"]
+        loss = loss_sum / max(tokens, 1)
+        if bar.disable:
+            p = self.progress
+            log.info("step %d (epoch %d, %d/%d): loss %.3f, %.0f tokens/s, lr %.2e", p["step"], p["epoch"] + 1, p["batch"],
+                     epoch_batches, loss, rate, lr)
+        else:
+            bar.set_postfix(loss=f"{loss:.3f}", tok_s=f"{rate:.0f}", lr=f"{lr:.1e}")
+        self.record({"train_loss": loss, "tokens_per_s": round(rate), "lr": lr})
+        self.loss_sum = self.tokens = 0.0
+        self.tick = time.time()
+
+    def validate(self) -> bool:
+        """Score on dev, keep best.pt, adjust the lr, save last.pt; True when training should stop."""
+        progress, t = self.progress, self.config.train
         scores = None
-        if main:
-            scores = task.validate(scored, device)
-            model.train()
+        if self.main:
+            scores = self.task.validate(self.scored, self.device)
+            self.model.train()
         scores = distributed.broadcast(scores)  # every process takes the same lr and stop decisions
-        score = scores[task.metric]
-        improved = score > progress["best"]
+        score = scores[self.task.metric]
+        improved = score > progress["best"] if self.higher else score < progress["best"]
         if improved:
             progress.update(best=score, best_step=progress["step"], bad=0)
-            if main:
-                payload = {"version": s2s.__version__, "task": config.task, "config": config_lib.to_dict(config), "model": scored.state_dict()}
-                checkpoint.save(payload, run_dir / checkpoint.BEST)
+            if self.main:
+                checkpoint.save(checkpoint.best_payload(self.config, self.scored.state_dict()), self.run_dir / checkpoint.BEST)
         else:
             progress["bad"] += 1
-        if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
-            scheduler.step(score)
-        lr = optimizer.param_groups[0]["lr"]
-        elapsed = time.time() - start
-        record({f"dev_{k}": v for k, v in scores.items()} | {"lr": lr, "best": progress["best"], "seconds": round(elapsed, 1)})
-        log.info(
-            "step %d: dev %s %.2f (best %.2f at step %d), lr %.2e, %.0fs",
-            progress["step"], task.metric, score, progress["best"], progress["best_step"], lr, elapsed,
-        )
+        if isinstance(self.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+            self.scheduler.step(score)
+        lr = self.optimizer.param_groups[0]["lr"]
+        elapsed = time.time() - self.start
+        self.record({f"dev_{k}": v for k, v in scores.items()} | {"lr": lr, "best": progress["best"], "seconds": round(elapsed, 1)})
+        log.info("step %d: dev %s %.2f (best %.2f at step %d), lr %.2e, %.0fs",
+                 progress["step"], self.task.metric, score, progress["best"], progress["best_step"], lr, elapsed)
         stop = (t.early_stopping and progress["bad"] >= t.early_stopping) or lr < t.min_lr
         if stop:
             log.info("stopping: %s", "lr below train.min_lr" if lr < t.min_lr else f"no improvement in {progress['bad']} validations")
         progress["stopped"] = bool(stop)
         progress["validate_pending"] = False
-        save_last()
+        self.save_last()
         return bool(stop)
 
-    stop = progress.get("stopped", False)
-    if progress.get("validate_pending") and not stop:  # interrupted during a validation: do it again
-        stop = validate()
-    loss_sum = tokens = 0.0
-    tick = time.time()
-    bar = None
-    try:
-        while not stop and progress["epoch"] < t.epochs:
-            batches = distributed.shard(token_batches(task.lengths, t.max_tokens, t.seed, progress["epoch"]), rank, world)
-            if progress["batch"] >= len(batches):  # saved by s2s 0.1 at an epoch end: that epoch is done
-                progress.update(epoch=progress["epoch"] + 1, batch=0)
-                continue
-            bar = tqdm(total=len(batches), initial=progress["batch"], desc=f"epoch {progress['epoch'] + 1}", unit="batch", leave=False, dynamic_ncols=True, disable=not main)
-            net.train()
-            for i in range(progress["batch"], len(batches)):
-                step_rng = _rng_state()
-                batch = task.batch(batches[i]).to(device)
-                with autocast(device, use_amp):
-                    out = net(batch)
-                optimizer.zero_grad(set_to_none=True)
-                scaler.scale(out.loss).backward()
-                scaler.unscale_(optimizer)
-                torch.nn.utils.clip_grad_norm_(model.parameters(), t.clip)
-                scaler.step(optimizer)
-                scaler.update()
-                if ema is not None:
-                    ema.update_parameters(model)
-                progress["step"] += 1
-                progress["batch"] = i + 1
-                step_rng = None
-                loss_sum += out.loss.item() * out.num_tokens
-                tokens += out.num_tokens
-                bar.update(1)
-                if progress["step"] % t.log_every == 0 or progress["step"] == t.max_steps:
-                    # All processes' tokens: the loss per token and the tokens/s of the whole run.
-                    loss_sum, tokens = distributed.all_sum(loss_sum, tokens)
-                    rate = tokens / max(time.time() - tick, 1e-9)
-                    lr = optimizer.param_groups[0]["lr"]
-                    bar.set_postfix(loss=f"{loss_sum / tokens:.3f}", tok_s=f"{rate:.0f}", lr=f"{lr:.1e}")
-                    record({"train_loss": loss_sum / tokens, "tokens_per_s": round(rate), "lr": lr})
-                    loss_sum = tokens = 0.0
-                    tick = time.time()
-                # Advance the epoch before validating, so the last.pt a validation writes
-                # never holds a finished epoch (a resumed run would validate it again).
-                end_of_epoch = progress["batch"] == len(batches)
-                if end_of_epoch:
-                    progress["epoch"] += 1
-                    progress["batch"] = 0
-                    if isinstance(scheduler, torch.optim.lr_scheduler.ExponentialLR):
-                        scheduler.step()
-                at_max_steps = bool(t.max_steps) and progress["step"] >= t.max_steps
-                if (t.valid_every and progress["step"] % t.valid_every == 0) or (end_of_epoch and not t.valid_every) or at_max_steps:
-                    progress["validate_pending"] = True
-                    stop = validate() or at_max_steps
-                if stop or end_of_epoch:
-                    break
-            bar.close()
-        if not stop:  # ran out of epochs
-            save_last()
-    except KeyboardInterrupt:
-        if bar is not None:
-            bar.close()  # so that the error line starts a line of its own
-        if main:
-            save_last(interrupted=True)
-            metrics_log.close()
-        raise S2SError(f"interrupted at step {progress['step']}; resume with: s2s train {run_dir / 'config.yaml'} --out {run_dir} --resume") from None
-    if main:
-        metrics_log.close()
-    distributed.barrier()  # no process returns before rank 0 has written last.pt
-    progress["seconds"] = round(time.time() - start, 1)
-    log.info("done: best dev %s %.2f at step %d, %.0fs", task.metric, progress["best"], progress["best_step"], progress["seconds"])
-    return progress
+    # -- the run directory
+    def record(self, event: dict) -> None:
+        """One line of metrics.jsonl (rank 0)."""
+        if self.metrics_log is None:
+            return
+        # "epoch": the 1-based epoch the latest update belongs to (epoch counts finished epochs).
+        epoch = self.progress["epoch"] + (1 if self.progress["batch"] else 0)
+        event = {"step": self.progress["step"], "epoch": max(epoch, 1), **event}
+        self.metrics_log.write(json.dumps(event) + "\n")
+        self.metrics_log.flush()
+
+    def save_last(self, interrupted: bool = False) -> None:
+        """Write last.pt from rank 0. Every process calls it at the same point, to hand rank 0 its
+        RNG state, except after Ctrl-C: then rank 0 saves alone, with only its own RNG state."""
+        self.progress["seconds"] = time.time() - self.start
+        rng = (interrupted and self.step_rng) or _rng_state()
+        rank_rngs = None if interrupted else distributed.gather(rng)
+        if not self.main:
+            return
+        payload = checkpoint.last_payload(self.config, self.model, self.optimizer, self.scheduler, self.progress, rng,
+                                          rank_rngs if self.world > 1 else None, self.ema)
+        checkpoint.save(payload, self.run_dir / checkpoint.LAST)

@@ -13,9 +13,9 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
-from s2s.attention import BahdanauAttention
-from s2s.device import inference_linear
-from s2s.encoder import EncoderOutput
+from s2s.nn.attention import BahdanauAttention
+from s2s.nn.encoder import EncoderOutput
+from s2s.nn.fast import inference_linear
 
 
 class DecoderState(NamedTuple):
@@ -32,23 +32,28 @@ class DecoderState(NamedTuple):
         return DecoderState(torch.cat([self.h, other.h], 1), torch.cat([self.c, other.c], 1), torch.cat([self.att, other.att]))
 
 
-def select_encoder(enc: EncoderOutput, index: torch.Tensor) -> EncoderOutput:
-    return EncoderOutput(*(x.index_select(0, index) for x in enc))
+class Memory(NamedTuple):
+    """What every decoding step attends to, made once per batch by `AttentionDecoder.memory`."""
 
+    keys: torch.Tensor  # (B, S, A) the attention's projected keys
+    states: torch.Tensor  # (B, S, D) encoder states, in the keys' dtype
+    mask: torch.Tensor  # (B, S) bool, True = real token
+    final: torch.Tensor  # (B, D) the encoder's final state
 
-def join_memory(
-    a: tuple[torch.Tensor, EncoderOutput], b: tuple[torch.Tensor, EncoderOutput]
-) -> tuple[torch.Tensor, EncoderOutput]:
-    """Two batches' attention memories (projected keys, encoder output) as one: a's rows, then b's,
-    padded to the longer source (zero keys and states, mask False)."""
-    length = max(a[1].mask.size(1), b[1].mask.size(1))
+    def select(self, index: torch.Tensor) -> "Memory":
+        """Rows `index` (dropping finished sentences)."""
+        return Memory(*(x.index_select(0, index) for x in self))
 
-    def cat(x: torch.Tensor, y: torch.Tensor, fill: float | bool = 0.0) -> torch.Tensor:  # along dim 0, padding dim 1
-        grow = lambda z: nn.functional.pad(z, (0, 0) * (z.dim() - 2) + (0, length - z.size(1)), value=fill)
-        return torch.cat([grow(x), grow(y)])
+    def join(self, other: "Memory") -> "Memory":
+        """This batch's rows, then other's, padded to the longer source (zero keys and states, mask False)."""
+        length = max(self.mask.size(1), other.mask.size(1))
 
-    enc = EncoderOutput(cat(a[1].states, b[1].states), cat(a[1].mask, b[1].mask, False), torch.cat([a[1].final, b[1].final]))
-    return cat(a[0], b[0]), enc
+        def cat(x: torch.Tensor, y: torch.Tensor, fill: float | bool = 0.0) -> torch.Tensor:  # along dim 0, padding dim 1
+            grow = lambda z: nn.functional.pad(z, (0, 0) * (z.dim() - 2) + (0, length - z.size(1)), value=fill)  # noqa: E731
+            return torch.cat([grow(x), grow(y)])
+
+        return Memory(cat(self.keys, other.keys), cat(self.states, other.states), cat(self.mask, other.mask, False),
+                      torch.cat([self.final, other.final]))
 
 
 class AttentionDecoder(nn.Module):
@@ -80,18 +85,18 @@ class AttentionDecoder(nn.Module):
             self.output.weight = self.embed.weight
         self.dropout = nn.Dropout(dropout)
 
-    def init_state(self, enc: EncoderOutput) -> DecoderState:
-        h = torch.tanh(self.bridge(enc.final))  # (B, H)
+    def init_state(self, memory: Memory) -> DecoderState:
+        h = torch.tanh(self.bridge(memory.final))  # (B, H)
         h = h.unsqueeze(0).repeat(self.num_layers, 1, 1).contiguous()  # (L, B, H)
         att = h.new_zeros(h.size(1), self.out_size)
         return DecoderState(h, torch.zeros_like(h), att)
 
-    def attention_memory(self, enc: EncoderOutput) -> tuple[torch.Tensor, EncoderOutput]:
+    def memory(self, enc: EncoderOutput) -> Memory:
         """What every step attends to, made once per batch: the projected keys, and the encoder
-        output with its states in the keys' dtype (fp32 when decoding on a CPU under bf16 autocast,
-        see BahdanauAttention.project_keys), so each step's attention runs in one dtype."""
-        proj_keys = self.attention.project_keys(enc.states)
-        return proj_keys, enc._replace(states=enc.states.to(proj_keys.dtype))
+        states in the keys' dtype (fp32 when decoding on a CPU under bf16 autocast, see
+        BahdanauAttention.project_keys), so each step's attention runs in one dtype."""
+        keys = self.attention.project_keys(enc.states)
+        return Memory(keys, enc.states.to(keys.dtype), enc.mask, enc.final)
 
     def _lstm_step(self, x: torch.Tensor, h: torch.Tensor, c: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """One time step of the stacked self.rnn: x (B, I), h and c (L, B, H).
@@ -108,37 +113,33 @@ class AttentionDecoder(nn.Module):
             x = h_l
         return torch.stack(hs), torch.stack(cs)
 
-    def _step(
-        self, emb: torch.Tensor, state: DecoderState, proj_keys: torch.Tensor, enc: EncoderOutput
-    ) -> tuple[torch.Tensor, DecoderState, torch.Tensor]:
+    def _step(self, emb: torch.Tensor, state: DecoderState, memory: Memory) -> tuple[torch.Tensor, DecoderState, torch.Tensor]:
         """emb (B, E) -> attentional vector (B, O), new state, attention weights (B, S)."""
         x = torch.cat([emb, state.att], dim=-1)  # (B, E + O)
         h, c = self._lstm_step(x, state.h, state.c)
         query = h[-1]  # (B, H)
-        context, weights = self.attention(query, proj_keys, enc.states, enc.mask)  # (B, D), (B, S)
+        context, weights = self.attention(query, memory.keys, memory.states, memory.mask)  # (B, D), (B, S)
         # In query's dtype: under autocast `combine` casts its input to that dtype anyway, and a cat of
         # mixed dtypes (fp32 context when decoding on a CPU) would first write an fp32 copy.
         att = torch.tanh(inference_linear(self.combine, torch.cat([query, context.to(query.dtype)], dim=-1)))  # (B, O)
         return att, DecoderState(h, c, att), weights
 
-    def step(
-        self, prev: torch.Tensor, state: DecoderState, proj_keys: torch.Tensor, enc: EncoderOutput
-    ) -> tuple[torch.Tensor, DecoderState, torch.Tensor]:
+    def step(self, prev: torch.Tensor, state: DecoderState, memory: Memory) -> tuple[torch.Tensor, DecoderState, torch.Tensor]:
         """One decoding step: prev (B,) token ids -> logits (B, V), new state, weights (B, S).
 
-        proj_keys and enc may hold B / K rows, each shared by K consecutive decoder rows (beam search's
-        beams of one sentence)."""
-        att, state, weights = self._step(self.dropout(self.embed(prev)), state, proj_keys, enc)
+        memory may hold B / K rows, each shared by K consecutive decoder rows (beam search's beams of
+        one sentence)."""
+        att, state, weights = self._step(self.dropout(self.embed(prev)), state, memory)
         return inference_linear(self.output, self.dropout(att)), state, weights
 
     def forward(self, tgt_in: torch.Tensor, enc: EncoderOutput) -> torch.Tensor:
         """Teacher forcing: tgt_in (B, T) = BOS + target -> logits (B, T, V)."""
-        proj_keys, enc = self.attention_memory(enc)
-        state = self.init_state(enc)
+        memory = self.memory(enc)
+        state = self.init_state(memory)
         embs = self.dropout(self.embed(tgt_in))  # (B, T, E)
         atts = []
         for t in range(tgt_in.size(1)):
-            att, state, _ = self._step(embs[:, t], state, proj_keys, enc)
+            att, state, _ = self._step(embs[:, t], state, memory)
             atts.append(att)
         # One output projection for all steps: the largest matmul runs once, not T times.
         return self.output(self.dropout(torch.stack(atts, dim=1)))  # (B, T, V)

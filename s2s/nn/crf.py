@@ -11,47 +11,27 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from s2s.conll import _split_tag
-
 FORBIDDEN = -1e4  # added to forbidden transitions; finite so that logsumexp never sees all -inf
+# (trans (K, K), start (K,), end (K,)): what may follow what, begin and end a sequence; True = allowed.
+Allowed = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
 
 
-def allowed_transitions(tags: list[str], scheme: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(trans (K, K), start (K,), end (K,)) bool masks of what `scheme` allows between `tags`."""
-    parts = [_split_tag(t) for t in tags]
-    k = len(tags)
-    trans = torch.zeros(k, k, dtype=torch.bool)
-    start = torch.zeros(k, dtype=torch.bool)
-    end = torch.zeros(k, dtype=torch.bool)
-    for j, (p, kind) in enumerate(parts):
-        if scheme == "bioes":
-            start[j] = p in "OBS"
-            end[j] = p in "OES"
-        else:  # iob2; also used for iob1 decoding, which reads I- after O as a start
-            start[j] = p in "OB" or scheme == "iob1"
-            end[j] = True
-        for i, (q, prev) in enumerate(parts):
-            if scheme == "bioes":
-                ok = (p in "IE" and prev == kind) if q in "BI" else p in "OBS"
-            elif scheme == "iob2":
-                ok = p != "I" or (q in "BI" and prev == kind)
-            else:  # iob1: B- only right after the same type
-                ok = p != "B" or (q in "BI" and prev == kind)
-            trans[i, j] = ok
-    return trans, start, end
+def register_penalties(module: nn.Module, num_tags: int, allowed: Allowed | None) -> None:
+    """Buffers trans_penalty, start_penalty, end_penalty: FORBIDDEN where `allowed` is False, else 0.
+    Buffers, not parameters: saved with the model, never learned."""
+    if allowed is None:
+        allowed = (torch.ones(num_tags, num_tags, dtype=torch.bool), torch.ones(num_tags, dtype=torch.bool), torch.ones(num_tags, dtype=torch.bool))
+    for name, mask in zip(("trans_penalty", "start_penalty", "end_penalty"), allowed):
+        module.register_buffer(name, (~torch.as_tensor(mask, dtype=torch.bool)).float() * FORBIDDEN)
 
 
 class CRF(nn.Module):
-    def __init__(self, num_tags: int, allowed: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None):
+    def __init__(self, num_tags: int, allowed: Allowed | None = None):
         super().__init__()
         self.trans = nn.Parameter(torch.zeros(num_tags, num_tags))  # trans[i, j]: score of tag i -> tag j
         self.start = nn.Parameter(torch.zeros(num_tags))
         self.end = nn.Parameter(torch.zeros(num_tags))
-        if allowed is None:
-            allowed = (torch.ones(num_tags, num_tags, dtype=torch.bool), torch.ones(num_tags, dtype=torch.bool), torch.ones(num_tags, dtype=torch.bool))
-        # Penalties are buffers: saved with the model, never learned.
-        for name, mask in zip(("trans_penalty", "start_penalty", "end_penalty"), allowed):
-            self.register_buffer(name, (~mask).float() * FORBIDDEN)
+        register_penalties(self, num_tags, allowed)
 
     def scores(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         return self.trans + self.trans_penalty, self.start + self.start_penalty, self.end + self.end_penalty

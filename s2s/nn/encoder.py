@@ -107,7 +107,7 @@ class Encoder(nn.Module):
 
     def _unpacked(self, x: torch.Tensor, lengths: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Inference on CPU without packing, the same states as the packed path: a packed sequence takes
-        torch's step-by-step CPU kernel, a padded one oneDNN's whole-sequence kernel (1.2-1.6x faster on
+        torch's step-by-step CPU kernel, a padded one oneDNN's whole-sequence kernel (faster on
         long texts). Each direction runs alone; the backward one reads every sequence reversed within
         its length, so padding comes after the real tokens in both and never reaches them."""
         run = {nn.LSTM: torch.lstm, nn.GRU: torch.gru}.get(type(self.rnn), torch.rnn_tanh)

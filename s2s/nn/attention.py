@@ -6,7 +6,7 @@ import contextlib
 import torch
 from torch import nn
 
-from s2s.device import inference_linear
+from s2s.nn.fast import inference_linear
 
 
 class BahdanauAttention(nn.Module):
@@ -25,8 +25,8 @@ class BahdanauAttention(nn.Module):
     def project_keys(self, keys: torch.Tensor) -> torch.Tensor:
         """(B, S, K) -> (B, S, A). When decoding on a CPU the result is fp32 even under bf16
         autocast: bf16 elementwise ops there convert to fp32 and back, so the per-step add and tanh
-        over (B, S, A) run ~1.7x faster on fp32 keys. Training keeps the autocast dtype (fp32 keys
-        made bf16 training 6% slower and its peak RSS 0.1 GiB higher), and so does a GPU."""
+        over (B, S, A) run faster on fp32 keys. Training keeps the autocast dtype (fp32 keys made bf16
+        training slower and its memory larger), and so does a GPU."""
         proj = self.key_proj(keys)
         return proj.float() if proj.device.type == "cpu" and not torch.is_grad_enabled() else proj
 
@@ -41,8 +41,8 @@ class BahdanauAttention(nn.Module):
         hidden = (q + proj_keys.unsqueeze(1)).tanh_()  # (B, K, S, A); in place: one (B, K, S, A) buffer, not two
         # On fp32 keys under autocast (decoding on a CPU) the rest stays fp32 too: autocast would copy
         # `hidden` to bf16 for two tiny products whose oneDNN kernels are compiled anew for every
-        # (B, S) shape, ~1 ms each and most of a first decoding pass's compiles (values: see
-        # AttentionDecoder.attention_memory).
+        # (B, S) shape, most of a first decoding pass's compiles (values: see
+        # AttentionDecoder.memory).
         keep_fp32 = hidden.dtype == torch.float32 and torch.is_autocast_enabled(hidden.device.type)
         with torch.autocast(hidden.device.type, enabled=False) if keep_fp32 else contextlib.nullcontext():
             scores = self.energy(hidden).squeeze(3)  # (B, K, S)

@@ -1,7 +1,7 @@
 """Word vectors for the tagger: train them on unlabelled text (gensim's word2vec), read them
 from a word2vec/GloVe text file, and put them into a vocabulary and an embedding matrix.
 
-The vectors' words go through the tagging vocabulary's own normalisation (`tagging.normalize`:
+The vectors' words go through the tagging vocabulary's own normalisation (`tokenize.normalize`:
 lowercased, digits mapped to 0), so a vector trained here and a word seen by the tagger meet.
 """
 from __future__ import annotations
@@ -12,8 +12,10 @@ from pathlib import Path
 
 import torch
 
-from s2s.conll import read_conll
-from s2s.data import read_lines
+from s2s.data.conll import read_conll
+from s2s.data.io import read_lines
+from s2s.data.labelled import texts_from_jsonl
+from s2s.data.tokenize import normalize, tokenize
 from s2s.errors import S2SError
 
 log = logging.getLogger(__name__)
@@ -22,9 +24,6 @@ log = logging.getLogger(__name__)
 def read_corpus(text_files: list[str], conll_files: list[str], lowercase: bool = True, text_field: str = "text") -> list[list[str]]:
     """Normalised token lists: raw text (one text per line, or JSONL with `text_field` when the file
     ends in .jsonl) tokenised by the tagger's rule, and the tokens of CoNLL files as they are."""
-    from s2s.classification import texts_from_jsonl
-    from s2s.tagging import normalize, tokenize
-
     corpus = []
     for name in text_files:
         path = Path(name)
@@ -63,8 +62,6 @@ def train_word_vectors(corpus: list[list[str]], out: str | Path, dim: int = 100,
 def read_word_vectors(path: str | Path, lowercase: bool = True) -> tuple[list[str], torch.Tensor]:
     """Words and their vectors (N, D) from a word2vec (with an 'N D' header line) or GloVe (without)
     text file. Words are normalised like the tagging vocabulary; the first vector of a word wins."""
-    from s2s.tagging import normalize
-
     path = Path(path)
     words, rows, seen, dim = [], [], set(), None
     for number, line in enumerate(read_lines(path), start=1):
@@ -97,7 +94,7 @@ def init_embedding(weight: torch.Tensor, words: list[str], vector_words: list[st
     """Copy `vectors` into the rows of `weight` (V, D) whose word has one; the other rows are drawn
     at the vectors' own scale so no group of words starts out louder. Returns how many were found."""
     if vectors.size(1) != weight.size(1):
-        raise S2SError(f"the word vectors have {vectors.size(1)} dimensions but model.emb_dim is {weight.size(1)}; set model.emb_dim: {vectors.size(1)}")
+        raise S2SError(f"the word vectors have {vectors.size(1)} dimensions but encoder.emb_dim is {weight.size(1)}; set encoder.emb_dim: {vectors.size(1)}")
     index = {w: i for i, w in enumerate(vector_words)}
     found = [(row, index[w]) for row, w in enumerate(words) if w in index]
     with torch.no_grad():

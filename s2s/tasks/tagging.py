@@ -1,62 +1,55 @@
-"""The tagging task: vocabularies and batches for training, the Tagger API, and span F1 evaluation.
+"""Tagging (N-vs-N): the shared encoder with character and casing features, a CRF (or constrained
+softmax) on top, trained on CoNLL files and scored by exact entity span F1.
 
-Raw text is tokenised by one rule that keeps character offsets (`tokenize`):
-abbreviations like "U.S." stay one token, numbers like "3,000.5" stay one token,
-words keep inner hyphens and apostrophes ("Hewlett-Packard", "O'Neill"), and every
-other non-space character is a token of its own.
+Raw text is tokenised by one rule that keeps character offsets (s2s.data.tokenize.tokenize).
 """
 from __future__ import annotations
 
+import argparse
 import array
+import copy
 import itertools
 import json
 import logging
 import random
-import re
 from collections import Counter
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import NamedTuple
 
 import torch
+import torch.nn.functional as F
+from torch import nn
 
 from s2s import checkpoint
-from s2s.chars import case_id, clip_word
 from s2s.config import Config, DecodeConfig
-from s2s.conll import Sentence, Span, convert, read_conll, span_scores, spans, to_tags
+from s2s.data.conll import Sentence, gold_and_predicted, read_conll
+from s2s.data.features import CASES, case_id, clip_word
+from s2s.data.io import write_lines
+from s2s.data.schemes import Span, allowed_transitions, convert, spans, to_tags
+from s2s.data.tokenize import normalize, tokenize
+from s2s.data.vocab import PAD, UNK, Vocabulary, load_json, save_json
+from s2s.data.word_vectors import init_embedding, read_word_vectors
 from s2s.device import cpu_workers, parallel_map, resolve_device
 from s2s.errors import S2SError
-from s2s.models import SequenceTagger, TaggerEnsemble, build_model
-from s2s.word_vectors import init_embedding, read_word_vectors
+from s2s.metrics import span_scores
+from s2s.nn import Output
+from s2s.nn.chars import CharCNN
+from s2s.nn.crf import CRF, Allowed, register_penalties, viterbi
+from s2s.nn.encoder import Encoder
+from s2s.nn.lm import NeighbourWordLM
 
 log = logging.getLogger(__name__)
 
-PAD, UNK = "<pad>", "<unk>"
 VOCAB_FILE = "tagging_vocab.json"
-TOKEN_RE = re.compile(r"(?:[^\W\d_]\.){2,}|\d+(?:[.,:/]\d+)*|\w+(?:[-'’]\w+)*|\S", re.UNICODE)
 
 
-def tokenize(text: str) -> tuple[list[str], list[tuple[int, int]]]:
-    """Tokens of raw text and their (start, end) character offsets in it."""
-    matches = list(TOKEN_RE.finditer(text))
-    return [m.group() for m in matches], [m.span() for m in matches]
+class TagVocab:
+    """A tagger's vocabularies: words (normalised), characters and tags (in the model's internal scheme)."""
 
-
-def normalize(word: str, lowercase: bool) -> str:
-    return re.sub(r"\d", "0", word.lower()) if lowercase else word
-
-
-@dataclass
-class Vocab:
-    words: list[str]
-    chars: list[str]
-    tags: list[str]  # in the model's internal scheme
-    lowercase: bool = True
-
-    def __post_init__(self):
-        self.word_ids = {w: i for i, w in enumerate(self.words)}
-        self.char_ids = {c: i for i, c in enumerate(self.chars)}
-        self.tag_ids = {t: i for i, t in enumerate(self.tags)}
+    def __init__(self, words: list[str], chars: list[str], tags: list[str], lowercase: bool = True):
+        self.words, self.chars, self.tags = Vocabulary(words), Vocabulary(chars), Vocabulary(tags)
+        self.lowercase = lowercase
         self._features: dict[str, tuple[int, int, list[int]]] = {}  # token -> (word id, case id, char ids)
 
     def features(self, token: str) -> tuple[int, int, list[int]]:
@@ -69,39 +62,29 @@ class Vocab:
         return found
 
     @classmethod
-    def build(cls, sentences: list[Sentence], scheme: str, target: str, lowercase: bool, min_freq: int, extra_words: list[str] = ()) -> "Vocab":
+    def build(cls, sentences: list[Sentence], scheme: str, target: str, lowercase: bool, min_freq: int, extra_words: list[str] = ()) -> "TagVocab":
         """Training words seen at least `min_freq` times, then `extra_words` (those of pretrained vectors) not yet in."""
         counts = Counter(normalize(w, lowercase) for s in sentences for w in s.tokens)
-        words = [PAD, UNK] + sorted((w for w, n in counts.items() if n >= min_freq), key=lambda w: (-counts[w], w))
-        known = set(words)
-        words += [w for w in extra_words if w not in known]
+        words = Vocabulary.from_counts(counts, min_freq, extra=extra_words)
         chars = [PAD, UNK] + sorted({c for s in sentences for w in s.tokens for c in w})
         types = sorted({kind for s in sentences for _, _, kind in spans(s.tags, scheme)})
         prefixes = "BIES" if target == "bioes" else "BI"
         tags = ["O"] + [f"{p}-{k}" for k in types for p in prefixes]  # every tag of every type, seen or not
-        return cls(words, chars, tags, lowercase)
+        return cls(words.items, chars, tags, lowercase)
 
     def save(self, path: Path) -> None:
-        data = {"words": self.words, "chars": self.chars, "tags": self.tags, "lowercase": self.lowercase}
-        path.write_text(json.dumps(data, ensure_ascii=False), encoding="utf-8")
+        save_json(path, {"words": self.words.items, "chars": self.chars.items, "tags": self.tags.items, "lowercase": self.lowercase})
 
     @classmethod
-    def load(cls, path: Path) -> "Vocab":
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-            return cls(data["words"], data["chars"], data["tags"], data["lowercase"])
-        except FileNotFoundError:
-            raise S2SError(f"{path}: no such file (the run directory lacks its tagging vocabularies)") from None
-        except (ValueError, KeyError, TypeError) as e:
-            raise S2SError(f"{path}: not a tagging vocabulary ({e})") from None
+    def load(cls, path: Path) -> "TagVocab":
+        data = load_json(path, ("words", "chars", "tags", "lowercase"), "tagging vocabularies")
+        return cls(data["words"], data["chars"], data["tags"], data["lowercase"])
 
     def encode_words(self, tokens: list[str]) -> list[int]:
-        unk = self.word_ids[UNK]
-        return [self.word_ids.get(normalize(w, self.lowercase), unk) for w in tokens]
+        return self.words.encode(normalize(w, self.lowercase) for w in tokens)
 
     def encode_chars(self, token: str) -> list[int]:
-        unk = self.char_ids[UNK]
-        return [self.char_ids.get(c, unk) for c in clip_word(token)]
+        return self.chars.encode(clip_word(token))
 
 
 class TagBatch(NamedTuple):
@@ -117,7 +100,7 @@ class TagBatch(NamedTuple):
     positions: torch.Tensor  # (S, L) where each sentence token sits in the flattened (R * T) run tokens, 0 on padding
     sentence_lengths: torch.Tensor  # (S,)
     num_tokens: int
-    lm_words: torch.Tensor | None = None  # (R, T) training only, model.lm_vocab: each run token's shortlist class, -100 on padding
+    lm_words: torch.Tensor | None = None  # (R, T) training only, tagging.lm_vocab: each run token's shortlist class, -100 on padding
 
     def to(self, device: torch.device) -> "TagBatch":
         return self._replace(**{k: v.to(device, non_blocking=True) for k, v in self._asdict().items() if isinstance(v, torch.Tensor)})
@@ -144,7 +127,7 @@ def runs_of(lengths: list[int], docs: list[int], max_tokens: int) -> list[list[i
 
 
 def make_batch(
-    vocab: Vocab,
+    vocab: TagVocab,
     tokens: list[list[str]],
     run_sizes: list[int] | None = None,
     words: list[list[int]] | None = None,
@@ -159,7 +142,7 @@ def make_batch(
     t, longest = max(run_lengths), max(len(s) for s in tokens)
     c = max(len(f[2]) for fs in feats for f in fs)
     # Padded nested lists first, then one tensor each: far faster than filling tensors per token. The
-    # characters, the biggest, go through one flat int64 array (torch.tensor parses nested lists ~9x slower).
+    # characters, the biggest, go through one flat int64 array (torch.tensor parses nested lists slowly).
     word_rows, case_rows, key_rows, tag_rows, position_rows = [], [], [], [], []
     chars = array.array("q")
     no_chars = [0] * c
@@ -190,29 +173,163 @@ def make_batch(
     )
 
 
+class TagDecoding:
+    """Decoding shared by SequenceTagger and TaggerEnsemble: needs `emissions(batch)`, `crf` and,
+    without a CRF, the penalty buffers of the scheme's forbidden transitions."""
+
+    @torch.inference_mode()
+    def decode(self, batch, with_scores: bool = True) -> tuple[list[list[int]], list[list[float]]]:
+        """Best valid tag ids per sentence of a tagging.TagBatch and each chosen tag's probability (CRF: its marginal)."""
+        logits, mask = self.emissions(batch)
+        if self.crf is not None:
+            paths = self.crf.decode(logits, mask)
+            probs = self.crf.marginals(logits, mask) if with_scores else None
+        else:
+            logp = logits.float().log_softmax(-1)
+            paths = viterbi(logp, mask, self.trans_penalty, self.start_penalty, self.end_penalty)
+            probs = logp.exp() if with_scores else None
+        if probs is None:
+            return paths, [[1.0] * len(p) for p in paths]
+        padded = torch.tensor([p + [0] * (logits.size(1) - len(p)) for p in paths], device=logits.device)
+        picked = probs.gather(2, padded.unsqueeze(2)).squeeze(2).tolist()  # (B, T)
+        return paths, [row[: len(p)] for row, p in zip(picked, paths)]
+
+
+class SequenceTagger(TagDecoding, nn.Module):
+    """N-vs-N tagging: char-CNN + casing features joined to the word embeddings in the shared
+    Encoder, a linear layer to tag scores, and a CRF (or per-token softmax) on top
+    (Lample et al. 2016; Ma & Hovy 2016)."""
+
+    def __init__(
+        self,
+        encoder: Encoder,
+        chars: CharCNN | None,
+        case_dim: int,
+        num_cases: int,
+        num_tags: int,
+        crf: CRF | None,
+        allowed: Allowed | None = None,
+        same_word_pooling: bool = False,
+        lm: NeighbourWordLM | None = None,
+        lm_weight: float = 0.0,
+    ):
+        super().__init__()
+        self.encoder = encoder
+        self.lm, self.lm_weight = lm, lm_weight
+        self.chars = chars
+        self.case_embed = nn.Embedding(num_cases, case_dim, padding_idx=0) if case_dim else None
+        self.same_word_pooling = same_word_pooling
+        self.proj = nn.Linear(encoder.output_size * (2 if same_word_pooling else 1), num_tags)
+        self.crf = crf
+        if crf is None:
+            # Without a CRF, decoding is still constrained to valid spans: Viterbi over the
+            # per-token log-probabilities with only the scheme's allowed transitions.
+            register_penalties(self, num_tags, allowed)
+
+    def emissions(self, batch) -> tuple[torch.Tensor, torch.Tensor]:
+        """Tag scores (S, L, K) and mask (S, L) of a batch's sentences (a tagging.TagBatch): the encoder
+        reads the batch's runs of text (R, T), and each sentence takes its tokens' states from its run."""
+        return self.tag_scores(self.encode(batch), batch)
+
+    def encode(self, batch) -> torch.Tensor:
+        """Encoder states (R, T, D) of the batch's runs."""
+        features = []
+        if self.chars is not None:
+            features.append(self.chars(batch.chars))  # (R, T, F)
+        if self.case_embed is not None:
+            features.append(self.case_embed(batch.cases))  # (R, T, C)
+        return self.encoder(batch.words, batch.lengths, torch.cat(features, dim=-1) if features else None).states
+
+    def tag_scores(self, states: torch.Tensor, batch) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.same_word_pooling:
+            states = torch.cat([states, self.pool_same_words(states, batch.word_keys)], dim=-1)
+        logits = self.proj(states).flatten(0, 1)[batch.positions]  # (S, L, K)
+        mask = torch.arange(logits.size(1), device=logits.device) < batch.sentence_lengths.unsqueeze(1)
+        return logits, mask
+
+    @staticmethod
+    def pool_same_words(states: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
+        """Each token's mean state over the other occurrences of its word in the same run (zeros if none):
+        a name that is clear in one sentence ("brewer Zywiec") informs its bare mentions elsewhere in the
+        document. keys (R, T): one id per normalised word of the batch, 0 on padding."""
+        same = (keys.unsqueeze(2) == keys.unsqueeze(1)) & (keys != 0).unsqueeze(2)  # (R, T, T)
+        same &= ~torch.eye(keys.size(1), dtype=torch.bool, device=keys.device)
+        counts = same.sum(2, keepdim=True).clamp(min=1)
+        return torch.bmm(same.to(states.dtype), states) / counts
+
+    def forward(self, batch) -> Output:
+        states = self.encode(batch)
+        logits, mask = self.tag_scores(states, batch)
+        num_tokens = int(batch.num_tokens)
+        if self.crf is not None:
+            loss = self.crf.nll(logits, batch.tags, mask).sum()
+        else:
+            loss = F.cross_entropy(logits.flatten(0, 1).float(), batch.tags.masked_fill(~mask, -100).flatten(), reduction="sum")
+        if self.lm is not None and batch.lm_words is not None:
+            loss = loss + self.lm_weight * self.lm(states, batch.lm_words)
+        return Output(loss / max(num_tokens, 1), logits, num_tokens)
+
+
+class TaggerEnsemble(TagDecoding, nn.Module):
+    """Several taggers of one vocabulary and tag set decoded as one: the mean of their tag scores and of
+    their CRF transition scores (docs/results.md)."""
+
+    def __init__(self, members: list[SequenceTagger]):
+        super().__init__()
+        self.members = nn.ModuleList(members)
+        first = members[0]
+        self.crf = copy.deepcopy(first.crf)  # with its forbidden-transition masks; the scores become the mean
+        if self.crf is not None:
+            with torch.no_grad():
+                for name in ("trans", "start", "end"):
+                    getattr(self.crf, name).copy_(torch.stack([getattr(m.crf, name) for m in members]).mean(0))
+        else:
+            for name in ("trans_penalty", "start_penalty", "end_penalty"):
+                self.register_buffer(name, getattr(first, name).clone())
+
+    def emissions(self, batch) -> tuple[torch.Tensor, torch.Tensor]:
+        scores = [m.emissions(batch) for m in self.members]
+        return torch.stack([logits for logits, _ in scores]).mean(0), scores[0][1]
+
+
+def build_model(config: Config, num_words: int, num_tags: int, num_chars: int = 0, tags: list[str] | None = None) -> SequenceTagger:
+    """A tagger for `num_words` words, `num_chars` characters and the tags `tags` (None: any transition allowed)."""
+    e, h = config.encoder, config.tagging
+    chars = CharCNN(num_chars, h.char_emb_dim, h.char_filters, h.char_kernel, e.dropout) if h.char_filters else None
+    feature_dim = (h.char_filters if chars is not None else 0) + h.case_dim
+    # Tags are per token: a pooling front end would change the sequence length.
+    encoder = Encoder(num_words, e.emb_dim, e.hidden_size, e.num_layers, e.cell, e.dropout, e.bidirectional,
+                      feature_dim=feature_dim, conv_filters=e.conv_filters, conv_kernel=e.conv_kernel, conv_pool=1)
+    allowed = None
+    if tags is not None:
+        allowed = tuple(torch.tensor(m, dtype=torch.bool) for m in allowed_transitions(tags, h.tag_scheme))
+    crf = CRF(num_tags, allowed) if h.crf else None
+    lm = NeighbourWordLM(e.hidden_size, h.lm_vocab) if h.lm_vocab else None
+    return SequenceTagger(encoder, chars, h.case_dim, len(CASES), num_tags, crf, allowed, h.same_word_pooling, lm, h.lm_weight)
+
+
 def conll_path(config: Config, split: str) -> Path:
     return Path(config.data.dir) / f"{split}.txt"
 
 
-class TaggingTask:
+class Task:
     """Training data, model and dev scoring for `s2s train` with task: tagging."""
 
     metric = "f1"
+    higher_is_better = True
 
     def __init__(self, config: Config, run_dir: Path, resume: bool = False):
-        data, m = config.data, config.model
-        if data.format != "conll":
-            raise S2SError(f"task tagging reads CoNLL files: set data.format: conll (got {data.format!r})")
-        train = read_conll(conll_path(config, data.train), data.scheme)
-        if data.max_train_pairs:
-            train = train[: data.max_train_pairs]
+        data, m = config.data, config.tagging
+        train = read_conll(conll_path(config, data.train), data.scheme, strict=data.strict_tags)
+        if data.max_train:
+            train = train[: data.max_train]
         too_long = sum(len(s.tokens) > data.max_len for s in train)
         if too_long:
             log.warning("%s: skipped %d sentences longer than data.max_len=%d tokens", conll_path(config, data.train), too_long, data.max_len)
             train = [s for s in train if len(s.tokens) <= data.max_len]
         if not train:
             raise S2SError(f"{conll_path(config, data.train)}: no training sentences")
-        self.dev = read_conll(conll_path(config, data.dev), data.scheme)
+        self.dev = read_conll(conll_path(config, data.dev), data.scheme, strict=data.strict_tags)
         if data.max_dev:
             self.dev = self.dev[: data.max_dev]
         self.scheme, self.decode, self.context_tokens = data.scheme, config.decode, m.context_tokens
@@ -220,32 +337,32 @@ class TaggingTask:
         vocab_path = run_dir / VOCAB_FILE
         vectors = None
         if resume:
-            self.vocab = Vocab.load(vocab_path)  # embeddings come from the checkpoint
+            self.vocab = TagVocab.load(vocab_path)  # embeddings come from the checkpoint
         else:
             if config.vocab.word_vectors:
                 vectors = read_word_vectors(config.vocab.word_vectors, config.vocab.lowercase)
             extra = vectors[0] if vectors else []
-            self.vocab = Vocab.build(train, data.scheme, m.tag_scheme, config.vocab.lowercase, config.vocab.min_freq, extra)
+            self.vocab = TagVocab.build(train, data.scheme, m.tag_scheme, config.vocab.lowercase, config.vocab.min_freq, extra)
         v = self.vocab
         log.info("%s: %d sentences; %d words, %d characters, %d tags", conll_path(config, data.train), len(train), len(v.words), len(v.chars), len(v.tags))
 
         self.tokens = [s.tokens for s in train]
         self.words = [v.encode_words(s.tokens) for s in train]
-        self.tags = [[v.tag_ids[t] for t in convert(s.tags, data.scheme, m.tag_scheme)] for s in train]
+        self.tags = [v.tags.encode(convert(s.tags, data.scheme, m.tag_scheme)) for s in train]
         counts = Counter(w for ids in self.words for w in ids)
         self.singletons = {w for w, n in counts.items() if n == 1}
-        # model.lm_vocab: the side objective's classes, the lm_vocab - 1 most frequent training words (1, 2, ...)
+        # tagging.lm_vocab: the side objective's classes, the lm_vocab - 1 most frequent training words (1, 2, ...)
         # and 0 for every other word (none without the side objective: nothing to sort at start-up).
         frequent = sorted(counts, key=lambda w: (-counts[w], w))[: m.lm_vocab - 1] if m.lm_vocab > 0 else []
         self.lm_class = {w: i + 1 for i, w in enumerate(frequent)}
         self.unk_replace = config.train.unk_replace
         self.word_dropout = config.train.word_dropout
-        # The training examples are runs of consecutive sentences (model.context_tokens; 0: single sentences).
+        # The training examples are runs of consecutive sentences (tagging.context_tokens; 0: single sentences).
         self.runs = runs_of([len(s) for s in self.tokens], [s.doc for s in train], m.context_tokens)
         self.lengths = [sum(len(self.tokens[i]) for i in run) for run in self.runs]
         self.model = build_model(config, len(v.words), len(v.tags), len(v.chars), v.tags)
         if vectors:
-            found = init_embedding(self.model.encoder.embed.weight, v.words, *vectors, pad_id=v.word_ids[PAD])
+            found = init_embedding(self.model.encoder.embed.weight, v.words.items, *vectors, pad_id=v.words.ids[PAD])
             log.info("%s: %d vectors of dimension %d; %d of %d vocabulary words start from one",
                      config.vocab.word_vectors, len(vectors[0]), vectors[1].size(1), found, len(v.words))
         if not resume:
@@ -253,7 +370,7 @@ class TaggingTask:
 
     def batch(self, indices: list[int]) -> TagBatch:
         """The batch of the runs `indices` (see runs_of)."""
-        unk = self.vocab.word_ids[UNK]
+        unk = self.vocab.words.unk
         sentences = [i for r in indices for i in self.runs[r]]
         words = [self.words[i] for i in sentences]
         if self.unk_replace:
@@ -318,16 +435,16 @@ class Tagger:
     """Tag named entities with a trained model: `Tagger.load(run_dir).tag(["Alan Shearer was named ..."])`."""
 
     def __init__(
-        self, model: SequenceTagger | TaggerEnsemble, vocab: Vocab, decode: DecodeConfig, device: torch.device, file_scheme: str = "iob1", context_tokens: int = 0
+        self, model: SequenceTagger | TaggerEnsemble, vocab: TagVocab, decode: DecodeConfig, device: torch.device, file_scheme: str = "iob1", context_tokens: int = 0
     ):
         self.model, self.vocab, self.decode, self.device = model, vocab, decode, device
         self.file_scheme = file_scheme  # tag scheme of the CoNLL files the model was trained on
-        self.context_tokens = context_tokens  # model.context_tokens it was trained with
+        self.context_tokens = context_tokens  # tagging.context_tokens it was trained with
         self.scheme = "bioes" if any(t.startswith(("E-", "S-")) for t in vocab.tags) else "iob2"
 
     @classmethod
     def load(cls, run_dirs: str | Path | list[str | Path], device: str = "auto", workers: int | None = None) -> "Tagger":
-        """A trained tagger; several run directories (same data, vectors and model.context_tokens,
+        """A trained tagger; several run directories (same data, vectors and tagging.context_tokens,
         e.g. different train.seed) make an ensemble that averages their scores. workers, when given,
         replaces decode.workers (batches tagged at once; 0 = one per CPU thread)."""
         run_dirs = [run_dirs] if isinstance(run_dirs, (str, Path)) else list(run_dirs)
@@ -336,27 +453,27 @@ class Tagger:
         members = []
         for run_dir in run_dirs:
             config, payload, path = checkpoint.load_trained(run_dir, "tagging")
-            vocab = Vocab.load(Path(run_dir) / VOCAB_FILE)
+            vocab = TagVocab.load(Path(run_dir) / VOCAB_FILE)
             model = build_model(config, len(vocab.words), len(vocab.tags), len(vocab.chars), vocab.tags)
             members.append(checkpoint.load_weights(model, payload, path))
-            setup = (vocab.words, vocab.chars, vocab.tags, vocab.lowercase, config.model.context_tokens, config.model.crf, config.data.scheme)
+            setup = (vocab.words, vocab.chars, vocab.tags, vocab.lowercase, config.tagging.context_tokens, config.tagging.crf, config.data.scheme)
             if len(members) == 1:
                 first_vocab, first_config, first_setup = vocab, config, setup
             elif setup != first_setup:
                 raise S2SError(f"{run_dir}: cannot join an ensemble with {run_dirs[0]}: the vocabularies, tags, "
-                               "model.context_tokens, model.crf or data.scheme differ (train members on the same data and vectors)")
+                               "tagging.context_tokens, tagging.crf or data.scheme differ (train members on the same data and vectors)")
         vocab, config = first_vocab, first_config
         model = members[0] if len(members) == 1 else TaggerEnsemble(members)
         target = resolve_device(device)
         decode = config.decode if workers is None else replace(config.decode, workers=workers)
-        return cls(model.to(target).eval(), vocab, decode, target, config.data.scheme, config.model.context_tokens)
+        return cls(model.to(target).eval(), vocab, decode, target, config.data.scheme, config.tagging.context_tokens)
 
     def tag_tokens(
         self, sentences: list[list[str]], batch_size: int | None = None, with_scores: bool = True, docs: list[int] | None = None
     ) -> list[list[tuple[Span, float]]]:
         """Entity spans with scores per tokenised sentence, in input order; [] for an empty one.
         `docs` numbers each sentence's document (default: all one); a model trained with
-        model.context_tokens reads consecutive sentences of a document together."""
+        tagging.context_tokens reads consecutive sentences of a document together."""
         batch_size = batch_size or self.decode.batch_size
         out: list[list[tuple[Span, float]]] = [[] for _ in sentences]
         runs = runs_of([len(s) for s in sentences], docs or [0] * len(sentences), self.context_tokens)
@@ -426,3 +543,30 @@ class Tagger:
         scores = span_scores([spans(s.tags, scheme) for s in gold], pred)
         scores["sentences"], scores["tokens"] = len(gold), sum(len(s.tokens) for s in gold)
         return scores, pred
+
+
+EVALUATE_FLAGS = ("conll", "scheme", "workers")
+
+
+def evaluate(args: argparse.Namespace) -> tuple[dict, list[str]]:
+    """`s2s evaluate` on one tagging run or an ensemble of several: --conll FILE or --split, scored by exact span F1."""
+    tagger = Tagger.load(args.model, device=args.device, workers=args.workers)
+    if bool(args.conll) == bool(args.split):
+        raise S2SError(f"evaluate: {args.model[0]} is a tagging run: give --conll FILE or --split dev|test")
+    config = checkpoint.load_trained(args.model[0], "tagging")[0]
+    path = Path(args.conll) if args.conll else conll_path(config, getattr(config.data, args.split))
+    scheme = args.scheme or tagger.file_scheme
+    gold = read_conll(path, scheme, strict=config.data.strict_tags)
+    scores, pred = tagger.evaluate(gold, scheme, args.batch_size)
+    name = path.stem + ("-ensemble" if len(args.model) > 1 else "")
+    prefix = Path(args.hyp_prefix) if args.hyp_prefix else Path(args.model[0]) / "eval" / name
+    write_lines(f"{prefix}.conll", gold_and_predicted(gold, pred, scheme))
+    scores["predictions"] = f"{prefix}.conll"
+    m = scores["micro"]
+    report = [f"{path}: {scores['sentences']} sentences, {scores['tokens']} tokens; "
+              f"{m['gold']} gold entities, {m['predicted']} predicted, {m['correct']} correct"]
+    for kind, v in scores["types"].items():
+        report.append(f"{kind:<6} precision {v['precision']:6.2f}  recall {v['recall']:6.2f}  F1 {v['f1']:6.2f}  ({v['gold']} gold)")
+    report.append(f"predictions (token gold predicted, IOB2): {prefix}.conll")
+    report.append(f"F1 {m['f1']:.2f} (micro, exact span and type)  precision {m['precision']:.2f}  recall {m['recall']:.2f}")
+    return scores, report

@@ -1,0 +1,117 @@
+"""CoNLL files: reading (checked, with tag slips repaired or refused) and writing.
+
+A CoNLL file has one token per line, 2 to 4 space- or tab-separated columns
+(token [POS [chunk]] tag), a blank line between sentences and `-DOCSTART-` lines
+between documents. The tag is always the last column. Tag schemes: s2s.data.schemes.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from s2s.data.io import read_lines
+from s2s.data.schemes import SCHEMES, Span, bad_tag, slips, spans, to_tags
+from s2s.errors import S2SError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Sentence:
+    tokens: list[str]
+    tags: list[str]  # in the scheme the sentence was read in
+    columns: list[list[str]] = field(default_factory=list)  # middle columns (POS, chunk) per token, kept for writing
+    line: int = 0  # 1-based line of the first token, for messages
+    doc: int = 0  # which document of the file (-DOCSTART- lines separate them), for document context
+
+
+def read_conll(path: str | Path, scheme: str = "iob1", tagged: bool = True, strict: bool = False) -> list[Sentence]:
+    """Sentences of a CoNLL file, checked: every malformed line fails with file:line and why.
+    tagged=False reads input to tag: 1 to 4 columns, the first is the token, tags are not read.
+    Tag slips (see s2s.data.schemes) are kept as written and read as conlleval reads them, with one
+    warning for the file; strict=True refuses the first one instead."""
+    path = Path(path)
+    if scheme not in SCHEMES:
+        raise S2SError(f"unknown tag scheme {scheme!r}; valid: {', '.join(SCHEMES)}")
+    return parse_conll(read_lines(path), scheme, str(path), tagged, strict)
+
+
+def parse_conll(lines: list[str], scheme: str = "iob1", where: str = "<input>", tagged: bool = True,
+                strict: bool = False) -> list[Sentence]:
+    sentences: list[Sentence] = []
+    slipped: list[tuple[int, str]] = []  # (line, reason) of every tag slip
+    current: list[tuple[int, list[str]]] = []
+    width = 0  # columns per line, fixed by the first token line of the file
+    doc = 0
+
+    def flush() -> None:
+        if not current:
+            return
+        if not tagged:
+            sentences.append(Sentence([c[0] for _, c in current], [], [], current[0][0], doc))
+            current.clear()
+            return
+        tags = [cols[-1] for _, cols in current]
+        bad = bad_tag(tags, scheme)
+        found = slips(tags, scheme) if bad is None else []
+        if bad is None and found and strict:
+            bad = found[0]
+        if bad is not None:
+            i, reason = bad
+            raise S2SError(f"{where}:{current[i][0]}: {reason}")
+        slipped.extend((current[i][0], reason) for i, reason in found)
+        sentences.append(
+            Sentence([c[0] for _, c in current], tags, [c[1:-1] for _, c in current], current[0][0], doc)
+        )
+        current.clear()
+
+    for number, raw in enumerate(lines, start=1):
+        cols = raw.split()
+        if not cols:
+            flush()
+            continue
+        if cols[0] == "-DOCSTART-":
+            flush()
+            if sentences and sentences[-1].doc == doc:  # a new document, unless this one has no sentences yet
+                doc += 1
+            continue
+        low = 2 if tagged else 1
+        if not low <= len(cols) <= 4:
+            what = "token ... tag" if tagged else "token first"
+            raise S2SError(f"{where}:{number}: expected {low} to 4 columns ({what}), got {len(cols)}: {raw.strip()[:80]!r}")
+        width = width or len(cols)
+        if len(cols) != width:
+            raise S2SError(f"{where}:{number}: expected {width} columns like the lines before, got {len(cols)}: {raw.strip()[:80]!r}")
+        current.append((number, cols))
+    flush()
+    if slipped:
+        line, reason = slipped[0]
+        log.warning("%s: %d tag slip%s read as conlleval reads them (a tag that cannot continue an entity starts one); "
+                    "first at line %d: %s. data.strict_tags: true refuses them", where, len(slipped),
+                    "s" if len(slipped) > 1 else "", line, reason)
+    return sentences
+
+
+def format_conll(sentences: list[Sentence]) -> list[str]:
+    """Lines of a CoNLL file (no -DOCSTART-), a blank line after each sentence."""
+    lines: list[str] = []
+    for s in sentences:
+        for i, (token, tag) in enumerate(zip(s.tokens, s.tags)):
+            middle = s.columns[i] if i < len(s.columns) else []
+            lines.append(" ".join([token, *middle, tag]))
+        lines.append("")
+    return lines
+
+
+def write_conll(sentences: list[Sentence], path: str | Path) -> None:
+    Path(path).write_text("".join(line + "\n" for line in format_conll(sentences)), encoding="utf-8")
+
+
+def gold_and_predicted(gold: list[Sentence], pred: list[list[Span]], scheme: str) -> list[str]:
+    """conlleval's input: `token gold predicted` lines (both IOB2), a blank line after each sentence."""
+    lines: list[str] = []
+    for s, p in zip(gold, pred, strict=True):
+        g = to_tags(spans(s.tags, scheme), len(s.tokens), "iob2")
+        lines += [f"{t} {a} {b}" for t, a, b in zip(s.tokens, g, to_tags(p, len(s.tokens), "iob2"))] + [""]
+    return lines

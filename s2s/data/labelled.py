@@ -1,0 +1,125 @@
+"""Labelled text for classification: JSONL, TSV (a header, literal cells) and CSV (a header, RFC 4180 quoting).
+
+Read with Python's json and csv modules rather than HF datasets' loaders: those neither say which
+line is broken nor refuse a CSV row with a missing field (it becomes None), and every problem here
+must name file and line.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import random
+from dataclasses import dataclass
+from pathlib import Path
+
+from s2s.data.io import read_text, split_lines
+from s2s.errors import S2SError
+
+FORMATS = ("jsonl", "tsv", "csv")
+
+
+@dataclass
+class Example:
+    text: str
+    label: str
+    line: int  # 1-based line of the row in its file, for messages
+
+
+def _label(value) -> str | None:
+    """A label as a string: JSON 1 and CSV "1" are the same label."""
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, (int, float)):
+        return str(int(value)) if isinstance(value, float) and value.is_integer() else str(value)
+    if isinstance(value, str) and value.strip():
+        return value.strip()
+    return None
+
+
+def format_of(path: str | Path, default: str = "jsonl") -> str:
+    """The file format by extension (.jsonl, .tsv, .csv), else `default`."""
+    suffix = Path(path).suffix.lstrip(".").lower()
+    return suffix if suffix in FORMATS else default
+
+
+def _rows(path: Path, fmt: str, text: str):
+    """(line, row dict) per record of a JSONL, TSV or CSV text; blank lines are not records."""
+    if fmt == "jsonl":
+        for number, raw in enumerate(split_lines(text), start=1):
+            if not raw.strip():
+                continue
+            try:
+                row = json.loads(raw)
+            except json.JSONDecodeError as e:
+                raise S2SError(f"{path}:{number}: not valid JSON ({e.msg} at column {e.colno})") from None
+            if not isinstance(row, dict):
+                raise S2SError(f"{path}:{number}: expected a JSON object, got {type(row).__name__}")
+            yield number, row
+        return
+    if fmt not in ("tsv", "csv"):
+        raise S2SError(f"{path}: unknown format {fmt!r} for labelled text; valid: {', '.join(FORMATS)}")
+    # TSV cells are literal (no quoting, as in s2s.data); CSV follows RFC 4180 quoting.
+    if fmt == "tsv":
+        reader = csv.reader(io.StringIO(text, newline=""), delimiter="\t", quoting=csv.QUOTE_NONE, strict=True)
+    else:
+        reader = csv.reader(io.StringIO(text, newline=""), strict=True)
+    header = None
+    try:
+        for row in reader:
+            if not row or (len(row) == 1 and not row[0].strip()):
+                continue
+            if header is None:
+                header = [h.strip() for h in row]
+                continue
+            if len(row) != len(header):
+                raise S2SError(f"{path}:{reader.line_num}: expected {len(header)} {fmt.upper()} fields ({', '.join(header)}), got {len(row)}")
+            yield reader.line_num, dict(zip(header, row))
+    except csv.Error as e:
+        raise S2SError(f"{path}:{reader.line_num}: not a valid {fmt.upper()} row ({e})") from None
+
+
+def read_labelled(path: str | Path, fmt: str, text_field: str = "text", label_field: str = "label") -> list[Example]:
+    """Every row of a labelled file, checked: a row that cannot be parsed, or has no text or no
+    label, fails with file:line and why. Nothing is skipped except blank lines."""
+    path = Path(path)
+    examples = []
+    for number, row in _rows(path, fmt, read_text(path)):
+        text = row.get(text_field)
+        if not isinstance(text, str) or not text.strip():
+            found = f"; keys: {', '.join(map(str, row))}" if text_field not in row else ""
+            raise S2SError(f"{path}:{number}: no text in {text_field!r}{found}")
+        label = _label(row.get(label_field))
+        if label is None:
+            found = f"; keys: {', '.join(map(str, row))}" if label_field not in row else f", got {row[label_field]!r}"
+            raise S2SError(f"{path}:{number}: no label in {label_field!r}{found}")
+        examples.append(Example(text, label, number))
+    if not examples:
+        raise S2SError(f"{path}: no labelled rows")
+    return examples
+
+
+def texts_from_jsonl(lines: list[str], where: str, text_field: str = "text") -> list[str]:
+    """The texts of JSONL input to classify; a blank line gives an empty text (an empty output line)."""
+    texts = []
+    for number, raw in enumerate(lines, start=1):
+        if not raw.strip():
+            texts.append("")
+            continue
+        try:
+            row = json.loads(raw)
+        except json.JSONDecodeError as e:
+            raise S2SError(f"{where}:{number}: not valid JSON ({e.msg} at column {e.colno})") from None
+        if not isinstance(row, dict) or not isinstance(row.get(text_field), str):
+            raise S2SError(f"{where}:{number}: expected a JSON object with a text field {text_field!r}")
+        texts.append(row[text_field])
+    return texts
+
+
+def hold_out(examples: list[Example], size: int, seed: int, where: str) -> tuple[list[Example], list[Example]]:
+    """(train, dev): the rows shuffled by `seed`, dev the first `size` of them, train the rest in that order."""
+    if not 0 < size < len(examples):
+        raise S2SError(f"{where}: data.dev_size={size} must be between 1 and the number of rows minus one ({len(examples) - 1})")
+    order = list(range(len(examples)))
+    random.Random(seed).shuffle(order)
+    return [examples[i] for i in order[size:]], [examples[i] for i in order[:size]]

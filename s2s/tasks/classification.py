@@ -1,0 +1,344 @@
+"""Classification (N-vs-1): the shared encoder, its states pooled into one vector, a small
+classifier; trained on labelled JSONL/TSV/CSV, scored by accuracy, macro-F1 and a confusion matrix.
+
+Text becomes tokens by `s2s.data.tokenize.text_tokens`, and a text longer than
+data.max_text_tokens is cut by data.truncate (`s2s.data.tokenize.truncate`).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import random
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from s2s import checkpoint
+from s2s.config import Config
+from s2s.data.batching import pad
+from s2s.data.io import write_lines
+from s2s.data.labelled import FORMATS, Example, format_of, hold_out, read_labelled
+from s2s.data.tokenize import text_tokens, truncate
+from s2s.data.vocab import Vocabulary, load_json, save_json
+from s2s.device import resolve_device
+from s2s.errors import S2SError
+from s2s.metrics import accuracy_scores
+from s2s.nn import Output
+from s2s.nn.encoder import Encoder
+from s2s.nn.pooling import POOLINGS, AttentionPooling, pool
+
+log = logging.getLogger(__name__)
+
+VOCAB_FILE = "classification_vocab.json"
+
+
+class TextClassifier(nn.Module):
+    """N-vs-1 classification: the shared Encoder, its states pooled into one vector per text
+    (any of mean, max, last state, attention, concatenated in the order given) and a small
+    classifier. Dropout comes after pooling, not before: the encoder returns its states undropped
+    (output_dropout=False), since dropout before a max makes training-time maxima larger than
+    test-time ones (Kim 2014 also drops after pooling)."""
+
+    def __init__(self, encoder: Encoder, num_classes: int, pooling: tuple[str, ...], head_hidden: int = 0,
+                 attn_size: int = 128, dropout: float = 0.0, label_smoothing: float = 0.0):
+        super().__init__()
+        unknown = [p for p in pooling if p not in POOLINGS]
+        if not pooling or unknown:
+            raise ValueError(f"pooling must be one or more of {', '.join(POOLINGS)}, got {pooling}")
+        self.encoder = encoder
+        self.num_classes = num_classes
+        self.pooling = tuple(pooling)
+        size = encoder.output_size
+        self.attention = AttentionPooling(size, attn_size) if "attention" in pooling else None
+        self.dropout = nn.Dropout(dropout)
+        pooled = size * len(pooling)
+        if head_hidden:
+            self.head = nn.Sequential(nn.Linear(pooled, head_hidden), nn.ReLU(), nn.Dropout(dropout), nn.Linear(head_hidden, num_classes))
+        else:
+            self.head = nn.Linear(pooled, num_classes)
+        self.label_smoothing = label_smoothing
+
+    def pool(self, tokens: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """tokens (B, T), lengths (B,) -> pooled features (B, len(pooling) * D)."""
+        enc = self.encoder(tokens, lengths)  # states (B, T', D), 0 on padding
+        return torch.cat([pool(mode, enc, self.attention) for mode in self.pooling], dim=-1)
+
+    def logits(self, tokens: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        return self.head(self.dropout(self.pool(tokens, lengths)))  # (B, K)
+
+    def forward(self, batch) -> Output:
+        logits = self.logits(batch.tokens, batch.lengths)
+        loss = F.cross_entropy(logits.float(), batch.labels, label_smoothing=self.label_smoothing)
+        return Output(loss, logits, int(batch.labels.numel()))
+
+
+def build_model(config: Config, num_words: int, num_classes: int) -> TextClassifier:
+    e, h = config.encoder, config.classification
+    encoder = Encoder(num_words, e.emb_dim, e.hidden_size, e.num_layers, e.cell, e.dropout, e.bidirectional,
+                      conv_filters=e.conv_filters, conv_kernel=e.conv_kernel, conv_pool=e.conv_pool, output_dropout=False)
+    return TextClassifier(encoder, num_classes, tuple(h.pooling.split("+")), h.head_hidden, h.attn_size, e.dropout,
+                          config.train.label_smoothing)
+
+
+def _sort_labels(labels: set[str]) -> list[str]:
+    """Numeric labels in numeric order (0, 1, 2, 10), otherwise alphabetical."""
+    try:
+        return sorted(labels, key=float)
+    except ValueError:
+        return sorted(labels)
+
+
+class LabelVocab:
+    """A classifier's vocabularies: words and labels."""
+
+    def __init__(self, words: list[str], labels: list[str]):
+        self.words, self.labels = Vocabulary(words), Vocabulary(labels)
+
+    @classmethod
+    def build(cls, tokens: list[list[str]], labels: list[str], min_freq: int = 1, max_words: int = 0) -> "LabelVocab":
+        words = Vocabulary.from_counts(Counter(w for ts in tokens for w in ts), min_freq, max_words)
+        return cls(words.items, _sort_labels(set(labels)))
+
+    def save(self, path: Path) -> None:
+        save_json(path, {"words": self.words.items, "labels": self.labels.items})
+
+    @classmethod
+    def load(cls, path: Path) -> "LabelVocab":
+        data = load_json(path, ("words", "labels"), "classification vocabulary")
+        return cls(data["words"], data["labels"])
+
+    def encode(self, tokens: list[str]) -> list[int]:
+        """Word ids; a text without tokens (e.g. only "<br />") becomes one UNK."""
+        return self.words.encode(tokens) or [self.words.unk]
+
+    def label_id(self, example: Example, where: str) -> int:
+        found = self.labels.ids.get(example.label)
+        if found is None:
+            raise S2SError(f"{where}:{example.line}: label {example.label!r} is not one the model knows ({', '.join(self.labels)})")
+        return found
+
+
+class TextBatch(NamedTuple):
+    tokens: torch.Tensor  # (B, T) word ids, 0-padded
+    lengths: torch.Tensor  # (B,)
+    labels: torch.Tensor  # (B,) label ids (0 when unknown, at prediction)
+
+    def to(self, device: torch.device) -> "TextBatch":
+        return TextBatch(*(x.to(device, non_blocking=True) for x in self))
+
+
+def make_batch(ids: list[list[int]], labels: list[int] | None = None) -> TextBatch:
+    t = max(len(x) for x in ids)
+    tokens = torch.tensor([x + [0] * (t - len(x)) for x in ids])
+    return TextBatch(tokens, torch.tensor([len(x) for x in ids]), torch.tensor(labels if labels is not None else [0] * len(ids)))
+
+
+class TextBatch(NamedTuple):
+    tokens: torch.Tensor  # (B, T) word ids, 0-padded
+    lengths: torch.Tensor  # (B,)
+    labels: torch.Tensor  # (B,) label ids (0 when unknown, at prediction)
+
+    def to(self, device: torch.device) -> "TextBatch":
+        return TextBatch(*(x.to(device, non_blocking=True) for x in self))
+
+
+def make_batch(ids: list[list[int]], labels: list[int] | None = None) -> TextBatch:
+    tokens, lengths = pad(ids)
+    return TextBatch(tokens, lengths, torch.tensor(labels if labels is not None else [0] * len(ids)))
+
+
+def split_path(config: Config, split: str) -> Path:
+    return Path(config.data.dir) / f"{split}.{config.data.format}"
+
+
+def read_split(config: Config, split: str) -> tuple[list[Example], str]:
+    """The examples of the split named `split` and where they were read; with data.dev_size the dev
+    split is the rows held out of the training file."""
+    data = config.data
+    if data.dev_size and split in (data.train, data.dev):
+        path = split_path(config, data.train)
+        train, dev = hold_out(read_labelled(path, data.format, data.text_field, data.label_field), data.dev_size, data.dev_seed, str(path))
+        return (train if split == data.train else dev), str(path)  # held-out rows keep their line numbers
+    path = split_path(config, split)
+    return read_labelled(path, data.format, data.text_field, data.label_field), str(path)
+
+
+class Task:
+    """Training data, model and dev scoring for `s2s train` with task: classification."""
+
+    metric = "accuracy"
+    higher_is_better = True
+
+    def __init__(self, config: Config, run_dir: Path, resume: bool = False):
+        data, v = config.data, config.vocab
+        train, train_path = read_split(config, data.train)
+        dev, dev_where = read_split(config, data.dev)
+        if data.max_train:
+            train = train[: data.max_train]
+        if data.max_dev:
+            dev = dev[: data.max_dev]
+
+        tokens = [text_tokens(e.text, v.lowercase) for e in train]
+        vocab_path = run_dir / VOCAB_FILE
+        if resume:
+            self.vocab = LabelVocab.load(vocab_path)
+        else:
+            self.vocab = LabelVocab.build(tokens, [e.label for e in train], v.min_freq, v.max_words)
+            self.vocab.save(vocab_path)
+        vocab = self.vocab
+        counts = Counter(e.label for e in train)
+        log.info("%s: %d training rows (%s), %d dev rows; %d words", train_path, len(train),
+                 ", ".join(f"{label}: {counts[label]}" for label in vocab.labels), len(dev), len(vocab.words))
+        if len(vocab.labels) < 2:
+            raise S2SError(f"{train_path}: the training rows have a single label ({vocab.labels[0]!r}); classification needs two or more")
+
+        self.budget, self.mode = data.max_text_tokens, data.truncate
+        self.ids = [vocab.encode(truncate(ts, self.budget, self.mode)) for ts in tokens]
+        self.labels = [vocab.label_id(e, str(train_path)) for e in train]
+        self.lengths = [len(x) for x in self.ids]
+        self.dev_ids = [vocab.encode(truncate(text_tokens(e.text, v.lowercase), self.budget, self.mode)) for e in dev]
+        self.dev_labels = [vocab.label_id(e, dev_where) for e in dev]
+        self.word_dropout, self.trim = config.train.word_dropout, config.train.trim_batches
+        self.batch_size = config.decode.batch_size
+        self.model = build_model(config, len(vocab.words), len(vocab.labels))
+
+    def batch(self, indices: list[int]) -> TextBatch:
+        ids = [self.ids[i] for i in indices]
+        if self.trim:
+            # On CPU, torch's RNN backward over a packed batch of unequal lengths is far slower than
+            # over equal lengths (torch 2.13: slice_backward fills a full-size gradient at every time
+            # step). Batches group similar lengths, so cutting each text to the batch's shortest
+            # (by data.truncate) drops few tokens (docs/speed.md).
+            shortest = min(len(x) for x in ids)
+            ids = [truncate(x, shortest, self.mode) for x in ids]
+        if self.word_dropout:
+            unk = self.vocab.words.unk
+            ids = [[unk if random.random() < self.word_dropout else w for w in x] for x in ids]
+        return make_batch(ids, [self.labels[i] for i in indices])
+
+    def validate(self, model: TextClassifier, device: torch.device) -> dict:
+        probs = predict_probs(model, self.dev_ids, self.batch_size, device)
+        found = accuracy_scores(self.dev_labels, probs.argmax(-1).tolist(), self.vocab.labels)
+        return {"accuracy": found["accuracy"], "macro_f1": found["macro_f1"]}
+
+
+@torch.inference_mode()
+def predict_probs(model: TextClassifier, ids: list[list[int]], batch_size: int, device: torch.device) -> torch.Tensor:
+    """Class probabilities (N, K) of encoded texts, in input order; batches group similar lengths."""
+    was_training = model.training
+    model.eval()
+    out = torch.empty(len(ids), model.num_classes)  # (N, K)
+    order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
+    try:
+        for start in range(0, len(order), batch_size):
+            rows = order[start : start + batch_size]
+            b = make_batch([ids[i] for i in rows]).to(device)
+            out[rows] = model.logits(b.tokens, b.lengths).float().softmax(-1).cpu()
+    finally:
+        model.train(was_training)
+    return out
+
+
+@dataclass
+class Prediction:
+    label: str
+    prob: float  # the probability of `label`
+    probs: dict[str, float]  # every label's probability
+
+    def to_tsv(self) -> str:
+        return f"{self.label}\t{self.prob:.4f}"
+
+    def to_json(self) -> str:
+        return json.dumps({"label": self.label, "prob": round(self.prob, 4), "probs": {k: round(p, 4) for k, p in self.probs.items()}},
+                          ensure_ascii=False)
+
+
+class Classifier:
+    """Classify raw texts with a trained model: `Classifier.load(run_dir).predict(["A fine film."])`."""
+
+    def __init__(self, model: TextClassifier, vocab: LabelVocab, config: Config, device: torch.device):
+        self.model, self.vocab, self.device = model, vocab, device
+        self.lowercase, self.budget, self.mode = config.vocab.lowercase, config.data.max_text_tokens, config.data.truncate
+        self.text_field, self.label_field, self.format = config.data.text_field, config.data.label_field, config.data.format
+        self.batch_size = config.decode.batch_size
+        self.config = config
+
+    @classmethod
+    def load(cls, run_dir: str | Path, device: str = "auto") -> "Classifier":
+        config, payload, path = checkpoint.load_trained(run_dir, "classification")
+        vocab = LabelVocab.load(Path(run_dir) / VOCAB_FILE)
+        model = build_model(config, len(vocab.words), len(vocab.labels))
+        checkpoint.load_weights(model, payload, path)
+        target = resolve_device(device)
+        return cls(model.to(target).eval(), vocab, config, target)
+
+    def encode(self, text: str) -> list[int]:
+        return self.vocab.encode(truncate(text_tokens(text, self.lowercase), self.budget, self.mode))
+
+    def predict(self, texts: list[str], batch_size: int | None = None) -> list[Prediction | None]:
+        """One prediction per text, in input order; None for an empty (or all-space) text."""
+        todo = [i for i, t in enumerate(texts) if t.strip()]
+        probs = predict_probs(self.model, [self.encode(texts[i]) for i in todo], batch_size or self.batch_size, self.device)
+        out: list[Prediction | None] = [None] * len(texts)
+        for i, row in zip(todo, probs.tolist()):
+            best = max(range(len(row)), key=row.__getitem__)
+            out[i] = Prediction(self.vocab.labels[best], row[best], dict(zip(self.vocab.labels.items, row)))
+        return out
+
+    def evaluate(self, examples: list[Example], where: str, batch_size: int | None = None) -> tuple[dict, list[str]]:
+        """Scores (see `scores`) of the predictions on labelled examples read from `where`, and the
+        predicted labels. A gold label the model does not know fails with file:line."""
+        gold = [self.vocab.label_id(e, where) for e in examples]
+        probs = predict_probs(self.model, [self.encode(e.text) for e in examples], batch_size or self.batch_size, self.device)
+        pred = probs.argmax(-1).tolist()
+        return accuracy_scores(gold, pred, self.vocab.labels.items), [self.vocab.labels[p] for p in pred]
+
+    def evaluate_file(self, path: str | Path, batch_size: int | None = None) -> tuple[dict, list[str]]:
+        """Read a labelled JSONL/TSV/CSV file (format by extension, else the training format) and score it."""
+        fmt = format_of(path, self.format if self.format in FORMATS else "jsonl")
+        examples = read_labelled(path, fmt, self.text_field, self.label_field)
+        found, pred = self.evaluate(examples, str(path), batch_size)
+        found["file"] = str(path)
+        return found, pred
+
+
+EVALUATE_FLAGS = ("data",)
+
+
+def evaluate(args: argparse.Namespace) -> tuple[dict, list[str]]:
+    """`s2s evaluate` on a classification run: --data FILE or --split, scored by accuracy, macro-F1 and a confusion matrix."""
+    if len(args.model) > 1:
+        raise S2SError("evaluate: several --model runs (an ensemble) work only for tagging runs")
+    run = args.model[0]
+    if bool(args.data) == bool(args.split):
+        raise S2SError(f"evaluate: {run} is a classification run: give --data FILE or --split dev|test")
+    classifier = Classifier.load(run, device=args.device)
+    if args.data:
+        scores, pred = classifier.evaluate_file(args.data, args.batch_size)
+        name = Path(args.data).stem
+    else:
+        config = classifier.config
+        examples, where = read_split(config, getattr(config.data, args.split))
+        scores, pred = classifier.evaluate(examples, where, args.batch_size)
+        scores["file"], name = where, args.split
+    prefix = Path(args.hyp_prefix) if args.hyp_prefix else Path(run) / "eval" / name
+    write_lines(f"{prefix}.pred", pred)
+    scores["predictions"] = f"{prefix}.pred"
+    labels = scores["labels"]
+    report = [f"{scores['file']}: {scores['examples']} examples, labels {', '.join(labels)}"]
+    for label, v in scores["per_label"].items():
+        report.append(f"{label:<10} precision {v['precision']:6.2f}  recall {v['recall']:6.2f}  F1 {v['f1']:6.2f}  ({v['support']} gold)")
+    width = max(7, *(len(label) + 1 for label in labels))
+    report.append("confusion matrix (rows gold, columns predicted):")
+    report.append(" " * width + "".join(f"{label:>{width}}" for label in labels))
+    for label, row in zip(labels, scores["confusion"]):
+        report.append(f"{label:<{width}}" + "".join(f"{n:>{width}}" for n in row))
+    report.append(f"predictions (one label per line): {prefix}.pred")
+    report.append(f"accuracy {scores['accuracy']:.2f}  macro-F1 {scores['macro_f1']:.2f}  ({scores['examples']} examples)")
+    return scores, report

@@ -1,0 +1,251 @@
+"""Translation (N-vs-M): the shared encoder, an attention decoder, SentencePiece on both sides,
+trained on parallel text and scored with detokenized sacreBLEU."""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+from pathlib import Path
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from s2s import checkpoint
+from s2s.config import Config
+from s2s.data.batching import pad
+from s2s.data.io import write_lines
+from s2s.data.parallel import describe, load_split, read_parallel
+from s2s.data.sentencepiece import BOS, EOS, load_sentencepiece, model_paths, train_sentencepiece
+from s2s.device import autocast, cpu_workers, parallel_map, resolve_device
+from s2s.errors import S2SError
+from s2s.metrics import bleu_chrf
+from s2s.nn import Output
+from s2s.nn.decoder import AttentionDecoder, DecoderState, Memory
+from s2s.nn.encoder import Encoder
+from s2s.search import beam_search, greedy_search, in_flight_groups, max_lengths
+
+log = logging.getLogger(__name__)
+
+
+class Seq2Seq(nn.Module):
+    """Encoder -> AttentionDecoder, trained with teacher forcing. Search decodes through
+    encode / init_state / step (see s2s.search)."""
+
+    def __init__(self, encoder: Encoder, decoder: AttentionDecoder, label_smoothing: float = 0.0, pad_id: int = 0):
+        super().__init__()
+        self.encoder = encoder
+        self.decoder = decoder
+        self.label_smoothing = label_smoothing
+        self.pad_id = pad_id
+
+    @property
+    def vocab_size(self) -> int:
+        return self.decoder.output.out_features
+
+    def encode(self, src: torch.Tensor, src_lengths: torch.Tensor) -> Memory:
+        return self.decoder.memory(self.encoder(src, src_lengths))
+
+    def init_state(self, memory: Memory) -> DecoderState:
+        return self.decoder.init_state(memory)
+
+    def step(self, prev: torch.Tensor, state: DecoderState, memory: Memory) -> tuple[torch.Tensor, DecoderState, torch.Tensor]:
+        return self.decoder.step(prev, state, memory)
+
+    def forward(self, batch: "Batch") -> Output:
+        enc = self.encoder(batch.src, batch.src_lengths)
+        logits = self.decoder(batch.tgt_in, enc)  # (B, T, V)
+        num_tokens = int(batch.num_tokens)
+        loss = F.cross_entropy(
+            logits.flatten(0, 1).float(),
+            batch.tgt_out.flatten(),
+            ignore_index=self.pad_id,
+            label_smoothing=self.label_smoothing,
+            reduction="sum",
+        )
+        return Output(loss / max(num_tokens, 1), logits, num_tokens)
+
+
+def build_model(config: Config, src_vocab_size: int, tgt_vocab_size: int) -> Seq2Seq:
+    e, h = config.encoder, config.translation
+    encoder = Encoder(src_vocab_size, e.emb_dim, e.hidden_size, e.num_layers, e.cell, e.dropout, e.bidirectional,
+                      conv_filters=e.conv_filters, conv_kernel=e.conv_kernel, conv_pool=e.conv_pool)
+    decoder = AttentionDecoder(tgt_vocab_size, e.emb_dim, h.dec_hidden_size, encoder.output_size, h.attn_size, h.dec_layers,
+                               e.dropout, h.tie_embeddings)
+    return Seq2Seq(encoder, decoder, config.train.label_smoothing)
+
+
+class Batch(NamedTuple):
+    src: torch.Tensor  # (B, S) source ids, PAD-padded
+    src_lengths: torch.Tensor  # (B,)
+    tgt_in: torch.Tensor  # (B, T) BOS + target
+    tgt_out: torch.Tensor  # (B, T) target + EOS
+    num_tokens: int  # real target tokens (including EOS)
+
+    def to(self, device: torch.device) -> "Batch":
+        return Batch(*(x.to(device, non_blocking=True) for x in self[:4]), self.num_tokens)
+
+
+def make_batch(src: list[list[int]], tgt: list[list[int]]) -> Batch:
+    src_t, src_lengths = pad(src)
+    tgt_in, _ = pad([[BOS] + t for t in tgt])
+    tgt_out, tgt_lengths = pad([t + [EOS] for t in tgt])
+    return Batch(src_t, src_lengths, tgt_in, tgt_out, int(tgt_lengths.sum()))
+
+
+class Task:
+    """Training data, model and dev scoring for `s2s train` with task: translation."""
+
+    metric = "bleu"
+    higher_is_better = True
+
+    def __init__(self, config: Config, run_dir: Path, resume: bool = False):
+        data = config.data
+        src, tgt = load_split(data, data.train)
+        if data.max_train:
+            src, tgt = src[: data.max_train], tgt[: data.max_train]
+        self.dev_src, self.dev_ref = load_split(data, data.dev)
+        self.config = config
+
+        src_path, tgt_path = model_paths(run_dir, config.vocab.joint)
+        v = config.vocab
+        if resume:
+            self.sp_src, self.sp_tgt = load_sentencepiece(src_path), load_sentencepiece(tgt_path)
+        elif v.joint:
+            self.sp_src = self.sp_tgt = train_sentencepiece(src + tgt, src_path, v.src_size, v.model_type, v.character_coverage)
+        else:
+            self.sp_src = train_sentencepiece(src, src_path, v.src_size, v.model_type, v.character_coverage)
+            self.sp_tgt = train_sentencepiece(tgt, tgt_path, v.tgt_size, v.model_type, v.character_coverage)
+
+        self.src_ids: list[list[int]] = []
+        self.tgt_ids: list[list[int]] = []
+        empty = too_long = 0
+        for s, t in zip(self.sp_src.encode(src), self.sp_tgt.encode(tgt)):
+            if not s or not t:
+                empty += 1
+            elif len(s) > data.max_len or len(t) > data.max_len:
+                too_long += 1
+            else:
+                self.src_ids.append(s)
+                self.tgt_ids.append(t)
+        where = describe(data, data.train)
+        if empty or too_long:
+            log.warning("%s: skipped %d pairs with an empty side and %d longer than data.max_len=%d subword tokens",
+                        where, empty, too_long, data.max_len)
+        if not self.src_ids:
+            raise S2SError(f"{where}: no usable training pairs (empty data, or every pair empty or too long)")
+        log.info("%s: %d training pairs", where, len(self.src_ids))
+        # Batching cost of an example: its longer side (target + EOS).
+        self.lengths = [max(len(s), len(t) + 1) for s, t in zip(self.src_ids, self.tgt_ids)]
+        self.model = build_model(config, self.sp_src.get_piece_size(), self.sp_tgt.get_piece_size())
+
+    def batch(self, indices: list[int]) -> Batch:
+        return make_batch([self.src_ids[i] for i in indices], [self.tgt_ids[i] for i in indices])
+
+    def validate(self, model: Seq2Seq, device: torch.device) -> dict:
+        translator = Translator(model, self.sp_src, self.sp_tgt, self.config, device)
+        hyps = translator.translate(self.dev_src, beam_size=self.config.translation.valid_beam_size)
+        scores = bleu_chrf(hyps, self.dev_ref)
+        return {"bleu": scores["bleu"], "chrf": scores["chrf"]}
+
+
+class Translator:
+    """Translate raw sentences with a trained model: `Translator.load(run_dir).translate([...])`."""
+
+    def __init__(self, model: Seq2Seq, sp_src, sp_tgt, config: Config, device: torch.device):
+        self.model, self.sp_src, self.sp_tgt, self.config, self.device = model, sp_src, sp_tgt, config, device
+        self.decode, self.search = config.decode, config.translation
+
+    @classmethod
+    def load(cls, run_dir: str | Path, device: str = "auto", amp: bool = False, workers: int | None = None) -> "Translator":
+        """amp=True decodes in bf16 mixed precision whatever the run's decode.amp says; workers, when
+        given, replaces decode.workers (batches decoded at once; 0 = one per CPU thread)."""
+        config, payload, path = checkpoint.load_trained(run_dir, "translation")
+        src_path, tgt_path = model_paths(Path(run_dir), config.vocab.joint)
+        sp_src, sp_tgt = load_sentencepiece(src_path), load_sentencepiece(tgt_path)
+        model = build_model(config, sp_src.get_piece_size(), sp_tgt.get_piece_size())
+        checkpoint.load_weights(model, payload, path)
+        target = resolve_device(device)
+        decode = dataclasses.replace(config.decode, amp=amp or config.decode.amp)
+        if workers is not None:
+            decode = dataclasses.replace(decode, workers=workers)
+        return cls(model.to(target).eval(), sp_src, sp_tgt, dataclasses.replace(config, decode=decode), target)
+
+    def translate_ids(self, sentences: list[str], beam_size: int | None = None, batch_size: int | None = None) -> list[list[int]]:
+        """Target token ids per sentence, in input order; an empty sentence gives []."""
+        beam_size = beam_size or self.search.beam_size
+        batch_size = batch_size or self.decode.batch_size
+        limit = self.search.max_src_len
+        src = self.sp_src.encode([s.strip() for s in sentences])
+        for i, ids in enumerate(src):
+            if len(ids) > limit:
+                log.warning("input line %d: %d subword tokens, translating only the first %d (translation.max_src_len)",
+                            i + 1, len(ids), limit)
+                src[i] = ids[:limit]
+        todo = sorted((i for i, ids in enumerate(src) if ids), key=lambda i: len(src[i]))  # similar lengths batch well
+        workers = cpu_workers(self.device, self.decode.workers)
+        if beam_size == 1:
+            batches = [todo[start : start + batch_size] for start in range(0, len(todo), batch_size)]
+        else:  # beam search keeps batch_size sentences in flight over a group of batches
+            batches = in_flight_groups(todo, batch_size, workers)
+
+        def decode(rows: list[int]) -> list[list[int]]:
+            tokens, lengths = pad([src[i] for i in rows])
+            limits = max_lengths(lengths, self.search.max_len_a, self.search.max_len_b)
+            tokens, lengths = tokens.to(self.device), lengths.to(self.device)
+            with autocast(self.device, self.decode.amp):
+                if beam_size == 1:
+                    return greedy_search(self.model, tokens, lengths, limits, BOS, EOS)
+                return beam_search(self.model, tokens, lengths, limits, BOS, EOS, beam_size, self.search.length_penalty,
+                                   in_flight=batch_size)
+
+        out: list[list[int]] = [[] for _ in sentences]
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            for rows, hyps in zip(batches, parallel_map(decode, batches, workers)):
+                for i, hyp in zip(rows, hyps):
+                    out[i] = hyp
+        finally:
+            self.model.train(was_training)
+        return out
+
+    def translate(self, sentences: list[str], beam_size: int | None = None, batch_size: int | None = None) -> list[str]:
+        """Detokenized translations, one per sentence, in input order."""
+        return [self.sp_tgt.decode(ids) for ids in self.translate_ids(sentences, beam_size, batch_size)]
+
+    def pieces(self, ids: list[int]) -> str:
+        """The raw model output: subword pieces joined by spaces."""
+        return " ".join(self.sp_tgt.id_to_piece(ids))
+
+    def evaluate(self, sources: list[str], refs: list[str], beam_size: int | None = None) -> tuple[dict, list[list[int]]]:
+        """sacreBLEU BLEU and chrF of the translations of `sources` against `refs`, and the raw ids."""
+        ids = self.translate_ids(sources, beam_size)
+        return bleu_chrf([self.sp_tgt.decode(x) for x in ids], refs), ids
+
+
+EVALUATE_FLAGS = ("src", "ref", "beam_size", "amp", "workers")
+
+
+def evaluate(args: argparse.Namespace) -> tuple[dict, list[str]]:
+    """`s2s evaluate` on a translation run: --src/--ref or --split, scored with sacreBLEU."""
+    if len(args.model) > 1:
+        raise S2SError("evaluate: several --model runs (an ensemble) work only for tagging runs")
+    run = args.model[0]
+    if bool(args.split) == bool(args.src or args.ref) or bool(args.src) != bool(args.ref):
+        raise S2SError(f"evaluate: {run} is a translation run: give --src FILE --ref FILE, or --split dev|test")
+    translator = Translator.load(run, device=args.device, amp=args.amp, workers=args.workers)
+    if args.split:
+        data = translator.config.data
+        sources, refs = load_split(data, getattr(data, args.split))
+        name = args.split
+    else:
+        sources, refs = read_parallel(args.src, args.ref)
+        name = Path(args.src).name
+    scores, ids = translator.evaluate(sources, refs, args.beam_size)
+    prefix = Path(args.hyp_prefix) if args.hyp_prefix else Path(run) / "eval" / name
+    write_lines(f"{prefix}.hyp", [translator.sp_tgt.decode(x) for x in ids])  # detokenized, what is scored
+    write_lines(f"{prefix}.raw", [translator.pieces(x) for x in ids])  # raw subword output of the model
+    scores["hypotheses"] = f"{prefix}.hyp"
+    return scores, [scores["bleu_line"], scores["chrf_line"], f"hypotheses: {prefix}.hyp (raw subwords: {prefix}.raw)"]
