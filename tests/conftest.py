@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from s2s import config as config_lib
-from s2s.models import Seq2Seq, build_model
+from s2s.tasks.translation import Seq2Seq, build_model
 
 
 def pytest_configure(config):
@@ -50,18 +50,19 @@ def write_corpus(folder: Path, sizes: dict[str, int] | None = None, src_lang: st
 
 
 def tiny_config_dict(data_dir: Path, **sections: dict) -> dict:
-    """The tiny translation config as nested dicts; `sections` update single keys, e.g. train={"max_steps": 4}."""
+    """The tiny translation config as nested dicts (s2s 0.2 sections); `sections` update single keys, e.g. train={"max_steps": 4}."""
     raw = {
         "task": "translation",
         "data": {"format": "text", "dir": str(data_dir), "src_lang": "de", "tgt_lang": "en",
                  "train": "train", "dev": "val", "test": "test"},
         "vocab": {"src_size": 40, "tgt_size": 40},
-        "model": {"emb_dim": 8, "hidden_size": 8, "dec_hidden_size": 16, "attn_size": 8, "dropout": 0.1},
+        "encoder": {"emb_dim": 8, "hidden_size": 8, "dropout": 0.1},
+        "translation": {"dec_hidden_size": 16, "attn_size": 8, "beam_size": 3, "max_len_a": 1.5, "max_len_b": 5},
         "train": {"epochs": 2, "max_tokens": 80, "lr": 0.01, "threads": 1, "log_every": 1, "device": "cpu", "seed": 7},
-        "decode": {"beam_size": 3, "batch_size": 4, "max_len_a": 1.5, "max_len_b": 5},
+        "decode": {"batch_size": 4},
     }
     for name, values in sections.items():
-        raw[name].update(values)
+        raw.setdefault(name, {}).update(values)
     return raw
 
 
@@ -87,8 +88,8 @@ def build_tiny_seq2seq(seed: int = 0, cell: str = "lstm", tie_embeddings: bool =
                        label_smoothing: float = 0.0, vocab: int = 20) -> Seq2Seq:
     config = config_lib.from_dict(
         {
-            "model": {"cell": cell, "emb_dim": 8, "hidden_size": 8, "dec_hidden_size": 8, "attn_size": 8,
-                      "dropout": dropout, "tie_embeddings": tie_embeddings},
+            "encoder": {"cell": cell, "emb_dim": 8, "hidden_size": 8, "dropout": dropout},
+            "translation": {"dec_hidden_size": 8, "attn_size": 8, "tie_embeddings": tie_embeddings},
             "train": {"label_smoothing": label_smoothing},
         }
     )
