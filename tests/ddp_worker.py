@@ -14,8 +14,8 @@ from s2s import train as train_lib
 from s2s.cli import main
 
 tasks = []
-build_task = train_lib.build_task
-train_lib.build_task = lambda *args: tasks.append(build_task(*args)) or tasks[-1]  # keep the model being trained
+build_task = train_lib.Trainer.build_task
+train_lib.Trainer.build_task = lambda *args: tasks.append(build_task(*args)) or tasks[-1]  # keep the model being trained
 
 code = main(sys.argv[1:])
 run_dir = Path(sys.argv[sys.argv.index("--out") + 1])

@@ -11,7 +11,7 @@ import torch
 
 from s2s import checkpoint
 from s2s.cli import main
-from s2s.translation import Translator
+from s2s.tasks.translation import Translator
 
 
 def _one_line_error(capsys, *needles: str) -> str:
@@ -36,9 +36,9 @@ def test_missing_config_file(tmp_path, capsys):
 
 def test_unknown_config_key(tmp_path, capsys):
     path = tmp_path / "bad.yaml"
-    path.write_text("model:\n  hiden_size: 8\n", encoding="utf-8")
+    path.write_text("encoder:\n  hiden_size: 8\n", encoding="utf-8")
     assert main(["-q", "train", str(path), "--out", str(tmp_path / "run")]) == 2
-    _one_line_error(capsys, str(path), "model.hiden_size", "did you mean 'model.hidden_size'")
+    _one_line_error(capsys, str(path), "encoder.hiden_size", "did you mean 'encoder.hidden_size'")
 
 
 def test_unknown_set_key(tmp_path, capsys, corpus_dir, tiny_config):
@@ -52,7 +52,7 @@ def test_unknown_set_key(tmp_path, capsys, corpus_dir, tiny_config):
 
 def test_invalid_yaml_names_file_and_line(tmp_path, capsys):
     path = tmp_path / "bad.yaml"
-    path.write_text("model:\n  cell: lstm\n emb_dim: 8\n", encoding="utf-8")
+    path.write_text("encoder:\n  cell: lstm\n emb_dim: 8\n", encoding="utf-8")
     assert main(["-q", "train", str(path)]) == 2
     _one_line_error(capsys, f"{path}:3")
 
@@ -214,7 +214,7 @@ def test_translate_keeps_line_count_when_a_line_holds_a_unicode_line_separator(t
 
 
 def test_translate_truncates_a_very_long_line_with_a_warning(tmp_path, capsys, caplog, monkeypatch, trained_run):
-    import s2s.translation
+    import s2s.tasks.translation
 
     widths = []  # source widths the search is given
 
@@ -225,8 +225,8 @@ def test_translate_truncates_a_very_long_line_with_a_warning(tmp_path, capsys, c
 
         return wrapper
 
-    monkeypatch.setattr(s2s.translation, "beam_search", recording(s2s.translation.beam_search))
-    monkeypatch.setattr(s2s.translation, "greedy_search", recording(s2s.translation.greedy_search))
+    monkeypatch.setattr(s2s.tasks.translation, "beam_search", recording(s2s.tasks.translation.beam_search))
+    monkeypatch.setattr(s2s.tasks.translation, "greedy_search", recording(s2s.tasks.translation.greedy_search))
     long_line = " ".join(["der hund sieht ein haus"] * 1000)  # 5,000 words
     assert len(long_line.split()) == 5000
     src, out = tmp_path / "in.de", tmp_path / "out.en"
@@ -237,7 +237,7 @@ def test_translate_truncates_a_very_long_line_with_a_warning(tmp_path, capsys, c
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert any("input line 2" in w and "max_src_len" in w for w in warnings), warnings
     assert not any("input line 1" in w or "input line 3" in w for w in warnings)
-    limit = Translator.load(trained_run, device="cpu").decode.max_src_len
+    limit = Translator.load(trained_run, device="cpu").search.max_src_len
     assert widths and max(widths) == limit  # the long line reached the search cut to max_src_len tokens
 
 
@@ -280,7 +280,7 @@ def test_translator_output_does_not_depend_on_batching(translator, pairs, beam_s
 
 
 def test_translator_respects_the_length_limit(translator, pairs):
-    d = translator.decode
+    d = translator.search
     for s, _ in pairs(6, seed=6):
         n = len(translator.sp_src.encode(s))
         for beam_size in (1, 3):
@@ -295,3 +295,68 @@ def test_translator_leaves_training_mode_as_it_was(translator):
         assert translator.model.training
     finally:
         translator.model.eval()
+
+
+# --- 0.2: evaluate by the run's task, exit codes, progress output ------------------------------
+
+
+@pytest.mark.parametrize("flag", [["--conll", "x.txt"], ["--data", "x.jsonl"], ["--scheme", "iob2"]])
+def test_evaluate_refuses_another_tasks_options(capsys, trained_run, flag):
+    assert main(["-q", "evaluate", "--model", str(trained_run), *flag]) == 2
+    _one_line_error(capsys, flag[0], "a translation run", "--src")
+
+
+def test_ctrl_c_in_training_exits_130_after_saving_last(tmp_path, capsys, monkeypatch, corpus_dir):
+    from s2s import config as config_lib
+    from s2s import train as train_lib
+    from conftest import tiny_config_dict
+
+    config_path = tmp_path / "tiny.yaml"
+    config_lib.save(config_lib.from_dict(tiny_config_dict(corpus_dir)), config_path)
+    calls = {"n": 0}
+    update = train_lib.Trainer.update
+
+    def interrupting(self, batch):
+        calls["n"] += 1
+        if calls["n"] == 4:
+            raise KeyboardInterrupt
+        return update(self, batch)
+
+    monkeypatch.setattr(train_lib.Trainer, "update", interrupting)
+    assert main(["-q", "train", str(config_path), "--out", str(tmp_path / "run")]) == 130
+    _one_line_error(capsys, "interrupted at step 3", "--resume")
+    assert checkpoint.load(tmp_path / "run" / checkpoint.LAST)["progress"]["step"] == 3
+
+
+def test_ctrl_c_elsewhere_exits_130(tmp_path, capsys, monkeypatch, trained_run):
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Translator, "translate_ids", interrupted)
+    (tmp_path / "in.txt").write_text("der hund\n", encoding="utf-8")
+    assert main(["-q", "translate", "--model", str(trained_run), "--input", str(tmp_path / "in.txt")]) == 130
+    _one_line_error(capsys, "interrupted")
+
+
+@pytest.mark.parametrize("quiet", [False, True])
+def test_training_log_without_a_terminal_has_no_progress_bar(tmp_path, corpus_dir, quiet):
+    """stderr to a file (a log, CI): no bar frames (carriage returns), a plain line every train.log_every
+    updates instead; with -q, none of those either."""
+    import subprocess
+    import sys
+
+    from s2s import config as config_lib
+    from conftest import tiny_config_dict
+
+    config_path = tmp_path / "tiny.yaml"
+    config_lib.save(config_lib.from_dict(tiny_config_dict(corpus_dir, train={"max_steps": 6, "log_every": 2})), config_path)
+    log = tmp_path / "train.log"
+    with log.open("w") as stderr:
+        result = subprocess.run([sys.executable, "-m", "s2s", *(["-q"] if quiet else []), "train", str(config_path),
+                                 "--out", str(tmp_path / "run")], stdout=subprocess.PIPE, stderr=stderr, text=True, timeout=300)
+    text = log.read_text()
+    assert result.returncode == 0, text
+    assert "\r" not in text
+    steps = [line for line in text.splitlines() if "s2s.train: step " in line and "loss" in line]
+    assert (steps == []) if quiet else ([line.split("step ")[1].split(" ")[0] for line in steps] == ["2", "4", "6"]), text
+    assert json.loads(result.stdout)["steps"] == 6

@@ -18,7 +18,7 @@ from s2s import checkpoint, distributed
 from s2s import config as config_lib
 from s2s.errors import S2SError
 from s2s.train import train
-from s2s.translation import Translator
+from s2s.tasks.translation import Translator
 
 needs_gloo = pytest.mark.skipif(
     not (dist.is_available() and dist.is_gloo_available()), reason="this torch build has no torch.distributed with gloo"

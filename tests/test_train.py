@@ -93,7 +93,7 @@ def test_run_directory_layout(resume_runs, corpus_dir, tiny_config):
 def _interrupt(monkeypatch, where: str, at_call: int) -> None:
     """Raise KeyboardInterrupt (as Ctrl-C would) in the at_call-th update, before its forward pass
     ("before_forward") or after its forward and backward passes ("inside_step")."""
-    from s2s.models import Seq2Seq
+    from s2s.tasks.translation import Seq2Seq
 
     calls = {"n": 0}
 
@@ -137,7 +137,7 @@ def test_resume_after_ctrl_c_equals_uninterrupted(resume_runs, tmp_path, monkeyp
 
 
 def test_ctrl_c_during_validation_validates_again_on_resume(resume_runs, tmp_path, monkeypatch, corpus_dir, tiny_config):
-    from s2s.translation import TranslationTask
+    from s2s.tasks.translation import Task as TranslationTask
 
     a, _ = resume_runs("crosses_epoch")
     config = tiny_config(corpus_dir, train={"max_tokens": LAYOUTS["crosses_epoch"], "epochs": 10, "max_steps": 4})
@@ -167,13 +167,16 @@ def test_resume_without_a_checkpoint_fails(tmp_path, corpus_dir, tiny_config):
 
 def test_resume_with_a_different_model_fails(resume_runs, corpus_dir, tiny_config):
     a, _ = resume_runs("mid_epoch")
-    with pytest.raises(S2SError, match="different task, model or vocab"):
-        train(tiny_config(corpus_dir, model={"hidden_size": 16}), a, resume=True)
+    with pytest.raises(S2SError, match="different task, encoder, translation or vocab"):
+        train(tiny_config(corpus_dir, encoder={"hidden_size": 16}), a, resume=True)
+    with pytest.raises(S2SError, match="different task, encoder, translation or vocab"):
+        train(tiny_config(corpus_dir, translation={"dec_hidden_size": 8}), a, resume=True)
 
 
 def test_weight_average_is_validated_saved_and_resumed(tmp_path, corpus_dir, tiny_config):
     """train.ema: the moving average of the weights after every update is what validation scores and
-    best.pt holds; last.pt keeps the raw weights and the average, and a resumed run continues both."""
+    best.pt holds; last.pt keeps the raw weights and the average, and a resumed run continues both.
+    The decay warms up: after n averaged updates the next one weighs 1 - min(ema, (1 + n) / (10 + n))."""
     decay = 0.5
     # 12 batches an epoch: the one validation is at max_steps, so best.pt is written there.
     config = lambda steps: tiny_config(corpus_dir, train={"max_tokens": 80, "epochs": 10, "max_steps": steps, "ema": decay})  # noqa: E731
@@ -182,8 +185,9 @@ def test_weight_average_is_validated_saved_and_resumed(tmp_path, corpus_dir, tin
         train(config(steps), tmp_path / f"to{steps}")
         raw.append(checkpoint.load(tmp_path / f"to{steps}" / checkpoint.LAST)["model"])
     expected = dict(raw[0])
-    for weights in raw[1:]:
-        expected = {k: decay * expected[k] + (1 - decay) * w if w.is_floating_point() else w for k, w in weights.items()}
+    for n, weights in enumerate(raw[1:], start=1):
+        d = min(decay, (1 + n) / (10 + n))
+        expected = {k: d * expected[k] + (1 - d) * w if w.is_floating_point() else w for k, w in weights.items()}
     last = checkpoint.load(tmp_path / "to4" / checkpoint.LAST)
     averaged = {k.removeprefix("module."): v for k, v in last["ema"].items() if k.startswith("module.")}
     best = checkpoint.load(tmp_path / "to4" / checkpoint.BEST)["model"]
