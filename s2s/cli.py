@@ -160,8 +160,31 @@ def cmd_upgrade(args: argparse.Namespace) -> None:
         print(f"{path}: {'rewrote ' + ', '.join(done) + ' in the s2s 0.2 layout' if done else 'already in the s2s 0.2 layout'}")
 
 
+def _predict_command(sub, name: str, help: str, description: str, model_help: str, inputs: str, outputs: str,
+                     ensemble: bool = False) -> argparse.ArgumentParser:
+    """A subcommand that reads input with a trained run and writes one record per input."""
+    p = sub.add_parser(name, help=help, description=description)
+    p.add_argument("--model", required=True, nargs="+" if ensemble else None, metavar="RUN_DIR", help=model_help)
+    p.add_argument("--input", metavar="FILE", help=f"{inputs} (default: stdin)")
+    p.add_argument("--output", metavar="FILE", help=f"{outputs} (default: stdout)")
+    return p
+
+
+def _format_options(p: argparse.ArgumentParser, inputs: dict[str, str], outputs: dict[str, str]) -> None:
+    """--input-format and --format, each with its choices (the first the default) and what they mean."""
+    for flag, choices in (("--input-format", inputs), ("--format", outputs)):
+        p.add_argument(flag, default=next(iter(choices)), choices=list(choices),
+                       help="; ".join(f"{name}: {meaning}" for name, meaning in choices.items()) + f" (default: {next(iter(choices))})")
+
+
+def _run_options(p: argparse.ArgumentParser, batch_help: str) -> None:
+    p.add_argument("--batch-size", type=int, metavar="N", help=f"{batch_help} (default: decode.batch_size)")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="default: auto (CUDA when present)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from s2s import __version__
+    from s2s.tasks import TASKS
 
     parser = argparse.ArgumentParser(prog="s2s", description="Recurrent sequence models: train, translate, tag, classify, evaluate.", epilog=EPILOG)
     parser.add_argument("--version", action="version", version=f"s2s {__version__}")
@@ -181,60 +204,46 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="continue the run in RUN_DIR from last.pt exactly where it stopped")
     p.set_defaults(func=cmd_train)
 
-    p = sub.add_parser("translate", help="translate raw sentences, one per line",
-                       description="Translate raw sentences (one per line, stdin by default) into detokenized text, "
-                       "one output line per input line, in input order. An empty line gives an empty line; "
-                       "inputs longer than translation.max_src_len subword tokens are truncated with a warning.")
-    p.add_argument("--model", required=True, metavar="RUN_DIR", help="a run directory made by `s2s train`")
-    p.add_argument("--input", metavar="FILE", help="source sentences (default: stdin)")
-    p.add_argument("--output", metavar="FILE", help="translations (default: stdout)")
+    p = _predict_command(sub, "translate", "translate raw sentences, one per line", "Translate raw sentences (one per line, stdin by "
+                         "default) into detokenized text, one output line per input line, in input order. An empty line gives an empty "
+                         "line; inputs longer than translation.max_src_len subword tokens are truncated with a warning.",
+                         "a run directory made by `s2s train` with task: translation", "source sentences", "translations")
     p.add_argument("--raw-output", metavar="FILE", help="also write the raw subword output here")
     p.add_argument("--beam-size", type=int, metavar="N", help="beam size, 1 = greedy (default: the config's translation.beam_size)")
-    p.add_argument("--batch-size", type=int, metavar="N", help="sentences per batch; beam search keeps N in flight, starting "
-                   "the next as others finish (default: decode.batch_size)")
-    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="default: auto (CUDA when present)")
+    _run_options(p, "sentences per batch; beam search keeps N in flight, starting the next as others finish")
     p.add_argument("--amp", action="store_true", help="decode in bf16 mixed precision (CUDA, or a CPU with native bf16 such as "
                    "AMX): faster, outputs may differ slightly from fp32 (default: the config's decode.amp)")
     p.add_argument("--workers", type=int, metavar="N", help=WORKERS_HELP)
     p.set_defaults(func=cmd_translate)
 
-    p = sub.add_parser("tag", help="tag named entities in raw sentences or a CoNLL file",
-                       description="Tag sentences with a tagging model: one record per input sentence, in input order; "
-                       "an empty input line gives an empty record. Raw text is tokenised by one rule that keeps "
-                       "character offsets: abbreviations (U.S.) and numbers (3,000.5) stay whole, words keep inner "
-                       "hyphens and apostrophes, every other non-space character is a token. A model trained with "
-                       "tagging.context_tokens reads consecutive sentences of a document together: in text input an "
-                       "empty line ends a document, in CoNLL input a -DOCSTART- line does.")
-    p.add_argument("--model", required=True, nargs="+", metavar="RUN_DIR",
-                   help="a run directory made by `s2s train` with task: tagging; several (trained on the same data and "
-                   "vectors, e.g. different train.seed) tag as one ensemble that averages their scores")
-    p.add_argument("--input", metavar="FILE", help="sentences (default: stdin)")
-    p.add_argument("--output", metavar="FILE", help="tagged records (default: stdout)")
-    p.add_argument("--input-format", default="text", choices=["text", "conll"],
-                   help="text: one raw sentence per line (default); conll: tokens in the first column, blank line between sentences")
-    p.add_argument("--format", default="conll", choices=["conll", "json", "inline"],
-                   help="conll: 'token tag' lines and a blank line per sentence (default); json: one object per sentence "
-                   "with tokens and entities (text, type, token and character offsets, score); inline: [PER Alan Shearer] ...")
+    p = _predict_command(sub, "tag", "tag named entities in raw sentences or a CoNLL file",
+                         "Tag sentences with a tagging model: one record per input sentence, in input order; "
+                         "an empty input line gives an empty record. Raw text is tokenised by one rule that keeps "
+                         "character offsets: abbreviations (U.S.) and numbers (3,000.5) stay whole, words keep inner "
+                         "hyphens and apostrophes, every other non-space character is a token. A model trained with "
+                         "tagging.context_tokens reads consecutive sentences of a document together: in text input an "
+                         "empty line ends a document, in CoNLL input a -DOCSTART- line does.",
+                         "a run directory made by `s2s train` with task: tagging; several (trained on the same data and "
+                         "vectors, e.g. different train.seed) tag as one ensemble that averages their scores",
+                         "sentences", "tagged records", ensemble=True)
+    _format_options(p, {"text": "one raw sentence per line", "conll": "tokens in the first column, blank line between sentences"},
+                    {"conll": "'token tag' lines and a blank line per sentence",
+                     "json": "one object per sentence with tokens and entities (text, type, token and character offsets, score)",
+                     "inline": "[PER Alan Shearer] ..."})
     p.add_argument("--tag-scheme", default="iob2", choices=["iob1", "iob2", "bioes"], help="tags of --format conll (default: iob2)")
-    p.add_argument("--batch-size", type=int, metavar="N", help="sentences per batch (default: decode.batch_size)")
-    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    _run_options(p, "sentences per batch")
     p.add_argument("--workers", type=int, metavar="N", help=WORKERS_HELP.replace("decoded", "tagged"))
     p.set_defaults(func=cmd_tag)
 
-    p = sub.add_parser("classify", help="classify texts, one per line (or JSONL), with a label and its probability",
-                       description="Classify texts with a classification model: one output line per input line, in input "
-                       "order, with the predicted label and its probability; an empty input line gives an empty output line. "
-                       "Texts are tokenised and truncated as in training (data.max_text_tokens, data.truncate).")
-    p.add_argument("--model", required=True, metavar="RUN_DIR", help="a run directory made by `s2s train` with task: classification")
-    p.add_argument("--input", metavar="FILE", help="texts (default: stdin)")
-    p.add_argument("--output", metavar="FILE", help="predictions (default: stdout)")
-    p.add_argument("--input-format", default="auto", choices=["auto", "text", "jsonl"],
-                   help="text: one raw text per line; jsonl: one JSON object per line with the model's text field "
-                   "(data.text_field); auto (default): jsonl when --input ends in .jsonl, else text")
-    p.add_argument("--format", default="tsv", choices=["tsv", "json"],
-                   help="tsv: 'label<TAB>probability' (default); json: {\"label\", \"prob\", \"probs\": every label's probability}")
-    p.add_argument("--batch-size", type=int, metavar="N", help="texts per batch (default: decode.batch_size)")
-    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p = _predict_command(sub, "classify", "classify texts, one per line (or JSONL), with a label and its probability",
+                         "Classify texts with a classification model: one output line per input line, in input order, with the predicted "
+                         "label and its probability; an empty input line gives an empty output line. Texts are tokenised and truncated "
+                         "as in training (data.max_text_tokens, data.truncate).", "a run directory made by `s2s train` with task: "
+                         "classification", "texts", "predictions")
+    _format_options(p, {"auto": "jsonl when --input ends in .jsonl, else text", "text": "one raw text per line",
+                        "jsonl": "one JSON object per line with the model's text field (data.text_field)"},
+                    {"tsv": "'label<TAB>probability'", "json": '{"label", "prob", "probs": every label\'s probability}'})
+    _run_options(p, "texts per batch")
     p.set_defaults(func=cmd_classify)
 
     p = sub.add_parser("vectors", help="train word vectors on unlabelled text for a tagger's embeddings (vocab.word_vectors)",
@@ -265,8 +274,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", required=True, nargs="+", metavar="RUN_DIR",
                    help="the run directory to evaluate (tagging: several runs evaluate as one ensemble)")
     p.add_argument("--split", choices=["dev", "test"], help="the run config's dev or test split, instead of a file")
-    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    p.add_argument("--batch-size", type=int, metavar="N", help="sentences or texts per batch (default: decode.batch_size)")
+    _run_options(p, "sentences or texts per batch")
     p.add_argument("--hyp-prefix", metavar="PATH", help="write the predictions to PATH.hyp and PATH.raw (translation), PATH.conll "
                    "(tagging) or PATH.pred (classification) (default: RUN_DIR/eval/<file or split name>)")
     p.add_argument("--json", action="store_true", help="print the scores as one JSON object")
@@ -287,7 +295,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("config", help="print the complete default config of a task, commented",
                        description="Print every config key of a task with its default and what it does, as YAML that "
                        "`s2s train` accepts: s2s config tagging > ner.yaml; s2s train ner.yaml --set data.dir=DATA")
-    p.add_argument("task", choices=["translation", "tagging", "classification"])
+    p.add_argument("task", choices=list(TASKS))
     p.set_defaults(func=cmd_config)
 
     p = sub.add_parser("upgrade", help="rewrite an s2s 0.1 run directory or config file in the 0.2 config layout",

@@ -20,12 +20,13 @@ from typing import Any
 import yaml
 
 from s2s.errors import S2SError
+from s2s.tasks import TASKS
 
-TASKS = ("translation", "tagging", "classification")
+ALL = tuple(TASKS)
 TR, TAG, CLS = ("translation",), ("tagging",), ("classification",)
 
 
-def key(default: Any, help: str, tasks: tuple[str, ...] = TASKS, choices: tuple = (), at_least: float | None = None,
+def key(default: Any, help: str, tasks: tuple[str, ...] = ALL, choices: tuple = (), at_least: float | None = None,
         below: float | None = None, at_most: float | None = None) -> Any:
     """A config key: its default, its help (the comment `s2s config` prints), the tasks that use it and its value rules."""
     rules = {"choices": choices, "at_least": at_least, "below": below, "at_most": at_most}
@@ -254,7 +255,7 @@ def _check_combinations(config: Config, where: str) -> None:
         raise S2SError(f"{where}: task {task} reads data.format {' | '.join(FORMATS[task])}, got {config.data.format!r}")
     if e.conv_filters and e.conv_kernel % 2 == 0:
         raise S2SError(f"{where}: key 'encoder.conv_kernel' must be odd (the window is centred on each token), got {e.conv_kernel}")
-    if task == "tagging" and config.tagging.lm_vocab:
+    if config.tagging.lm_vocab:  # settable only in a tagging config
         if config.tagging.lm_vocab < 2:
             raise S2SError(f"{where}: key 'tagging.lm_vocab' must be 0 (off) or at least 2, got {config.tagging.lm_vocab}")
         # Deeper layers see both directions, so a forward state there has already seen the next word.
@@ -287,7 +288,7 @@ def from_dict(raw: dict, where: str = "config") -> Config:
     """Build a Config from nested dicts: the task's defaults, then `raw`, checked key by key."""
     if not isinstance(raw, dict):
         raise S2SError(f"{where}: expected a mapping of sections at the top level, got {type(raw).__name__}")
-    task = _coerce("task", raw.get("task", "translation"), str, {"choices": TASKS}, where)
+    task = _coerce("task", raw.get("task", "translation"), str, {"choices": tuple(TASKS)}, where)
     if "model" in raw:
         raise S2SError(f"{where}: section 'model' is from s2s 0.1 (now 'encoder' and '{task}'); "
                        "`s2s upgrade FILE` rewrites a config or run directory")

@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from s2s.data import pad
 import s2s.search
+from s2s.data.batching import pad
+from s2s.data.sentencepiece import BOS, EOS
 from s2s.search import beam_search, best_extensions, greedy_search, in_flight_groups, length_penalty, max_lengths
-from s2s.tokenizer import BOS, EOS
 
 SEEDS = [0, 1, 2, 3]
 
@@ -62,6 +62,49 @@ def test_batch_decoding_equals_decoding_alone(sharp_model, seed, beam_size):
         alone = _decode(model, torch.tensor([s]), torch.tensor([len(s)]), limits[i : i + 1], beam_size)
         assert alone == [batch[i]], f"sentence {i}"
 
+
+
+class InterfaceOnly:
+    """A model with only what search may use: encode, init_state, step, vocab_size. The tiny Seq2Seq is
+    held in closures, so there is no .encoder, .decoder or forward to reach for."""
+
+    __slots__ = ("encode", "init_state", "step", "vocab_size", "calls")
+
+    def __init__(self, model):
+        calls = {"encode": 0, "init_state": 0, "step": 0}
+
+        def counted(name, fn):
+            def call(*args):
+                calls[name] += 1
+                return fn(*args)
+            return call
+
+        self.encode = counted("encode", lambda src, lengths: model.encode(src, lengths))
+        self.init_state = counted("init_state", lambda memory: model.init_state(memory))
+        self.step = counted("step", lambda prev, state, memory: model.step(prev, state, memory))
+        self.vocab_size = model.vocab_size
+        self.calls = calls
+
+
+@pytest.mark.parametrize("beam_size, in_flight", [(0, 0), (1, 0), (3, 0), (3, 2), (30, 0), (30, 3)],
+                         ids=["greedy", "beam1", "beam3", "beam3-in-flight", "beam30", "beam30-in-flight"])
+@pytest.mark.parametrize("seed", SEEDS)
+def test_search_uses_only_the_model_interface(sharp_model, seed, beam_size, in_flight):
+    """Search decodes any object with encode / init_state / step / vocab_size: a wrapper exposing only
+    those gives what the Seq2Seq itself gives (beam 30, wider than the vocabulary, starts without
+    fanning out; in flight, new sentences join a running batch)."""
+    model = sharp_model(seed)
+    wrapper = InterfaceOnly(model)
+    assert not hasattr(wrapper, "decoder") and not hasattr(wrapper, "encoder") and not hasattr(wrapper, "forward")
+    _, src, src_lengths = _sources(seed)
+    limits = max_lengths(src_lengths, 1.0, 3)
+    if beam_size == 0:
+        expected = greedy_search(model, src, src_lengths, limits, BOS, EOS)
+        assert greedy_search(wrapper, src, src_lengths, limits, BOS, EOS) == expected
+    else:
+        expected = beam_search(model, src, src_lengths, limits, BOS, EOS, beam_size, in_flight=in_flight)
+        assert beam_search(wrapper, src, src_lengths, limits, BOS, EOS, beam_size, in_flight=in_flight) == expected
+    assert all(wrapper.calls.values()), wrapper.calls  # it did decode through the wrapper
 
 @pytest.mark.parametrize("in_flight", [1, 2, 3, 5, 7])
 @pytest.mark.parametrize("seed", SEEDS)
@@ -123,11 +166,10 @@ def test_greedy_stops_at_the_limit_or_where_the_model_says_eos(sharp_model, seed
     hyps = greedy_search(model, src, src_lengths, limits, BOS, EOS)
     with torch.no_grad():
         for s, hyp, limit in zip(sentences, hyps, limits.tolist()):
-            enc = model.encoder(torch.tensor([s]), torch.tensor([len(s)]))
-            keys = model.decoder.attention.project_keys(enc.states)
-            state, prev, out = model.decoder.init_state(enc), torch.tensor([BOS]), []
+            memory = model.encode(torch.tensor([s]), torch.tensor([len(s)]))
+            state, prev, out = model.init_state(memory), torch.tensor([BOS]), []
             for _ in range(limit - 1):
-                logits, state, _ = model.decoder.step(prev, state, keys, enc)
+                logits, state, _ = model.step(prev, state, memory)
                 prev = logits.argmax(-1)
                 if int(prev) == EOS:
                     break
@@ -163,15 +205,14 @@ def _plain_beam_search(model, source: list[int], limit: int, beam_size: int, alp
     EOS among them is a finished hypothesis (scored by log p / length penalty); the sentence ends when
     the best of the K is EOS or the limit is reached."""
     with torch.no_grad():
-        enc = model.encoder(torch.tensor([source]), torch.tensor([len(source)]))
-        keys = model.decoder.attention.project_keys(enc.states)
-        beams = [(0.0, [], model.decoder.init_state(enc))]  # (log p, tokens, state)
+        memory = model.encode(torch.tensor([source]), torch.tensor([len(source)]))
+        beams = [(0.0, [], model.init_state(memory))]  # (log p, tokens, state)
         finished = []
         for t in range(limit):
             candidates = []
             for score, tokens, state in beams:
                 prev = torch.tensor([tokens[-1] if tokens else BOS])
-                logits, new_state, _ = model.decoder.step(prev, state, keys, enc)
+                logits, new_state, _ = model.step(prev, state, memory)
                 logp = torch.log_softmax(logits.float(), -1)[0].tolist()
                 allowed = [EOS] if t + 1 >= limit else range(len(logp))
                 candidates += [(score + logp[w], tokens + [w], new_state) for w in allowed]

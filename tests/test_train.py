@@ -10,7 +10,8 @@ import torch
 from s2s import checkpoint
 from s2s import config as config_lib
 from s2s.errors import S2SError
-from s2s.train import train
+from s2s.tasks.translation import make_batch
+from s2s.train import build_optimizer, train
 
 # How the 40 training pairs are cut into batches (the tiny corpus gives examples of 13-27 subword tokens).
 LAYOUTS = {
@@ -259,3 +260,37 @@ def test_missing_dev_data_fails_before_training(tmp_path, tiny_config, corpus_di
     with pytest.raises(S2SError, match="no such file"):
         train(tiny_config(corpus_dir, data={"dev": "nope"}), tmp_path / "run")
     assert not (tmp_path / "run" / checkpoint.LAST).exists()
+
+
+# --- fast paths -----------------------------------------------------------------------------------
+
+
+def test_fused_adam_equals_plain_adam(tiny_seq2seq, id_pairs):
+    fused_model, plain_model = tiny_seq2seq(seed=3), tiny_seq2seq(seed=3)
+    fused, plain = build_optimizer(fused_model, 0.01), torch.optim.Adam(plain_model.parameters(), lr=0.01, foreach=False)
+    batch = make_batch(*id_pairs())
+    for _ in range(5):
+        for model, optimizer in ((fused_model, fused), (plain_model, plain)):
+            optimizer.zero_grad()
+            model(batch).loss.backward()
+            optimizer.step()
+    for (name, a), b in zip(fused_model.named_parameters(), plain_model.parameters()):
+        torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-5, msg=name)
+
+
+def test_training_with_cpu_amp_runs_and_resumes(tmp_path, corpus_dir, tiny_config):
+    """train.cpu_amp goes through the same loop (bf16 autocast where the CPU has it, fp32 elsewhere):
+    finite losses, fp32 weights in the checkpoint, and an exact resume."""
+    from s2s import checkpoint
+    from s2s.train import train
+
+    config = lambda steps: tiny_config(corpus_dir, train={"max_tokens": 80, "epochs": 10, "max_steps": steps, "cpu_amp": True})  # noqa: E731
+    train(config(4), tmp_path / "a")
+    train(config(2), tmp_path / "b")
+    train(config(4), tmp_path / "b", resume=True)
+    a, b = (checkpoint.load(tmp_path / run / checkpoint.LAST)["model"] for run in ("a", "b"))
+    for name, weight in a.items():
+        assert weight.dtype in (torch.float32, torch.int64, torch.bool), name
+        torch.testing.assert_close(weight, b[name], msg=name)
+        if weight.is_floating_point():
+            assert torch.isfinite(weight).all(), name

@@ -134,21 +134,6 @@ class TextBatch(NamedTuple):
 
 
 def make_batch(ids: list[list[int]], labels: list[int] | None = None) -> TextBatch:
-    t = max(len(x) for x in ids)
-    tokens = torch.tensor([x + [0] * (t - len(x)) for x in ids])
-    return TextBatch(tokens, torch.tensor([len(x) for x in ids]), torch.tensor(labels if labels is not None else [0] * len(ids)))
-
-
-class TextBatch(NamedTuple):
-    tokens: torch.Tensor  # (B, T) word ids, 0-padded
-    lengths: torch.Tensor  # (B,)
-    labels: torch.Tensor  # (B,) label ids (0 when unknown, at prediction)
-
-    def to(self, device: torch.device) -> "TextBatch":
-        return TextBatch(*(x.to(device, non_blocking=True) for x in self))
-
-
-def make_batch(ids: list[list[int]], labels: list[int] | None = None) -> TextBatch:
     tokens, lengths = pad(ids)
     return TextBatch(tokens, lengths, torch.tensor(labels if labels is not None else [0] * len(ids)))
 

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import pytest
 
+from s2s.data.sentencepiece import BOS, EOS, PAD, UNK, load_sentencepiece, model_paths, train_sentencepiece
 from s2s.errors import S2SError
-from s2s.tokenizer import BOS, EOS, PAD, UNK, load_sentencepiece, model_paths, train_sentencepiece
 
 
 @pytest.fixture

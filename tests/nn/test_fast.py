@@ -1,0 +1,35 @@
+"""Decoding's linear layers on weights laid out once for oneDNN compute what nn.Linear computes."""
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+
+from s2s.device import cpu_has_fast_bf16
+from s2s.nn.fast import inference_linear
+
+needs_bf16 = pytest.mark.skipif(not cpu_has_fast_bf16(), reason="this CPU has no native bf16 (AMX or AVX512-BF16)")
+
+
+@needs_bf16
+@pytest.mark.parametrize("bias", [True, False])
+def test_inference_linear_equals_nn_linear_and_follows_weight_updates(bias):
+    torch.manual_seed(0)
+    layer = torch.nn.Linear(48, 33, bias=bias)
+    x = torch.randn(7, 48)
+
+    def both():  # a fresh autocast region each time: autocast caches its own bf16 copy of a weight per region
+        with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+            return inference_linear(layer, x), layer(x)
+
+    fast, plain = both()
+    assert fast.dtype == plain.dtype == torch.bfloat16 and torch.equal(fast, plain)
+    with torch.no_grad():
+        layer.weight.mul_(-2.0)  # as an optimizer step does between validations
+    fast, plain = both()
+    assert torch.equal(fast, plain)
+    assert list(layer.state_dict()) == (["weight", "bias"] if bias else ["weight"])  # checkpoints are unchanged
+    copy.deepcopy(layer)  # the packed weight (an opaque tensor) is not part of the module
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # training: the plain layer, so gradients flow
+        assert inference_linear(layer, x).requires_grad

@@ -1,0 +1,110 @@
+"""The translation head: batches with BOS/EOS/padding, the Seq2Seq loss that ignores padding, a tiny
+model that overfits one batch, tied embeddings that are one tensor."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from s2s import config as config_lib
+from s2s.data.sentencepiece import BOS, EOS, PAD
+from s2s.tasks.translation import build_model, make_batch
+
+VOCAB = 20
+
+
+# --- batches ----------------------------------------------------------------------------------------
+
+
+def test_pad_and_make_batch():
+    src = [[5, 6, 7], [8], [9, 10]]
+    tgt = [[11], [12, 13, 14, 15], []]
+    batch = make_batch(src, tgt)
+    assert batch.src.tolist() == [[5, 6, 7], [8, PAD, PAD], [9, 10, PAD]]
+    assert batch.src_lengths.tolist() == [3, 1, 2]
+    assert batch.tgt_in.shape == batch.tgt_out.shape == (3, 5)
+    assert batch.tgt_in.tolist() == [[BOS, 11, PAD, PAD, PAD], [BOS, 12, 13, 14, 15], [BOS, PAD, PAD, PAD, PAD]]
+    assert batch.tgt_out.tolist() == [[11, EOS, PAD, PAD, PAD], [12, 13, 14, 15, EOS], [EOS, PAD, PAD, PAD, PAD]]
+    assert batch.num_tokens == 2 + 5 + 1 == int((batch.tgt_out != PAD).sum())
+    # Teacher forcing: the output sequence is the input sequence shifted by one.
+    for i, t in enumerate(tgt):
+        assert batch.tgt_in[i, 1 : len(t) + 1].tolist() == batch.tgt_out[i, : len(t)].tolist() == t
+    assert batch.src.dtype == batch.tgt_in.dtype == torch.long
+    moved = batch.to(torch.device("cpu"))
+    assert moved.num_tokens == batch.num_tokens and torch.equal(moved.src, batch.src)
+
+
+def test_first_decoder_input_is_bos(id_pairs):
+    batch = make_batch(*id_pairs())
+    assert torch.all(batch.tgt_in[:, 0] == BOS)
+
+
+# --- Seq2Seq ----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("label_smoothing", [0.0, 0.1])
+def test_loss_ignores_padding(tiny_seq2seq, label_smoothing, id_pairs):
+    """The batch loss (mean per target token) equals the per-sentence losses weighted by their token counts."""
+    model = tiny_seq2seq(label_smoothing=label_smoothing).eval()
+    src, tgt = id_pairs()
+    with torch.no_grad():
+        out = model(make_batch(src, tgt))
+        alone = [model(make_batch([s], [t])) for s, t in zip(src, tgt)]
+    assert out.num_tokens == sum(len(t) + 1 for t in tgt)  # + EOS each
+    assert out.num_tokens == sum(a.num_tokens for a in alone)
+    weighted = sum(a.loss * a.num_tokens for a in alone) / out.num_tokens
+    assert torch.allclose(out.loss, weighted, atol=1e-5)
+
+
+def test_tiny_model_overfits_one_batch(tiny_seq2seq, id_pairs):
+    model = tiny_seq2seq(seed=1)
+    batch = make_batch(*id_pairs(seed=1))
+    optimizer = torch.optim.Adam(model.parameters(), lr=0.02)
+    model.train()
+    first = None
+    for _ in range(120):
+        loss = model(batch).loss
+        first = first if first is not None else loss.item()
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    model.eval()
+    with torch.no_grad():
+        final = model(batch).loss.item()
+        predicted = model(batch).logits.argmax(-1)
+    assert final < 0.1 * first, (first, final)
+    real = batch.tgt_out != 0
+    assert torch.equal(predicted[real], batch.tgt_out[real])  # every target token is reproduced
+
+
+def test_tied_embeddings_share_one_weight():
+    config = config_lib.from_dict({"encoder": {"emb_dim": 8, "hidden_size": 8},
+                                   "translation": {"dec_hidden_size": 16, "attn_size": 8, "tie_embeddings": True}})
+    model = build_model(config, VOCAB, VOCAB + 3)
+    decoder = model.decoder
+    assert decoder.output.weight is decoder.embed.weight
+    assert decoder.output.weight.shape == (VOCAB + 3, 8)
+    # The attentional vector lives in embedding space so the shared matrix fits.
+    assert decoder.out_size == 8
+    # One tensor: an update through the output layer is seen by the embedding.
+    with torch.no_grad():
+        decoder.output.weight[5].fill_(7.0)
+    assert torch.all(decoder.embed.weight[5] == 7.0)
+    # And it stays one tensor after a state_dict round trip, as when a checkpoint is loaded.
+    clone = build_model(config, VOCAB, VOCAB + 3)
+    clone.load_state_dict(model.state_dict())
+    assert clone.decoder.output.weight is clone.decoder.embed.weight
+    assert torch.equal(clone.decoder.embed.weight, model.decoder.embed.weight)
+    n_unique = len({p.data_ptr() for p in model.parameters()})
+    assert n_unique == len(list(model.parameters()))  # parameters() lists the shared one once
+
+
+def test_multi_layer_decoder_runs(id_pairs):
+    config = config_lib.from_dict({"encoder": {"emb_dim": 8, "hidden_size": 8, "num_layers": 2, "cell": "gru"},
+                                   "translation": {"dec_hidden_size": 8, "attn_size": 8, "dec_layers": 2}})
+    torch.manual_seed(0)
+    model = build_model(config, VOCAB, VOCAB).eval()
+    batch = make_batch(*id_pairs())
+    out = model(batch)
+    assert out.logits.shape == (*batch.tgt_in.shape, VOCAB) and torch.isfinite(out.loss)
+    state = model.decoder.init_state(model.encode(batch.src, batch.src_lengths))
+    assert state.h.shape == (2, batch.src.size(0), 8)
