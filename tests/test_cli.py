@@ -1,5 +1,5 @@
-"""The `s2s` command: user errors print one `error: ...` line and exit 2; translate keeps one output
-line per input line; the Translator API behind it decodes independently of batching."""
+"""The `s2s` command: user errors print one `error: ...` line and exit 2, Ctrl-C 130; translate keeps one
+output line per input line; evaluate follows the run's task; training logs without a terminal."""
 from __future__ import annotations
 
 import json
@@ -260,41 +260,6 @@ def test_evaluate_split_uses_the_run_config(tmp_path, capsys, trained_run):
     assert main(["-q", "evaluate", "--model", str(trained_run), "--split", "test", "--json",
                  "--hyp-prefix", str(tmp_path / "t")]) == 0
     assert "bleu" in json.loads(capsys.readouterr().out)
-
-
-# --- the Translator API behind `s2s translate` -------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def translator(trained_run):
-    return Translator.load(trained_run, device="cpu")
-
-
-@pytest.mark.parametrize("beam_size", [1, 3])
-def test_translator_output_does_not_depend_on_batching(translator, pairs, beam_size):
-    sentences = [s for s, _ in pairs(9, seed=5)] + [""]
-    full = translator.translate_ids(sentences, beam_size=beam_size, batch_size=64)
-    assert translator.translate_ids(sentences, beam_size=beam_size, batch_size=2) == full
-    assert [translator.translate_ids([s], beam_size=beam_size)[0] for s in sentences] == full
-    assert full[-1] == []
-
-
-def test_translator_respects_the_length_limit(translator, pairs):
-    d = translator.search
-    for s, _ in pairs(6, seed=6):
-        n = len(translator.sp_src.encode(s))
-        for beam_size in (1, 3):
-            (hyp,) = translator.translate_ids([s], beam_size=beam_size)
-            assert len(hyp) + 1 <= int(n * d.max_len_a) + d.max_len_b
-
-
-def test_translator_leaves_training_mode_as_it_was(translator):
-    translator.model.train()
-    try:
-        translator.translate(["der hund"])
-        assert translator.model.training
-    finally:
-        translator.model.eval()
 
 
 # --- 0.2: evaluate by the run's task, exit codes, progress output ------------------------------

@@ -7,7 +7,7 @@ import torch
 
 from s2s import config as config_lib
 from s2s.data.sentencepiece import BOS, EOS, PAD
-from s2s.tasks.translation import build_model, make_batch
+from s2s.tasks.translation import Translator, build_model, make_batch
 
 VOCAB = 20
 
@@ -108,3 +108,38 @@ def test_multi_layer_decoder_runs(id_pairs):
     assert out.logits.shape == (*batch.tgt_in.shape, VOCAB) and torch.isfinite(out.loss)
     state = model.decoder.init_state(model.encode(batch.src, batch.src_lengths))
     assert state.h.shape == (2, batch.src.size(0), 8)
+
+
+# --- the Translator API behind `s2s translate` -------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def translator(trained_run):
+    return Translator.load(trained_run, device="cpu")
+
+
+@pytest.mark.parametrize("beam_size", [1, 3])
+def test_translator_output_does_not_depend_on_batching(translator, pairs, beam_size):
+    sentences = [s for s, _ in pairs(9, seed=5)] + [""]
+    full = translator.translate_ids(sentences, beam_size=beam_size, batch_size=64)
+    assert translator.translate_ids(sentences, beam_size=beam_size, batch_size=2) == full
+    assert [translator.translate_ids([s], beam_size=beam_size)[0] for s in sentences] == full
+    assert full[-1] == []
+
+
+def test_translator_respects_the_length_limit(translator, pairs):
+    d = translator.search
+    for s, _ in pairs(6, seed=6):
+        n = len(translator.sp_src.encode(s))
+        for beam_size in (1, 3):
+            (hyp,) = translator.translate_ids([s], beam_size=beam_size)
+            assert len(hyp) + 1 <= int(n * d.max_len_a) + d.max_len_b
+
+
+def test_translator_leaves_training_mode_as_it_was(translator):
+    translator.model.train()
+    try:
+        translator.translate(["der hund"])
+        assert translator.model.training
+    finally:
+        translator.model.eval()
