@@ -1,13 +1,12 @@
-"""CoNLL reading and writing, tag schemes and their conversions, and errors with file:line."""
+"""CoNLL reading and writing: round trips, documents, tag slips read as conlleval reads them, and errors with file:line."""
 from __future__ import annotations
 
-import itertools
+import logging
 
 import pytest
 
-from s2s.conll import (
-    SCHEMES, check_tags, convert, format_conll, parse_conll, read_conll, span_scores, spans, to_tags, write_conll,
-)
+from s2s.data.conll import format_conll, parse_conll, read_conll, write_conll
+from s2s.data.schemes import spans
 from s2s.errors import S2SError
 
 SAMPLE = """-DOCSTART- -X- -X- O
@@ -28,16 +27,6 @@ Italy NNP B-NP I-LOC
 Lazio NNP B-NP B-LOC
 beat VBD B-VP O
 """
-
-# Span sets that exercise every scheme rule: adjacent entities of one type, of two types,
-# single- and multi-token entities, entities at both ends of the sentence.
-CASES = [
-    ([], 3),
-    ([(0, 1, "PER")], 1),
-    ([(0, 2, "ORG"), (2, 3, "ORG"), (4, 7, "LOC")], 8),
-    ([(1, 2, "PER"), (2, 4, "LOC"), (4, 5, "LOC"), (6, 7, "MISC")], 7),
-]
-
 
 def test_read_write_round_trip(tmp_path):
     path = tmp_path / "in.txt"
@@ -61,48 +50,11 @@ def test_two_column_files_and_untagged_input():
     assert [s.tokens for s in untagged] == [["Alan", "Shearer"], ["ran"]]
 
 
-@pytest.mark.parametrize("found,length", CASES)
-def test_scheme_round_trips(found, length):
-    for scheme in SCHEMES:
-        tags = to_tags(found, length, scheme)
-        assert check_tags(tags, scheme) is None, (scheme, tags)
-        assert spans(tags, scheme) == found
-    for a, b in itertools.permutations(SCHEMES, 2):
-        tags = to_tags(found, length, a)
-        assert convert(convert(tags, a, b), b, a) == tags
-        assert convert(tags, a, b) == to_tags(found, length, b)
-
-
-def test_iob1_uses_b_only_between_same_type_entities():
-    assert to_tags([(0, 1, "LOC"), (1, 2, "LOC"), (2, 3, "PER")], 3, "iob1") == ["I-LOC", "B-LOC", "I-PER"]
-    assert to_tags([(0, 1, "LOC"), (1, 2, "LOC")], 2, "iob2") == ["B-LOC", "B-LOC"]
-    assert to_tags([(0, 1, "LOC"), (1, 3, "LOC")], 3, "bioes") == ["S-LOC", "B-LOC", "E-LOC"]
-
-
-@pytest.mark.parametrize(
-    "scheme,tags,bad,reason",
-    [
-        ("iob1", ["O", "B-PER"], 1, "B- only follows"),
-        ("iob1", ["I-PER", "E-PER"], 1, "not IOB1"),
-        ("iob2", ["O", "I-PER"], 1, "must follow B-PER"),
-        ("iob2", ["B-PER", "I-LOC"], 1, "must follow B-LOC"),
-        ("iob2", ["B-PER", "PER"], 1, "not IOB2"),
-        ("bioes", ["B-PER", "O"], 1, "must end with E-PER"),
-        ("bioes", ["O", "E-PER"], 1, "must follow"),
-        ("bioes", ["B-PER", "I-PER"], 1, "not closed"),
-        ("bioes", ["S-PER", "x"], 1, "not BIOES"),
-    ],
-)
-def test_invalid_tags_are_found(scheme, tags, bad, reason):
-    position, message = check_tags(tags, scheme)
-    assert position == bad and reason in message
-
-
 def test_malformed_files_fail_with_file_and_line(tmp_path):
     path = tmp_path / "bad.txt"
     path.write_text("-DOCSTART- O\n\nAlan B-PER\nShearer I-LOC\n", encoding="utf-8")
     with pytest.raises(S2SError, match=r"bad\.txt:4: tag 'I-LOC': in IOB2, I-LOC must follow B-LOC"):
-        read_conll(path, "iob2")
+        read_conll(path, "iob2", strict=True)
     path.write_text("Alan NNP I-PER\nShearer\n", encoding="utf-8")
     with pytest.raises(S2SError, match=r"bad\.txt:2: expected 2 to 4 columns"):
         read_conll(path, "iob1")
@@ -118,10 +70,57 @@ def test_malformed_files_fail_with_file_and_line(tmp_path):
     assert read_conll(tmp_path / "empty.txt") == []
 
 
-def test_span_scores_count_exact_matches_only():
-    gold = [[(0, 2, "PER"), (3, 4, "LOC")], [(1, 2, "ORG")]]
-    pred = [[(0, 1, "PER"), (3, 4, "LOC")], [(1, 2, "LOC")]]
-    s = span_scores(gold, pred)
-    assert (s["micro"]["correct"], s["micro"]["predicted"], s["micro"]["gold"]) == (1, 3, 3)
-    assert s["types"]["LOC"]["precision"] == 50.0 and s["types"]["PER"]["recall"] == 0.0
-    assert s["types"]["ORG"]["f1"] == 0.0 and s["micro"]["f1"] == pytest.approx(100 / 3)
+def test_conll_reader_numbers_documents(tmp_path):
+    path = tmp_path / "docs.txt"
+    docstart = "-DOCSTART- -X- O\n\n"
+    path.write_text(docstart + "A NN I-PER\n\nB NN O\n\n" + docstart + docstart + "C NN O\n\nD NN O\n", encoding="utf-8")
+    assert [s.doc for s in read_conll(path)] == [0, 0, 1, 1]
+    path.write_text("A NN I-PER\n\n" + docstart + "B NN O\n", encoding="utf-8")
+    assert [s.doc for s in read_conll(path)] == [0, 1]
+
+
+def _slip_warnings(caplog) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.name == "s2s.data.conll" and r.levelno == logging.WARNING]
+
+
+def test_tag_slips_are_read_as_conlleval_reads_them_with_one_warning(tmp_path, caplog):
+    """An I-X that cannot continue an entity starts one (conlleval, seqeval's get_entities); the tags stay
+    as written, and the file gets one warning with the number of slips and the first one's line."""
+    path = tmp_path / "slips.txt"
+    path.write_text("-DOCSTART- O\n\nAlan O\nShearer I-PER\nLee I-PER\n\nParis I-LOC\n\nRome B-LOC\nrains O\n", encoding="utf-8")
+    with caplog.at_level(logging.WARNING, logger="s2s.data.conll"):
+        sentences = read_conll(path, "iob2")
+    assert [s.tags for s in sentences] == [["O", "I-PER", "I-PER"], ["I-LOC"], ["B-LOC", "O"]]
+    assert [spans(s.tags, "iob2") for s in sentences] == [[(1, 3, "PER")], [(0, 1, "LOC")], [(0, 1, "LOC")]]
+    warnings = _slip_warnings(caplog)
+    assert len(warnings) == 1, warnings
+    assert "slips.txt" in warnings[0] and "2 tag slips" in warnings[0] and "line 4" in warnings[0] and "'I-PER'" in warnings[0]
+
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="s2s.data.conll"):
+        (bioes,) = parse_conll(["Alan B-PER", "Paris E-LOC"], "bioes")
+    assert spans(bioes.tags, "bioes") == [(0, 1, "PER"), (1, 2, "LOC")]
+    warnings = _slip_warnings(caplog)
+    assert len(warnings) == 1 and "<input>" in warnings[0] and "1 tag slip " in warnings[0] and "line 2" in warnings[0], warnings
+
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="s2s.data.conll"):
+        parse_conll(["Alan O", "Shearer I-PER", "Lee I-PER", "", "Paris I-LOC"], "iob1")  # valid IOB1
+    assert _slip_warnings(caplog) == []
+
+
+def test_strict_refuses_the_first_slip_with_file_and_line(tmp_path):
+    path = tmp_path / "slips.txt"
+    path.write_text("-DOCSTART- O\n\nAlan O\nShearer I-PER\nLee I-PER\n\nParis I-LOC\n", encoding="utf-8")
+    with pytest.raises(S2SError, match=r"slips\.txt:4: tag 'I-PER': in IOB2, I-PER must follow B-PER or I-PER"):
+        read_conll(path, "iob2", strict=True)
+    with pytest.raises(S2SError, match=r"<input>:2: tag 'E-LOC': in BIOES, E-LOC must follow B-LOC or I-LOC"):
+        parse_conll(["Alan B-PER", "Paris E-LOC"], "bioes", strict=True)
+
+
+@pytest.mark.parametrize("tag", ["X-PER", "E-PER", "PER", "B-"])
+def test_tags_outside_the_scheme_fail_without_strict(tmp_path, tag):
+    path = tmp_path / "bad.txt"
+    path.write_text(f"Alan B-PER\n\nShearer O\nLee {tag}\n", encoding="utf-8")
+    with pytest.raises(S2SError, match=rf"bad\.txt:4: tag '{tag}' is not IOB2"):
+        read_conll(path, "iob2")

@@ -1,14 +1,19 @@
-"""The CRF against brute-force enumeration; padding invariance; forbidden transitions."""
+"""The CRF against brute-force enumeration; padding invariance; forbidden transitions (the scheme's, from s2s.data.schemes)."""
 from __future__ import annotations
 
 import itertools
 
 import torch
 
-from s2s.conll import check_tags
-from s2s.crf import CRF, allowed_transitions
+from s2s.data.schemes import allowed_transitions, check_tags
+from s2s.nn.crf import CRF
 
 TAGS = ["O", "B-PER", "I-PER", "E-PER", "S-PER", "B-LOC", "I-LOC", "E-LOC", "S-LOC"]
+
+
+def _allowed(tags: list[str], scheme: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The scheme's allowed transitions as the bool tensors CRF takes."""
+    return tuple(torch.tensor(m, dtype=torch.bool) for m in allowed_transitions(tags, scheme))
 
 
 def _random_crf(k: int, allowed=None, seed: int = 0) -> CRF:
@@ -57,7 +62,7 @@ def test_forward_viterbi_and_marginals_equal_brute_force():
 
 
 def test_padding_changes_nothing():
-    crf = _random_crf(len(TAGS), allowed_transitions(TAGS, "bioes"), seed=1)
+    crf = _random_crf(len(TAGS), _allowed(TAGS, "bioes"), seed=1)
     lengths = [5, 2, 1, 4]
     emissions = torch.randn(len(lengths), 5, len(TAGS))
     mask = torch.arange(5)[None, :] < torch.tensor(lengths)[:, None]
@@ -74,7 +79,7 @@ def test_padding_changes_nothing():
 
 
 def test_forbidden_transitions_are_never_decoded():
-    allowed = allowed_transitions(TAGS, "bioes")
+    allowed = _allowed(TAGS, "bioes")
     assert not allowed[0][TAGS.index("O"), TAGS.index("I-PER")]
     assert not allowed[0][TAGS.index("B-PER"), TAGS.index("E-LOC")]
     assert allowed[0][TAGS.index("B-PER"), TAGS.index("E-PER")]
@@ -87,10 +92,3 @@ def test_forbidden_transitions_are_never_decoded():
     mask = torch.arange(7)[None, :] < lengths[:, None]
     for path in crf.decode(emissions, mask):
         assert check_tags([TAGS[i] for i in path], "bioes") is None
-
-
-def test_iob2_transitions():
-    tags = ["O", "B-PER", "I-PER", "B-LOC", "I-LOC"]
-    trans, start, end = allowed_transitions(tags, "iob2")
-    assert not start[2] and start[1] and end.all()
-    assert not trans[0, 2] and not trans[3, 2] and trans[1, 2] and trans[2, 2] and trans[2, 3]

@@ -1,12 +1,16 @@
-"""The tagging head: tokeniser, model, Tagger API, span F1 against seqeval, `s2s tag` / `s2s evaluate --conll`, recipe."""
+"""The tagging task: model, Task (batches, word vectors, the LM side objective), Tagger API, ensembles,
+`s2s tag` / `s2s evaluate --conll` against seqeval, training on CoNLL-2003 with tag slips, the recipe."""
 from __future__ import annotations
 
+import dataclasses
 import json
+import logging
 import random
 import signal
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -15,14 +19,16 @@ import yaml
 
 from s2s import checkpoint, config as config_lib
 from s2s.cli import main
-from s2s.conll import check_tags, read_conll, span_scores, spans, to_tags
-from s2s.config import Config
+from s2s.config import Config, EncoderConfig
+from s2s.data.conll import read_conll
+from s2s.data.schemes import check_tags, convert, spans, to_tags
+from s2s.data.tokenize import tokenize
 from s2s.errors import S2SError
-from s2s.models import build_model
-from s2s.tagging import Tagger, Vocab, make_batch, runs_of, tokenize
+from s2s.tasks.tagging import SequenceTagger, TaggerEnsemble, Tagger, Task, TagVocab, build_model, make_batch, runs_of
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 CONLL = ROOT.parent / "shared" / "data" / "conll2003"
+ENCODER_KEYS = {f.name for f in dataclasses.fields(EncoderConfig)}
 
 PEOPLE = ["Alan Shearer", "Peter", "Ann Lee"]
 PLACES = ["Paris", "New York", "Italy"]
@@ -50,11 +56,18 @@ def _write_conll(path: Path, n: int, seed: int) -> None:
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 
+def _model_sections(model: dict) -> dict:
+    """The tiny model's encoder and tagging sections; `model` overrides keys of either (as 0.1's model section did)."""
+    merged = {"emb_dim": 8, "hidden_size": 8, "char_emb_dim": 4, "char_filters": 4, "case_dim": 2, "dropout": 0.0, **model}
+    return {"encoder": {k: v for k, v in merged.items() if k in ENCODER_KEYS},
+            "tagging": {k: v for k, v in merged.items() if k not in ENCODER_KEYS}}
+
+
 def _tiny_config(data_dir: Path, model: dict | None = None, **train) -> Config:
     raw = {
         "task": "tagging",
         "data": {"format": "conll", "dir": str(data_dir), "scheme": "iob1", "train": "train", "dev": "valid", "test": "test"},
-        "model": {"emb_dim": 8, "hidden_size": 8, "char_emb_dim": 4, "char_filters": 4, "case_dim": 2, "dropout": 0.0, **(model or {})},
+        **_model_sections(model or {}),
         "train": {"epochs": 60, "max_tokens": 60, "lr": 0.02, "log_every": 1000, "threads": 1, "early_stopping": 0, **train},
     }
     return config_lib.from_dict(raw)
@@ -74,18 +87,10 @@ def run_dir(tmp_path_factory) -> Path:
     return out
 
 
-def test_tokenize_keeps_offsets():
-    text = "Mr. Smith of the U.S. paid $3,000.50 to Hewlett-Packard's O'Neill (Paris)."
-    tokens, offsets = tokenize(text)
-    assert [text[s:e] for s, e in offsets] == tokens
-    assert {"U.S.", "3,000.50", "Hewlett-Packard's", "O'Neill", "("} <= set(tokens)
-    assert tokenize("") == ([], []) and tokenize("   ") == ([], [])
-
-
-def _tiny_tagger(crf: bool, **model) -> tuple[torch.nn.Module, Vocab]:
+def _tiny_tagger(crf: bool, **model) -> tuple[torch.nn.Module, TagVocab]:
     tags = ["O", "B-PER", "I-PER", "E-PER", "S-PER", "B-LOC", "I-LOC", "E-LOC", "S-LOC"]
-    vocab = Vocab(["<pad>", "<unk>", "alan", "shearer", "visited", "paris", "."], ["<pad>", "<unk>", *"AlanShrvitdP."], tags)
-    config = config_lib.from_dict({"task": "tagging", "model": {"emb_dim": 8, "hidden_size": 8, "char_emb_dim": 4, "char_filters": 4, "case_dim": 2, "dropout": 0.0, "crf": crf, **model}})
+    vocab = TagVocab(["<pad>", "<unk>", "alan", "shearer", "visited", "paris", "."], ["<pad>", "<unk>", *"AlanShrvitdP."], tags)
+    config = config_lib.from_dict({"task": "tagging", **_model_sections({"crf": crf, **model})})
     torch.manual_seed(0)
     return build_model(config, len(vocab.words), len(tags), len(vocab.chars), tags), vocab
 
@@ -109,7 +114,7 @@ def test_tagger_overfits_one_batch(crf):
     model, vocab = _tiny_tagger(crf)
     sentences = [["Alan", "Shearer", "visited", "Paris", "."], ["Paris", "visited", "Alan"]]
     gold = [["B-PER", "E-PER", "O", "S-LOC", "O"], ["S-LOC", "O", "S-PER"]]
-    b = make_batch(vocab, sentences, tags=[[vocab.tag_ids[t] for t in g] for g in gold])
+    b = make_batch(vocab, sentences, tags=[[vocab.tags.ids[t] for t in g] for g in gold])
     optimizer = torch.optim.Adam(model.parameters(), lr=0.05)
     first = None
     for _ in range(80):
@@ -139,34 +144,6 @@ def _check_against_seqeval(gold_tags: list[list[str]], pred_tags: list[list[str]
     for kind, v in ours["types"].items():
         if v["gold"]:
             assert v["f1"] == pytest.approx(100 * ref[kind]["f1-score"], abs=1e-6)
-
-
-def test_span_f1_equals_seqeval_on_random_tags():
-    rng = random.Random(0)
-    kinds = ["PER", "LOC", "ORG"]
-
-    def random_spans(n: int) -> list:
-        out, i = [], 0
-        while i < n:
-            if rng.random() < 0.4:
-                end = min(n, i + rng.randint(1, 3))
-                out.append((i, end, rng.choice(kinds)))
-                i = end
-            else:
-                i += 1
-        return out
-
-    gold, pred = [], []
-    for _ in range(200):
-        n = rng.randint(1, 9)
-        g = random_spans(n)
-        p = [s for s in g if rng.random() < 0.7] + [s for s in random_spans(n) if rng.random() < 0.3]
-        p = sorted({s[0]: s for s in sorted(p)}.values())
-        p = [s for j, s in enumerate(p) if j == 0 or s[0] >= p[j - 1][1]]  # no overlaps
-        gold.append((g, n))
-        pred.append(p)
-    ours = span_scores([g for g, _ in gold], pred)
-    _check_against_seqeval([to_tags(g, n, "iob2") for g, n in gold], [to_tags(p, n, "iob2") for p, (_, n) in zip(pred, gold)], ours)
 
 
 def test_tagger_api_and_hard_inputs(run_dir):
@@ -247,13 +224,15 @@ def test_evaluate_conll_matches_seqeval(run_dir, capsys):
 def test_task_mismatch_errors(run_dir, tmp_path, capsys):
     fake = tmp_path / "translation-run"
     fake.mkdir()
-    checkpoint.save({"config": config_lib.to_dict(Config()), "model": {}, "task": "translation"}, fake / checkpoint.BEST)
+    checkpoint.save({"config": config_lib.task_dict(Config()), "model": {}, "task": "translation"}, fake / checkpoint.BEST)
     (tmp_path / "in.txt").write_text("Peter left .\n", encoding="utf-8")
     for argv, message in [
         (["tag", "--model", fake, "--input", tmp_path / "in.txt"], "trained for translation, not tagging"),
-        (["evaluate", "--model", fake, "--conll", run_dir.parent / "test.txt"], "trained for translation, not tagging"),
+        # `s2s evaluate` follows the run's task: a tagging flag on a translation run, and the other way round, is refused.
+        (["evaluate", "--model", fake, "--conll", run_dir.parent / "test.txt"], f"--conll does not apply to {fake}, a translation run"),
         (["translate", "--model", run_dir, "--input", tmp_path / "in.txt"], "trained for tagging, not translation"),
-        (["evaluate", "--model", run_dir, "--src", tmp_path / "in.txt", "--ref", tmp_path / "in.txt"], "trained for tagging, not translation"),
+        (["evaluate", "--model", run_dir, "--src", tmp_path / "in.txt", "--ref", tmp_path / "in.txt"], f"--src does not apply to {run_dir}, a tagging run"),
+        (["evaluate", "--model", run_dir, fake, "--conll", run_dir.parent / "test.txt"], f"{fake} is a translation run, {run_dir} a tagging run"),
         (["tag", "--model", tmp_path / "nowhere"], "no such run directory"),
     ]:
         code, out, err = _run(capsys, *argv)
@@ -300,10 +279,8 @@ def test_ner_recipe_rejects_unknown_option():
 
 
 def test_training_batches_replace_words_by_unk(run_dir, tmp_path):
-    from s2s.tagging import TaggingTask
-
     unk = 1
-    task = TaggingTask(_tiny_config(run_dir.parent, unk_replace=1.0), tmp_path, resume=False)
+    task = Task(_tiny_config(run_dir.parent, unk_replace=1.0), tmp_path, resume=False)
     assert (tmp_path / "tagging_vocab.json").is_file()
     rows = list(range(len(task.tokens)))
     words = task.batch(rows).words
@@ -311,45 +288,15 @@ def test_training_batches_replace_words_by_unk(run_dir, tmp_path):
         n = len(task.words[i])
         expected = [unk if w in task.singletons else w for w in task.words[i]]
         assert words[i, :n].tolist() == expected
-    task = TaggingTask(_tiny_config(run_dir.parent, word_dropout=1.0), tmp_path, resume=True)
+    # word_dropout 1 (every word UNK) is refused in a config (train.word_dropout must be below 1); set directly here
+    config = _tiny_config(run_dir.parent)
+    task = Task(replace(config, train=replace(config.train, word_dropout=1.0)), tmp_path, resume=True)
     b = task.batch(rows)
     assert (b.words[b.words != 0] == unk).all() and b.chars.any()
 
 
-def test_language_model_objective_sees_only_its_side():
-    """The next-word scores at a token come from the forward states, which have not seen the words after it;
-    the previous-word scores from the backward states, which have not seen the words before it."""
-    model, vocab = _tiny_tagger(crf=True, lm_vocab=5)
-    model.eval()
-    words = ["Alan", "Shearer", "visited", "Paris", "."]
-    with torch.no_grad():
-        base = model.lm.logits(model.encode(make_batch(vocab, [words])))
-        later = model.lm.logits(model.encode(make_batch(vocab, [words[:2] + ["Italy", "now", "!"]])))
-        earlier = model.lm.logits(model.encode(make_batch(vocab, [["Ann", "Lee", "left"] + words[3:]])))
-    assert torch.allclose(later[0][0, :2], base[0][0, :2]) and not torch.allclose(later[0][0, 2:], base[0][0, 2:])
-    assert torch.allclose(earlier[1][0, 3:], base[1][0, 3:]) and not torch.allclose(earlier[1][0, :3], base[1][0, :3])
-
-
-def test_language_model_objective_ignores_padding():
-    model, vocab = _tiny_tagger(crf=True, lm_vocab=5)
-    model.eval()
-    short, long = [["Paris", "."]], [["Alan", "Shearer", "visited", "Paris", "."]]
-    targets = {2: [1, 2], 5: [3, 4, 0, 1, 2]}
-
-    def lm_loss(sentences, rows):
-        with torch.no_grad():
-            b = make_batch(vocab, sentences)
-            return model.lm(model.encode(b), torch.tensor(rows)).item()
-
-    alone = lm_loss(short, [targets[2]]) + lm_loss(long, [targets[5]])
-    together = lm_loss(short + long, [targets[2] + [-100] * 3, targets[5]])
-    assert together == pytest.approx(alone, rel=1e-5)
-
-
 def test_language_model_objective_targets_and_config(run_dir, tmp_path):
-    from s2s.tagging import TaggingTask
-
-    task = TaggingTask(_tiny_config(run_dir.parent, {"lm_vocab": 4}, unk_replace=1.0), tmp_path, resume=False)
+    task = Task(_tiny_config(run_dir.parent, {"lm_vocab": 4}, unk_replace=1.0), tmp_path, resume=False)
     b = task.batch([0, 1])
     assert b.lm_words is not None and b.lm_words.shape == b.words.shape
     for r, run in enumerate(task.runs[:2]):
@@ -359,16 +306,16 @@ def test_language_model_objective_targets_and_config(run_dir, tmp_path):
         assert (b.lm_words[r, len(original):] == -100).all()
     assert sorted(task.lm_class.values()) == [1, 2, 3]
     assert task.model(b).loss > task.model(b._replace(lm_words=None)).loss  # the side loss is added
-    with pytest.raises(S2SError, match="model.lm_vocab needs a one-layer bidirectional encoder"):
-        TaggingTask(_tiny_config(run_dir.parent, {"lm_vocab": 4, "num_layers": 2}), tmp_path / "two", resume=False)
+    with pytest.raises(S2SError, match="'tagging.lm_vocab' needs a one-layer bidirectional encoder"):
+        Task(_tiny_config(run_dir.parent, {"lm_vocab": 4, "num_layers": 2}), tmp_path / "two", resume=False)
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
 def test_a_signal_stops_training_like_ctrl_c(run_dir, tmp_path, sig):
     """`kill` (TERM), or INT to a background job (started with INT ignored, as `cmd &` does), stops
-    `s2s train` as Ctrl-C does: one error line saying how to resume, exit 2, last.pt saved where it stopped."""
+    `s2s train` as Ctrl-C does: one error line saying how to resume, exit 130, last.pt saved where it stopped."""
     config = tmp_path / "ner.yaml"
-    config.write_text(yaml.safe_dump(config_lib.to_dict(_tiny_config(run_dir.parent, epochs=100000, scheduler="none"))), encoding="utf-8")
+    config.write_text(yaml.safe_dump(config_lib.task_dict(_tiny_config(run_dir.parent, epochs=100000, scheduler="none"))), encoding="utf-8")
     out = tmp_path / "run"
     proc = subprocess.Popen([sys.executable, "-m", "s2s", "-q", "train", str(config), "--out", str(out)], stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE, text=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
@@ -383,7 +330,7 @@ def test_a_signal_stops_training_like_ctrl_c(run_dir, tmp_path, sig):
         _, err = proc.communicate(timeout=60)
     finally:
         proc.kill()  # a run the signal did not stop would otherwise train on after the test
-    assert proc.returncode == 2, err
+    assert proc.returncode == 130, err
     errors = [line for line in err.splitlines() if line.startswith("error:")]  # the rest is the progress bar
     assert "Traceback" not in err and len(errors) == 1, err
     assert errors[0].startswith("error: interrupted at step") and "--resume" in errors[0], err
@@ -391,15 +338,6 @@ def test_a_signal_stops_training_like_ctrl_c(run_dir, tmp_path, sig):
     # the signal may come before any step after that validation.
     stopped = int(errors[0].split("interrupted at step ")[1].split(";")[0])
     assert checkpoint.load(out / "last.pt")["progress"]["step"] == stopped >= first, err
-
-
-def test_conll_reader_numbers_documents(tmp_path):
-    path = tmp_path / "docs.txt"
-    docstart = "-DOCSTART- -X- O\n\n"
-    path.write_text(docstart + "A NN I-PER\n\nB NN O\n\n" + docstart + docstart + "C NN O\n\nD NN O\n", encoding="utf-8")
-    assert [s.doc for s in read_conll(path)] == [0, 0, 1, 1]
-    path.write_text("A NN I-PER\n\n" + docstart + "B NN O\n", encoding="utf-8")
-    assert [s.doc for s in read_conll(path)] == [0, 1]
 
 
 def test_runs_of_groups_consecutive_sentences_of_a_document():
@@ -424,8 +362,6 @@ def test_sentences_read_in_one_run_take_their_states_from_it():
 
 
 def test_same_word_pooling_averages_the_other_occurrences():
-    from s2s.models import SequenceTagger
-
     states = torch.randn(2, 4, 3)
     keys = torch.tensor([[1, 2, 1, 1], [3, 4, 0, 0]])
     pooled = SequenceTagger.pool_same_words(states, keys)
@@ -438,7 +374,6 @@ def test_same_word_pooling_averages_the_other_occurrences():
 
 
 def test_ensemble_averages_its_members(run_dir, tmp_path, capsys):
-    from s2s.models import TaggerEnsemble
     from s2s.train import train
 
     other = tmp_path / "other"
@@ -463,8 +398,11 @@ def test_ensemble_members_must_match(run_dir, tmp_path, capsys):
     train(_tiny_config(run_dir.parent, model={"context_tokens": 20}, epochs=1), other)
     code, out, err = _run(capsys, "tag", "--model", run_dir, other, "--input", run_dir.parent / "test.txt")
     assert code == 2 and out == "" and err.count("\n") == 1 and "cannot join an ensemble" in err and str(other) in err
-    code, _, err = _run(capsys, "evaluate", "--model", run_dir, run_dir, "--src", "a.txt", "--ref", "b.txt")
-    assert code == 2 and "only for tagging models" in err
+    fake = tmp_path / "translation-run"  # an ensemble of translation runs: only tagging runs join one
+    fake.mkdir()
+    checkpoint.save({"config": config_lib.task_dict(Config()), "model": {}, "task": "translation"}, fake / checkpoint.BEST)
+    code, _, err = _run(capsys, "evaluate", "--model", fake, fake, "--src", "a.txt", "--ref", "b.txt")
+    assert code == 2 and "only for tagging runs" in err
 
 
 def test_tagger_with_document_context(tmp_path):
@@ -486,3 +424,92 @@ def test_tagger_with_document_context(tmp_path):
         assert all(abs(x.score - y.score) < 1e-3 for x, y in zip(one.entities, many.entities))
     scores, _ = tagger.evaluate(read_conll(tmp_path / "test.txt"), "iob1")
     assert scores["micro"]["f1"] == 100
+
+
+def test_tagging_run_starts_from_the_vectors(tmp_path):
+    for split, n, seed in (("train", 20, 0), ("valid", 5, 1), ("test", 5, 2)):
+        _write_conll(tmp_path / f"{split}.txt", n, seed)
+    # "rome" is not in the training data: it joins the vocabulary with its vector.
+    vec = tmp_path / "v.vec"
+    vec.write_text("2 8\nparis " + " ".join(["0.5"] * 8) + "\nRome " + " ".join(["-0.25"] * 8) + "\n", encoding="utf-8")
+    config = _tiny_config(tmp_path)
+    config = replace(config, vocab=replace(config.vocab, word_vectors=str(vec)))
+    (tmp_path / "run").mkdir()
+    task = Task(config, tmp_path / "run", resume=False)
+    ids = task.vocab.words.ids
+    emb = task.model.encoder.embed.weight
+    assert "rome" in ids and torch.equal(emb[ids["rome"]], torch.full((8,), -0.25))
+    assert torch.equal(emb[ids["paris"]], torch.full((8,), 0.5))
+    # The run's own vocabulary file keeps the words: tagging needs no vectors file afterwards.
+    assert "rome" in json.loads((tmp_path / "run" / "tagging_vocab.json").read_text())["words"]
+
+    # Resuming needs the run's own files only: the vectors may have moved.
+    from s2s.train import train
+
+    train(replace(config, train=replace(config.train, epochs=1)), tmp_path / "run3")
+    moved = vec.rename(tmp_path / "moved.vec")
+    resumed = replace(config, vocab=replace(config.vocab, word_vectors=str(moved)), train=replace(config.train, epochs=2))
+    assert train(resumed, tmp_path / "run3", resume=True)["epoch"] == 2
+    vec = moved.rename(vec)
+
+    wrong = replace(config, encoder=replace(config.encoder, emb_dim=4))
+    with pytest.raises(S2SError, match="8 dimensions but encoder.emb_dim is 4"):
+        Task(wrong, tmp_path / "run2", resume=False)
+
+
+def _conll2003_iob2(folder: Path, sizes: dict[str, int], slips: dict[str, int]) -> None:
+    """{split}.txt for each split of `sizes`: consecutive slices of CoNLL-2003's train.txt in IOB2, two
+    TAB-separated columns, as files from other tools come: a BOM at the start, a line holding only U+FEFF
+    in place of a blank line (files pasted together), and `slips[split]` tag slips (a B-X after O written I-X)."""
+    items: list = []  # "doc" for each -DOCSTART- line, else a sentence [(token, tag), ...]
+    sentence: list[tuple[str, str]] = []
+    wanted = sum(sizes.values())
+    with open(CONLL / "train.txt", encoding="utf-8") as f:
+        for line in f:
+            cols = line.split()
+            if cols and cols[0] != "-DOCSTART-":
+                sentence.append((cols[0], cols[-1]))
+                continue
+            if sentence:
+                items.append(sentence)
+                sentence = []
+                if sum(item != "doc" for item in items) == wanted:
+                    break
+            if cols:
+                items.append("doc")
+    for split, n in sizes.items():
+        lines, made = ["\ufeff-DOCSTART-\tO", ""], 0
+        while n:
+            item = items.pop(0)
+            if item == "doc":
+                lines += ["-DOCSTART-\tO", ""]
+                continue
+            tokens, tags = [t for t, _ in item], convert([t for _, t in item], "iob1", "iob2")
+            starts = [i for i in range(1, len(tags)) if tags[i].startswith("B-") and tags[i - 1] == "O"]
+            if starts and made < slips.get(split, 0):
+                tags[starts[0]] = "I-" + tags[starts[0]][2:]
+                made += 1
+            lines += [f"{t}\t{g}" for t, g in zip(tokens, tags)] + [""]
+            n -= 1
+        assert made == slips.get(split, 0)
+        lines[lines.index("", len(lines) // 2)] = "\ufeff"  # a blank line between two sentences
+        (folder / f"{split}.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+@pytest.mark.skipif(not (CONLL / "train.txt").is_file(), reason=f"CoNLL-2003 not found at {CONLL} (the shared data folder)")
+def test_ner_smoke_config_trains_on_iob2_files_with_slips(tmp_path, capsys, caplog):
+    """configs/ner-smoke.yaml, changed only in where the files are and their scheme, trains on IOB2 files with
+    tag slips, a BOM and a U+FEFF line: the slips are read as conlleval reads them (one warning per file)."""
+    data = tmp_path / "conll2003-iob2"
+    data.mkdir()
+    _conll2003_iob2(data, {"train": 300, "valid": 100, "test": 50}, {"train": 3, "valid": 2})
+    with caplog.at_level(logging.WARNING, logger="s2s.data.conll"):
+        code = main(["-q", "train", str(ROOT / "configs" / "ner-smoke.yaml"), "--out", str(tmp_path / "run"),
+                     "--set", f"data.dir={data}", "--set", "data.scheme=iob2"])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    summary = json.loads(out.strip().splitlines()[-1])
+    assert summary["best"] > 0, summary
+    warnings = [r.getMessage() for r in caplog.records if r.name == "s2s.data.conll"]
+    assert len(warnings) == 2, warnings
+    assert f"{data / 'train.txt'}: 3 tag slips" in warnings[0] and f"{data / 'valid.txt'}: 2 tag slips" in warnings[1], warnings

@@ -1,0 +1,63 @@
+"""Entity span scores (s2s.metrics.span_scores): exact matches only, and equal to seqeval's strict IOB2 scores."""
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from s2s.data.schemes import to_tags
+from s2s.metrics import span_scores
+
+
+def test_span_scores_count_exact_matches_only():
+    gold = [[(0, 2, "PER"), (3, 4, "LOC")], [(1, 2, "ORG")]]
+    pred = [[(0, 1, "PER"), (3, 4, "LOC")], [(1, 2, "LOC")]]
+    s = span_scores(gold, pred)
+    assert (s["micro"]["correct"], s["micro"]["predicted"], s["micro"]["gold"]) == (1, 3, 3)
+    assert s["types"]["LOC"]["precision"] == 50.0 and s["types"]["PER"]["recall"] == 0.0
+    assert s["types"]["ORG"]["f1"] == 0.0 and s["micro"]["f1"] == pytest.approx(100 / 3)
+
+
+def _seqeval(gold: list[list[str]], pred: list[list[str]]) -> dict:
+    from seqeval.metrics import classification_report
+    from seqeval.scheme import IOB2
+
+    return classification_report(gold, pred, mode="strict", scheme=IOB2, output_dict=True, zero_division=0)
+
+
+def _check_against_seqeval(gold_tags: list[list[str]], pred_tags: list[list[str]], ours: dict) -> None:
+    ref = _seqeval(gold_tags, pred_tags)
+    assert ours["micro"]["f1"] == pytest.approx(100 * ref["micro avg"]["f1-score"], abs=1e-6)
+    assert ours["micro"]["precision"] == pytest.approx(100 * ref["micro avg"]["precision"], abs=1e-6)
+    assert ours["micro"]["recall"] == pytest.approx(100 * ref["micro avg"]["recall"], abs=1e-6)
+    for kind, v in ours["types"].items():
+        if v["gold"]:
+            assert v["f1"] == pytest.approx(100 * ref[kind]["f1-score"], abs=1e-6)
+
+
+def test_span_f1_equals_seqeval_on_random_tags():
+    rng = random.Random(0)
+    kinds = ["PER", "LOC", "ORG"]
+
+    def random_spans(n: int) -> list:
+        out, i = [], 0
+        while i < n:
+            if rng.random() < 0.4:
+                end = min(n, i + rng.randint(1, 3))
+                out.append((i, end, rng.choice(kinds)))
+                i = end
+            else:
+                i += 1
+        return out
+
+    gold, pred = [], []
+    for _ in range(200):
+        n = rng.randint(1, 9)
+        g = random_spans(n)
+        p = [s for s in g if rng.random() < 0.7] + [s for s in random_spans(n) if rng.random() < 0.3]
+        p = sorted({s[0]: s for s in sorted(p)}.values())
+        p = [s for j, s in enumerate(p) if j == 0 or s[0] >= p[j - 1][1]]  # no overlaps
+        gold.append((g, n))
+        pred.append(p)
+    ours = span_scores([g for g, _ in gold], pred)
+    _check_against_seqeval([to_tags(g, n, "iob2") for g, n in gold], [to_tags(p, n, "iob2") for p, (_, n) in zip(pred, gold)], ours)
