@@ -121,6 +121,7 @@ def upgrade(run_dir: str | Path) -> list[str]:
             payload = load(run_dir / name)
             if config_lib.is_legacy(payload["config"]):
                 payload["config"] = config_lib.task_dict(config_lib.read(payload["config"], str(run_dir / name)))
+                payload["version"] = __version__
                 save(payload, run_dir / name)
                 done.append(name)
     if not done and not any((run_dir / n).is_file() for n in (CONFIG, BEST, LAST)):

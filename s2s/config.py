@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import functools
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -186,10 +187,12 @@ TASK_DEFAULTS = {
 FORMATS = {"translation": ("text", "tsv", "jsonl", "hub"), "tagging": ("conll",), "classification": ("jsonl", "tsv", "csv")}
 
 
+@functools.cache
 def _sections() -> dict[str, type]:
     return {f.name: typing.get_type_hints(Config)[f.name] for f in dataclasses.fields(Config) if f.name != "task"}
 
 
+@functools.cache
 def _fields(cls: type) -> dict[str, tuple[type, dict]]:
     types = typing.get_type_hints(cls)
     return {f.name: (types[f.name], f.metadata) for f in dataclasses.fields(cls)}
@@ -203,15 +206,23 @@ def owner(dotted: str) -> tuple[str, ...]:
     return _fields(_sections()[section])[name][1]["tasks"]
 
 
-def valid_keys(task: str | None = None) -> list[str]:
-    """Every key, or the keys of one task."""
+@functools.cache
+def _valid_keys(task: str | None) -> tuple[str, ...]:
     keys = ["task"]
     for name, cls in _sections().items():
         keys += [f"{name}.{k}" for k in _fields(cls) if task is None or task in owner(f"{name}.{k}")]
-    return keys
+    return tuple(keys)
+
+
+def valid_keys(task: str | None = None) -> list[str]:
+    """Every key, or the keys of one task."""
+    return list(_valid_keys(task))
 
 
 def _unknown(key_: str, where: str, task: str) -> S2SError:
+    moved = _legacy_key(key_, task)
+    if moved != key_:
+        return S2SError(f"{where}: key '{key_}' is '{moved}' since s2s 0.2; `s2s upgrade FILE` rewrites a config of s2s 0.1")
     if key_ in valid_keys():
         tasks = owner(key_)
         return S2SError(f"{where}: key '{key_}' belongs to task {' and '.join(tasks)}, not {task}")
@@ -289,14 +300,21 @@ def from_dict(raw: dict, where: str = "config") -> Config:
     if not isinstance(raw, dict):
         raise S2SError(f"{where}: expected a mapping of sections at the top level, got {type(raw).__name__}")
     task = _coerce("task", raw.get("task", "translation"), str, {"choices": tuple(TASKS)}, where)
-    if "model" in raw:
-        raise S2SError(f"{where}: section 'model' is from s2s 0.1 (now 'encoder' and '{task}'); "
-                       "`s2s upgrade FILE` rewrites a config or run directory")
+    for section, values in raw.items():  # an s2s 0.1 config: say so before any other complaint
+        for k in values if isinstance(values, dict) else ():
+            if _legacy_key(f"{section}.{k}", task) != f"{section}.{k}":
+                raise _unknown(f"{section}.{k}", where, task)
     merged = defaults(task)
     sections = _sections()
     for name, values in raw.items():
         if name == "task":
             continue
+        if name == "model":  # s2s 0.1's section: say where its first key lives now
+            first = next(iter(values), None) if isinstance(values, dict) else None
+            if first is not None:
+                raise _unknown(f"model.{first}", where, task)
+            raise S2SError(f"{where}: section 'model' is from s2s 0.1 (now 'encoder' and '{task}'); "
+                           "`s2s upgrade FILE` rewrites a config or run directory")
         if name not in sections:
             raise _unknown(str(name), where, task)
         if values is None:
@@ -389,29 +407,41 @@ _LEGACY_ENCODER = ("cell", "emb_dim", "hidden_size", "num_layers", "bidirectiona
 _LEGACY_TRANSLATION_DECODE = ("beam_size", "length_penalty", "max_len_a", "max_len_b", "max_src_len", "valid_beam_size")
 
 
+def _legacy_key(dotted: str, task: str) -> str:
+    """Where an s2s 0.1 key lives now ('model.cell' -> 'encoder.cell'); other keys as they are."""
+    section, _, name = dotted.partition(".")
+    if section == "model":
+        return f"encoder.{name}" if name in _LEGACY_ENCODER else f"{task}.{name}"
+    if section == "decode" and name in _LEGACY_TRANSLATION_DECODE:
+        return f"translation.{name}"
+    if dotted == "data.max_train_pairs":
+        return "data.max_train"
+    return dotted
+
+
 def is_legacy(raw: Any) -> bool:
-    return isinstance(raw, dict) and "model" in raw
+    """True for a config (nested dicts) that holds a key s2s 0.2 moved."""
+    if not isinstance(raw, dict):
+        return False
+    task = raw.get("task", "translation")
+    return any(_legacy_key(f"{section}.{k}", task) != f"{section}.{k}"
+               for section, values in raw.items() if isinstance(values, dict) for k in values)
 
 
 def upgrade_dict(raw: dict) -> dict:
     """An s2s 0.1 config (nested dicts) in this schema; keys its task never used are dropped (0.1 saved every key)."""
     task = raw.get("task", "translation")
+    known = set(valid_keys(task))
     out: dict = {"task": task}
     for section, values in raw.items():
         if section == "task" or not isinstance(values, dict):
             continue
         for k, v in values.items():
-            if section == "model":
-                target = ("encoder", k) if k in _LEGACY_ENCODER else (task, k)
-            elif section == "decode" and k in _LEGACY_TRANSLATION_DECODE:
-                target = ("translation", k)
-            elif section == "data" and k == "max_train_pairs":
-                target = ("data", "max_train")
-            else:
-                target = (section, k)
-            out.setdefault(target[0], {})[target[1]] = v
-    known = set(valid_keys(task))
-    return {"task": task} | {s: {k: v for k, v in vals.items() if f"{s}.{k}" in known} for s, vals in out.items() if s != "task"}
+            moved = _legacy_key(f"{section}.{k}", task)
+            if moved in known:
+                new_section, name = moved.split(".")
+                out.setdefault(new_section, {})[name] = v
+    return out
 
 
 def read(raw: Any, where: str) -> Config:

@@ -1,5 +1,6 @@
-"""The classification head: reading labelled text, pooling, every encoder option, the Classifier API,
-`s2s classify` / `s2s evaluate --data`, bad input, resume, and the smoke recipe."""
+"""The classification task: its head model (every encoder option), Task (dev hold-out, batches, resume), the
+Classifier API, `s2s classify` / `s2s evaluate --data`, bad input, and the smoke recipe. Reading labelled files:
+tests/data/test_labelled.py; pooling: tests/nn/test_pooling.py; the scores: tests/test_metrics_accuracy.py."""
 from __future__ import annotations
 
 import json
@@ -9,15 +10,15 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
 from s2s import config as config_lib
-from s2s.classification import Classifier, ClassificationTask, hold_out, make_batch, read_labelled, scores, tokenize, truncate
 from s2s.cli import main
 from s2s.config import Config
-from s2s.errors import S2SError
-from s2s.models import POOLINGS, build_model
+from s2s.data.tokenize import truncate
+from s2s.tasks.classification import Classifier, Task, build_model, make_batch
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 IMDB = ROOT.parent / "shared" / "data" / "imdb"
 
 # A made-up review language: the label is carried by a few words anywhere in a text of fillers.
@@ -46,13 +47,14 @@ def tiny_dict(data_dir: Path, **sections: dict) -> dict:
         "task": "classification",
         "data": {"format": "jsonl", "dir": str(data_dir), "train": "train", "dev": "dev", "max_text_tokens": 12},
         "vocab": {"min_freq": 1},
-        "model": {"emb_dim": 8, "hidden_size": 8, "dropout": 0.0, "pooling": "max+mean", "attn_size": 8},
+        "encoder": {"emb_dim": 8, "hidden_size": 8, "dropout": 0.0},
+        "classification": {"pooling": "max+mean", "attn_size": 8},
         "train": {"epochs": 30, "max_tokens": 60, "lr": 0.03, "log_every": 1000, "threads": 1, "early_stopping": 0,
                   "label_smoothing": 0.0, "device": "cpu", "seed": 3},
         "decode": {"batch_size": 8},
     }
     for name, values in sections.items():
-        raw[name].update(values)
+        raw.setdefault(name, {}).update(values)
     return raw
 
 
@@ -86,98 +88,16 @@ def _run(capsys, *argv) -> tuple[int, str, str]:
     return code, out, err
 
 
-# --- text and files -------------------------------------------------------------------------------------------
-
-
-def test_tokenize_strips_html_breaks_and_keeps_contractions():
-    assert tokenize("Great<br /><br />I DON'T like it!!") == ["great", "i", "don't", "like", "it", "!", "!"]
-    assert tokenize("Great", lowercase=False) == ["Great"] and tokenize("<br/>") == []
-
-
-def test_truncate_keeps_head_tail_or_both():
-    tokens = [str(i) for i in range(20)]
-    assert truncate(tokens, 8, "head") == tokens[:8]
-    assert truncate(tokens, 8, "tail") == tokens[-8:]
-    assert truncate(tokens, 8, "head_tail") == tokens[:2] + tokens[-6:]  # a quarter of the budget from the head
-    assert truncate(tokens, 30, "head_tail") == tokens and truncate(tokens, 0) == tokens
-
-
-def test_jsonl_tsv_and_csv_give_the_same_examples(tmp_path):
-    write_jsonl(tmp_path / "a.jsonl", [{"text": "\"fine\", quoted", "label": 1}, {"text": "two\nlines", "label": "neg"}])
-    (tmp_path / "a.csv").write_text('text,label\n"""fine"", quoted",1\n"two\nlines",neg\n\n', encoding="utf-8")
-    (tmp_path / "a.tsv").write_text('label\ttext\n1\t"fine", quoted\nneg\ttwo\\nlines\n', encoding="utf-8")  # TSV cells are literal
-    found = [[(e.text, e.label) for e in read_labelled(tmp_path / f"a.{fmt}", fmt)] for fmt in ("jsonl", "csv", "tsv")]
-    assert found[0] == found[1] == [('"fine", quoted', "1"), ("two\nlines", "neg")]
-    assert found[2] == [('"fine", quoted', "1"), ("two\\nlines", "neg")]
-
-
-def test_a_unicode_line_separator_inside_a_text_is_not_a_line_break(tmp_path):
-    # IMDB's train.jsonl holds \x85 inside reviews; str.splitlines() would cut those lines in two.
-    path = write_jsonl(tmp_path / "a.jsonl", [{"text": "one\x85two\u2028three", "label": "x"}, {"text": "b", "label": "y"}])
-    assert [e.line for e in read_labelled(path, "jsonl")] == [1, 2]
-
-
-@pytest.mark.parametrize(
-    "name, content, message",
-    [
-        ("a.jsonl", '{"text": "ok", "label": 1}\n{"text": "broken", label}\n', r"a\.jsonl:2: not valid JSON"),
-        ("a.jsonl", '{"text": "ok", "label": 1}\n\n[1, 2]\n', r"a\.jsonl:3: expected a JSON object"),
-        ("a.jsonl", '{"text": "ok", "label": 1}\n{"text": "no label"}\n', r"a\.jsonl:2: no label in 'label'; keys: text"),
-        ("a.jsonl", '{"text": "ok", "label": null}\n', r"a\.jsonl:1: no label in 'label', got None"),
-        ("a.jsonl", '{"review": "ok", "label": 1}\n', r"a\.jsonl:1: no text in 'text'; keys: review, label"),
-        ("a.jsonl", '{"text": "  ", "label": 1}\n', r"a\.jsonl:1: no text in 'text'"),
-        ("a.tsv", "text\tlabel\nok\t1\nno label here\n", r"a\.tsv:3: expected 2 TSV fields \(text, label\), got 1"),
-        ("a.csv", 'text,label\nok,1\n"unclosed,1\n', r"a\.csv:\d+: not a valid CSV row"),
-        ("a.csv", "text,label\nok,\n", r"a\.csv:2: no label in 'label', got ''"),
-        ("a.jsonl", "", r"a\.jsonl: no labelled rows"),
-    ],
-)
-def test_bad_rows_name_file_and_line(tmp_path, name, content, message):
-    path = tmp_path / name
-    path.write_text(content, encoding="utf-8")
-    with pytest.raises(S2SError, match=message):
-        read_labelled(path, name.split(".")[1])
-
-
-def test_non_utf8_names_file_and_line(tmp_path):
-    path = tmp_path / "a.jsonl"
-    path.write_bytes(b'{"text": "ok", "label": 1}\n{"text": "caf\xe9", "label": 1}\n')
-    with pytest.raises(S2SError, match=r"a\.jsonl:2: not valid UTF-8 \(byte 0xe9\)"):
-        read_labelled(path, "jsonl")
-
-
-def test_dev_hold_out_is_seeded_and_disjoint():
-    rows = list(range(100))
-    train, dev = hold_out(rows, 10, seed=5, where="x")
-    assert len(dev) == 10 and sorted(train + dev) == rows
-    assert hold_out(rows, 10, seed=5, where="x") == (train, dev) and hold_out(rows, 10, seed=6, where="x")[1] != dev
-    with pytest.raises(S2SError, match="data.dev_size=100"):
-        hold_out(rows, 100, seed=5, where="x")
-
-
 # --- the model ------------------------------------------------------------------------------------------------
 
 
 def _model(cell="lstm", pooling="max+mean", bidirectional=True, conv=0, layers=1, classes=3, dropout=0.0, seed=0):
-    model = {"cell": cell, "emb_dim": 8, "hidden_size": 6, "num_layers": layers, "bidirectional": bidirectional,
-             "dropout": dropout, "pooling": pooling, "attn_size": 5, "conv_filters": conv, "conv_kernel": 3, "conv_pool": 2}
+    encoder = {"cell": cell, "emb_dim": 8, "hidden_size": 6, "num_layers": layers, "bidirectional": bidirectional,
+               "dropout": dropout, "conv_filters": conv, "conv_kernel": 3, "conv_pool": 2}
+    config = config_lib.from_dict({"task": "classification", "encoder": encoder, "classification": {"pooling": pooling, "attn_size": 5},
+                                   "train": {"label_smoothing": 0.0}})
     torch.manual_seed(seed)
-    return build_model(config_lib.from_dict({"task": "classification", "model": model, "train": {"label_smoothing": 0.0}}), 20, classes)
-
-
-@pytest.mark.parametrize("cell", ["rnn", "gru", "lstm"])
-@pytest.mark.parametrize("pooling", [*POOLINGS, "attention+max"])
-def test_padding_never_changes_the_output(cell, pooling):
-    rng = random.Random(0)
-    texts = [[rng.randrange(2, 20) for _ in range(n)] for n in (7, 1, 4, 6, 2)]
-    for bidirectional in (True, False):
-        for conv in (0, 4):
-            model = _model(cell, pooling, bidirectional, conv).eval()
-            b = make_batch(texts)
-            together = model.logits(b.tokens, b.lengths)
-            for i, text in enumerate(texts):
-                alone = make_batch([text])
-                assert torch.allclose(model.logits(alone.tokens, alone.lengths)[0], together[i], atol=1e-5), (bidirectional, conv, i)
+    return build_model(config, 20, classes)
 
 
 @pytest.mark.parametrize(
@@ -201,38 +121,15 @@ def test_every_encoder_option_overfits_one_batch(options):
     assert model.logits(batch.tokens, batch.lengths).argmax(-1).tolist() == [0, 1, 2, 1]
 
 
-def test_conv_front_end_pools_the_lengths():
-    from s2s.encoder import Encoder
-
-    encoder = Encoder(20, 8, 6, conv_filters=4, conv_kernel=3, conv_pool=2)
-    enc = encoder(torch.tensor([[2, 3, 4, 5, 6], [7, 8, 0, 0, 0]]), torch.tensor([5, 2]))
-    assert enc.states.shape == (2, 3, 12) and enc.mask.tolist() == [[True] * 3, [True, False, False]]
-
-
-def test_an_even_conv_kernel_is_refused():
-    config = config_lib.from_dict({"task": "classification", "model": {"conv_filters": 4, "conv_kernel": 4}})
-    with pytest.raises(S2SError, match="model.conv_kernel must be odd"):
-        build_model(config, 20, 2)
-
-
 def test_a_unidirectional_encoder_also_serves_translation():
-    config = config_lib.from_dict({"model": {"emb_dim": 8, "hidden_size": 8, "dec_hidden_size": 8, "attn_size": 8, "bidirectional": False}})
-    model = build_model(config, 20, 20)
-    from s2s.data import make_batch as make_pair_batch
+    from s2s.tasks.translation import build_model as build_translation_model
+    from s2s.tasks.translation import make_batch as make_pair_batch
 
+    config = config_lib.from_dict({"encoder": {"emb_dim": 8, "hidden_size": 8, "bidirectional": False},
+                                   "translation": {"dec_hidden_size": 8, "attn_size": 8}})
+    model = build_translation_model(config, 20, 20)
     out = model(make_pair_batch([[4, 5, 6], [7, 8]], [[4, 5], [6, 7, 8]]))
     assert model.encoder.output_size == 8 and torch.isfinite(out.loss)
-
-
-def test_scores_by_hand():
-    # gold a a b b c, predicted a b b b a: per label (P, R, F1): a (1/2, 1/2, 1/2), b (2/3, 1, 4/5), c (0, 0, 0)
-    found = scores([0, 0, 1, 1, 2], [0, 1, 1, 1, 0], ["a", "b", "c"])
-    assert found["accuracy"] == pytest.approx(60.0)
-    assert found["macro_f1"] == pytest.approx(100 * (0.5 + 0.8 + 0.0) / 3)
-    assert found["confusion"] == [[1, 1, 0], [0, 2, 0], [1, 0, 0]]
-    assert found["per_label"]["b"]["precision"] == pytest.approx(200 / 3) and found["per_label"]["c"]["support"] == 1
-    # A label that is neither gold nor predicted does not count in the macro average (as in scikit-learn).
-    assert scores([0, 1], [0, 1], ["a", "b", "c"])["macro_f1"] == pytest.approx(100.0)
 
 
 # --- training, the API and the CLI ----------------------------------------------------------------------------
@@ -355,35 +252,37 @@ def test_training_data_problems_stop_training(data_dir, tmp_path, capsys):
     write_jsonl(bad / "dev.jsonl", [{"text": "fine", "label": "unheard"}])
     code, _, err = _run(capsys, "train", tmp_path / "c.yaml", "--out", tmp_path / "run")
     assert code == 2 and "dev.jsonl:1: label 'unheard' is not one the model knows" in err
-    config_lib.save(tiny(bad, data={"format": "text"}), tmp_path / "c.yaml")
+    # A format classification does not read: refused when the config is read, before any training.
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(tiny_dict(bad, data={"format": "text"})), encoding="utf-8")
     code, _, err = _run(capsys, "train", tmp_path / "c.yaml", "--out", tmp_path / "run2")
-    assert code == 2 and "set data.format to one of jsonl, tsv, csv" in err
+    assert code == 2 and "task classification reads data.format jsonl | tsv | csv, got 'text'" in err
+    assert not (tmp_path / "run2").exists()
 
 
 def test_task_mismatch_errors(run_dir, trained_run, capsys):
     code, _, err = _run(capsys, "classify", "--model", trained_run)
     assert code == 2 and "trained for translation, not classification" in err
     code, _, err = _run(capsys, "evaluate", "--model", run_dir, "--data", "x.jsonl", "--src", "a")
-    assert code == 2 and "does not take --src" in err
+    assert code == 2 and f"--src does not apply to {run_dir}, a classification run" in err
 
 
 def test_dev_held_out_of_train(data_dir, tmp_path):
     config = tiny(data_dir, data={"dev_size": 9, "dev": "missing"})
     for name in "ab":
         (tmp_path / name).mkdir()
-    task, again = (ClassificationTask(config, tmp_path / name) for name in "ab")
+    task, again = (Task(config, tmp_path / name) for name in "ab")
     assert len(task.dev_ids) == 9 and len(task.ids) == 51
     assert again.dev_ids == task.dev_ids and again.dev_labels == task.dev_labels
 
 
 def test_training_batches_are_cut_to_their_shortest_text(data_dir, tmp_path):
-    task = ClassificationTask(tiny(data_dir), tmp_path)
+    task = Task(tiny(data_dir), tmp_path)
     rows = sorted(range(len(task.ids)), key=lambda i: len(task.ids[i]))[-4:] + [0]
     b = task.batch(rows)
     shortest = min(len(task.ids[i]) for i in rows)
     assert b.tokens.shape == (5, shortest) and b.lengths.tolist() == [shortest] * 5 and b.tokens.ne(0).all()
     assert b.tokens[0].tolist() == truncate(task.ids[rows[0]], shortest, "head_tail")
-    task = ClassificationTask(tiny(data_dir, train={"trim_batches": False}), tmp_path, resume=True)
+    task = Task(tiny(data_dir, train={"trim_batches": False}), tmp_path, resume=True)
     assert task.batch(rows).lengths.tolist() == [len(task.ids[i]) for i in rows]
 
 
@@ -392,7 +291,7 @@ def test_resume_equals_uninterrupted(data_dir, tmp_path):
 
     def config(steps):
         return tiny(data_dir, train={"max_steps": steps, "epochs": 10, "max_tokens": 100, "log_every": 1, "word_dropout": 0.2},
-                    model={"dropout": 0.2})
+                    encoder={"dropout": 0.2})
 
     train(config(6), tmp_path / "a")
     train(config(3), tmp_path / "b")
