@@ -43,7 +43,7 @@ def test_recipe_rejects_unknown_option():
 
 
 def test_recipe_without_data_fails_clearly_when_the_hub_is_unreachable(tmp_path, monkeypatch):
-    from s2s import data
+    from s2s.data import parallel as data
 
     if data._hub_reachable(timeout=2):
         pytest.skip("the Hugging Face hub is reachable here; this checks the offline message")
