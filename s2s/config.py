@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import functools
+import math
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,9 +29,9 @@ TR, TAG, CLS = ("translation",), ("tagging",), ("classification",)
 
 
 def key(default: Any, help: str, tasks: tuple[str, ...] = ALL, choices: tuple = (), at_least: float | None = None,
-        below: float | None = None, at_most: float | None = None) -> Any:
+        below: float | None = None, at_most: float | None = None, above: float | None = None) -> Any:
     """A config key: its default, its help (the comment `s2s config` prints), the tasks that use it and its value rules."""
-    rules = {"choices": choices, "at_least": at_least, "below": below, "at_most": at_most}
+    rules = {"choices": choices, "at_least": at_least, "below": below, "at_most": at_most, "above": above}
     return field(default=default, metadata={"help": help, "tasks": tasks, **rules})
 
 
@@ -95,8 +96,8 @@ class TrainConfig:
     epochs: int = key(30, "passes over the training data", at_least=1)
     max_steps: int = key(0, "stop after this many updates (0 = no limit)", at_least=0)
     max_tokens: int = key(2000, "batch budget: examples * longest example, after padding", at_least=1)
-    lr: float = key(1e-3, "Adam learning rate", at_least=0)
-    clip: float = key(5.0, "gradient-norm clipping", at_least=0)
+    lr: float = key(1e-3, "Adam learning rate", above=0)
+    clip: float = key(5.0, "gradient-norm clipping", above=0)
     scheduler: str = key("plateau", "plateau: decay when the dev score stalls; exponential: every epoch", choices=("plateau", "exponential", "none"))
     lr_decay: float = key(0.5, "factor of both schedulers", at_least=0, below=1)
     patience: int = key(1, "plateau: validations without improvement before the lr decays", at_least=0)
@@ -104,6 +105,7 @@ class TrainConfig:
     early_stopping: int = key(5, "stop after this many validations without improvement (0 = never)", at_least=0)
     valid_every: int = key(0, "validate every N updates too (0 = only at the end of each epoch)", at_least=0)
     log_every: int = key(100, "updates between progress log lines and metrics.jsonl records", at_least=1)
+    save_every: float = key(10.0, "minutes between saves of last.pt besides those at validations (0 = only at validations)", at_least=0)
     amp: bool = key(True, "bf16 (fp16 + loss scaling on older GPUs) autocast when training on CUDA")
     cpu_amp: bool = key(False, "bf16 autocast when training on a CPU with native bf16 (AMX / AVX512-BF16)")
     ema: float = key(0.0, "decay of a moving average of the weights, validated and saved as best.pt (0 = off; e.g. 0.999); "
@@ -129,7 +131,7 @@ class TranslationConfig:
     attn_size: int = key(256, "Bahdanau attention's hidden layer", TR, at_least=1)
     tie_embeddings: bool = key(True, "share the target embedding with the output projection", TR)
     beam_size: int = key(5, "beam size (1 = greedy)", TR, at_least=1)
-    length_penalty: float = key(1.0, "alpha of GNMT's ((5 + len) / 6) ** alpha (Wu et al. 2016, eq. 14)", TR)
+    length_penalty: float = key(1.0, "alpha of GNMT's ((5 + len) / 6) ** alpha (Wu et al. 2016, eq. 14)", TR, at_least=0)
     max_len_a: float = key(1.5, "each output is cut at a * source length + b subword tokens", TR, at_least=0)
     max_len_b: int = key(10, "see max_len_a", TR, at_least=1)
     max_src_len: int = key(250, "longer inputs are truncated to this many subword tokens, with a warning", TR, at_least=1)
@@ -248,12 +250,16 @@ def _coerce(dotted: str, value: Any, want: type, rules: dict, where: str) -> Any
         value = float(value)
     if not isinstance(value, want) or (want is int and isinstance(value, bool)):
         raise S2SError(f"{where}: key '{dotted}' must be {want.__name__}, got {value!r}")
+    if want is float and not math.isfinite(value):
+        raise S2SError(f"{where}: key '{dotted}' must be a finite number, got {value!r}")
     if rules.get("choices") and value not in rules["choices"]:
         raise S2SError(f"{where}: key '{dotted}' must be one of {', '.join(rules['choices'])}, got {value!r}")
     if rules.get("at_least") is not None and value < rules["at_least"]:
         raise S2SError(f"{where}: key '{dotted}' must be at least {rules['at_least']}, got {value!r}")
     if rules.get("below") is not None and value >= rules["below"]:
         raise S2SError(f"{where}: key '{dotted}' must be below {rules['below']:g}, got {value!r}")
+    if rules.get("above") is not None and value <= rules["above"]:
+        raise S2SError(f"{where}: key '{dotted}' must be above {rules['above']:g}, got {value!r}")
     if rules.get("at_most") is not None and value > rules["at_most"]:
         raise S2SError(f"{where}: key '{dotted}' must be at most {rules['at_most']:g}, got {value!r}")
     return value
