@@ -1,17 +1,25 @@
 """The run directory and its checkpoints.
 
-    RUN_DIR/config.yaml      the resolved config (the keys of its task)
+    RUN_DIR/config.yaml      the resolved config (the keys of its task; data.dir and vocab.word_vectors absolute)
     RUN_DIR/spm.*.model      SentencePiece models (translation); *_vocab.json (tagging, classification)
     RUN_DIR/best.pt          model weights with the best dev score (+ config, task, version)
     RUN_DIR/last.pt          everything needed to resume: model, optimizer, scheduler, progress, RNG
     RUN_DIR/metrics.jsonl    one JSON object per log or validation event
+    RUN_DIR/.lock            held by the `s2s train` writing the run (its PID inside); gone when it ends
 
-Checkpoints are written to a temporary file and renamed, so a crash never leaves a
-half-written one, and are read with weights_only=True, so loading cannot run code.
+Checkpoints are written to a temporary file and renamed, so a crash or a full disk never leaves a
+half-written one; they carry a SHA-256 of their tensors, checked on load, so a damaged file is
+refused instead of loading silently; they are read with weights_only=True, so loading cannot run code.
 """
 from __future__ import annotations
 
+import contextlib
+import errno
+import fcntl
+import hashlib
+import io
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +30,11 @@ from s2s import config as config_lib
 from s2s.config import Config
 from s2s.errors import S2SError
 
-BEST, LAST, CONFIG = "best.pt", "last.pt", "config.yaml"
+BEST, LAST, CONFIG, LOCK = "best.pt", "last.pt", "config.yaml", ".lock"
+# What each checksum covers: the payload's top-level entries that hold tensors.
+CHECKSUM = "checksum"
+PARTS = {"model": "model weights", "optimizer": "optimizer state", "ema": "weight average", "rng": "random state",
+         "rank_rngs": "random states", "scheduler": "scheduler state"}
 
 
 def best_payload(config: Config, weights: dict[str, Any]) -> dict[str, Any]:
@@ -46,13 +58,67 @@ def last_payload(config: Config, model: torch.nn.Module, optimizer: torch.optim.
     return payload
 
 
+def _digest(value: Any, h: "hashlib._Hash") -> None:
+    """Feed every tensor inside `value` (nested dicts, lists, tuples), with its place, dtype and shape, to `h`."""
+    if isinstance(value, torch.Tensor):
+        t = value.detach().cpu().contiguous()
+        h.update(f"{t.dtype}{tuple(t.shape)};".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy())
+    elif isinstance(value, dict):
+        for k, v in value.items():
+            h.update(f"{k!r}:".encode())
+            _digest(v, h)
+    elif isinstance(value, (list, tuple)):
+        for i, v in enumerate(value):
+            h.update(f"{i}:".encode())
+            _digest(v, h)
+
+
+def _has_tensors(value: Any) -> bool:
+    if isinstance(value, torch.Tensor):
+        return True
+    if isinstance(value, dict):
+        return any(_has_tensors(v) for v in value.values())
+    if isinstance(value, (list, tuple)):
+        return any(_has_tensors(v) for v in value)
+    return False
+
+
+def checksums(payload: dict[str, Any]) -> dict[str, str]:
+    """SHA-256 of the tensors of each top-level entry of `payload` that holds any (model, optimizer, ema, rng, ...)."""
+    out = {}
+    for name, value in payload.items():
+        if name != CHECKSUM and _has_tensors(value):
+            h = hashlib.sha256()
+            _digest(value, h)
+            out[name] = h.hexdigest()
+    return out
+
+
 def save(payload: dict[str, Any], path: Path) -> None:
+    """Write `payload` (with the checksums of its tensors) to `path` through a temporary file: on any
+    failure, a full disk included, the temporary file is removed and the previous `path` is kept."""
+    path = Path(path)
+    buffer = io.BytesIO()  # serialised in memory: a failing disk write then surfaces as a plain OSError
+    torch.save({**payload, CHECKSUM: checksums(payload)}, buffer)
     tmp = path.with_name(path.name + ".tmp")
-    torch.save(payload, tmp)
-    os.replace(tmp, path)  # atomic on POSIX
+    try:
+        with open(tmp, "wb") as f:
+            f.write(buffer.getbuffer())
+            f.flush()
+            os.fsync(f.fileno())  # on the disk before the rename: a crash then leaves the old file or the new one
+        os.replace(tmp, path)  # atomic on POSIX
+    except BaseException as e:  # a full disk, Ctrl-C, ...: no half-written file left behind
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        if not isinstance(e, OSError):
+            raise
+        kept = f"the previous {path.name} is kept" if path.is_file() else f"no {path.name} was written"
+        raise S2SError(f"{path}: cannot save ({e.strerror or e}); {kept}") from None
 
 
 def load(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    path = Path(path)
     if not path.is_file():
         raise S2SError(f"{path}: no such checkpoint")
     try:
@@ -62,28 +128,49 @@ def load(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]
         raise S2SError(f"{path}: corrupt or truncated checkpoint ({first[:200]})") from None
     if not isinstance(payload, dict) or "model" not in payload or "config" not in payload:
         raise S2SError(f"{path}: not an s2s checkpoint (no model weights or config inside)")
+    expected = payload.pop(CHECKSUM, None)  # checkpoints of s2s 0.1 and early 0.2 have none: they load unchecked
+    if isinstance(expected, dict):
+        found = checksums(payload)
+        for name, digest in expected.items():
+            if found.get(name) != digest:
+                what = PARTS.get(name, name)
+                raise S2SError(f"{path}: checksum mismatch in its {what} (damaged file); "
+                               "use the run's other checkpoint or train again")
     return payload
 
 
-def find(run_dir: Path, prefer: str = BEST) -> Path:
-    """The checkpoint to load from a run directory: `prefer`, else the other one."""
-    run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        raise S2SError(f"{run_dir}: no such run directory")
-    for name in (prefer, LAST if prefer == BEST else BEST):
-        if (run_dir / name).is_file():
-            return run_dir / name
-    raise S2SError(f"{run_dir}: no checkpoint ({BEST} or {LAST}); train a model there first with `s2s train`")
+def run_dir_of(model: str | Path) -> Path:
+    """The run directory of a --model argument: the directory itself, or the folder of a checkpoint file in it."""
+    model = Path(model)
+    return model.parent if model.is_file() else model
 
 
-def load_trained(run_dir: str | Path, task: str) -> tuple[Config, dict[str, Any], Path]:
-    """(resolved config, checkpoint payload, checkpoint path) of a trained run, checked to be for `task`."""
-    run_dir = Path(run_dir)
-    path = find(run_dir)
+def find(model: str | Path, name: str = BEST) -> Path:
+    """The checkpoint a --model argument names: a checkpoint file itself, or a run directory's `name`.
+
+    A run directory without best.pt has not validated yet: its last.pt holds weights that no dev score
+    chose (untrained ones, if it stopped early), so it is refused unless named on purpose (RUN/last.pt)."""
+    model = Path(model)
+    if model.is_file():
+        return model
+    if not model.is_dir():
+        raise S2SError(f"{model}: no such run directory or checkpoint file")
+    if (model / name).is_file():
+        return model / name
+    if name == BEST and (model / LAST).is_file():
+        raise S2SError(f"{model}: the run has not validated yet (no {BEST}, only {LAST}); resume it with "
+                       f"`s2s train {model / CONFIG} --out {model} --resume`, or pass --model {model / LAST} to use its current weights")
+    raise S2SError(f"{model}: no checkpoint ({BEST} or {LAST}); train a model there first with `s2s train`")
+
+
+def load_trained(model: str | Path, task: str) -> tuple[Config, dict[str, Any], Path]:
+    """(resolved config, checkpoint payload, checkpoint path) of a trained run (a run directory's best.pt,
+    or a checkpoint file named directly), checked to be for `task`."""
+    path = find(model)
     payload = load(path)
     config = config_lib.read(payload["config"], where=str(path))
     if config.task != task:
-        raise S2SError(f"{run_dir}: this model was trained for {config.task}, not {task}")
+        raise S2SError(f"{model}: this model was trained for {config.task}, not {task}")
     return config, payload, path
 
 
@@ -95,13 +182,56 @@ def load_weights(model: torch.nn.Module, payload: dict[str, Any], path: Path) ->
     return model
 
 
-def run_task(run_dir: str | Path) -> str:
-    """The task a run directory was trained for, from its config.yaml (or its checkpoint)."""
-    run_dir = Path(run_dir)
-    if (run_dir / CONFIG).is_file():
-        return config_lib.load_run_config(run_dir / CONFIG).task
-    path = find(run_dir)
+def run_task(model: str | Path) -> str:
+    """The task of a --model argument: a run directory's config.yaml (or its checkpoint), or a checkpoint file's."""
+    model = Path(model)
+    if model.is_dir() and (model / CONFIG).is_file():
+        return config_lib.load_run_config(model / CONFIG).task
+    if model.is_dir():
+        path = next((model / n for n in (BEST, LAST) if (model / n).is_file()), None) or find(model)
+    else:
+        path = find(model)
     return config_lib.read(load(path)["config"], str(path)).task
+
+
+@contextlib.contextmanager
+def lock(run_dir: Path) -> Iterator[None]:
+    """Hold RUN_DIR/.lock (created with the directory) while training writes the run: a second `s2s train`
+    on it fails at once, naming this process. flock belongs to the open file, so the kernel lets go
+    when the process ends in any way, kill -9 included; a clean end also removes the file."""
+    run_dir = Path(run_dir)
+    path = run_dir / LOCK
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        while True:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = os.read(fd, 32).decode("ascii", "replace").strip()
+                os.close(fd)
+                raise S2SError(f"{run_dir}: in use by another `s2s train` (process {holder or 'unknown'}); "
+                               "wait for it to end or choose another --out") from None
+            except OSError as e:
+                if e.errno not in (errno.ENOLCK, errno.EOPNOTSUPP, errno.EINVAL):
+                    os.close(fd)
+                    raise
+                break  # a file system without locks: train unguarded, as before
+            # The holder before us may have removed the file between our open and our lock: lock the file that is there.
+            with contextlib.suppress(FileNotFoundError):
+                if os.fstat(fd).st_ino == os.stat(path).st_ino:
+                    break
+            os.close(fd)
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+    except OSError as e:
+        raise S2SError(f"{run_dir}: cannot write the run directory ({e.strerror or e})") from None
+    try:
+        yield
+    finally:
+        with contextlib.suppress(OSError):
+            path.unlink()  # while still held, so that nobody locks the file on its way out
+        os.close(fd)
 
 
 def upgrade(run_dir: str | Path) -> list[str]:

@@ -98,6 +98,17 @@ def broadcast(value: Any) -> Any:
     return box[0]
 
 
+def agree(flag: bool) -> bool:
+    """Rank 0's `flag` on every process: one small tensor broadcast, cheap enough to call after every update
+    (for decisions such as a timed save, which every process must take at the same update)."""
+    if not active():
+        return flag
+    device = "cuda" if dist.get_backend() == "nccl" else "cpu"  # NCCL only broadcasts GPU tensors
+    x = torch.tensor([1 if flag else 0], dtype=torch.int32, device=device)
+    dist.broadcast(x, src=0)
+    return bool(x.item())
+
+
 def gather(value: Any) -> list[Any] | None:
     """Every process's `value`, in rank order, on rank 0; None on the others."""
     if not active():

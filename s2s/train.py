@@ -9,13 +9,19 @@ Under `torchrun --nproc_per_node N -m s2s train ...` the same loop runs in N pro
 (DistributedDataParallel): every process computes the same epoch of batches and trains on its
 own shard of them (`distributed.shard`), and DDP averages the gradients, so one update sees
 N batches of train.max_tokens each. Rank 0 alone validates (and hands the score to the others,
-so that schedules and early stopping agree), logs and writes the run directory.
+so that schedules and early stopping agree), logs, locks and writes the run directory.
+
+What a crash can cost: last.pt is written at every validation and at least every train.save_every
+minutes, through a temporary file; after kill -9, `--resume` goes on from it exactly (metrics.jsonl
+is cut back to its step), and a full disk keeps the previous last.pt.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
+import os
 import random
 import sys
 import time
@@ -34,6 +40,8 @@ from s2s.device import amp_dtype, autocast, resolve_device
 from s2s.errors import Interrupted, S2SError
 
 log = logging.getLogger(__name__)
+METRICS = "metrics.jsonl"
+clock = time.monotonic  # what train.save_every is measured with (a test turns it by hand)
 
 
 def build_optimizer(model: torch.nn.Module, lr: float) -> torch.optim.Adam:
@@ -86,14 +94,39 @@ def _seed(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def absolute_paths(config: Config) -> Config:
+    """`config` with data.dir and vocab.word_vectors made absolute (against the current folder), as the
+    run directory keeps them: `s2s evaluate --split` then finds the data from any folder."""
+    data, vocab = config.data, config.vocab
+    if data.format != "hub":
+        data = replace(data, dir=os.path.abspath(data.dir))
+    if vocab.word_vectors:
+        vocab = replace(vocab, word_vectors=os.path.abspath(vocab.word_vectors))
+    return replace(config, data=data, vocab=vocab)
+
+
+def summary(progress: dict) -> dict:
+    """`progress` as JSON allows: best is None while the run has not validated (it is -inf or inf then)."""
+    out = dict(progress)
+    if not (isinstance(out.get("best"), float) and math.isfinite(out["best"])):
+        out["best"] = None
+    return out
+
+
 def train(config: Config, run_dir: str | Path, resume: bool = False) -> dict:
-    """Train in `run_dir`; returns the final progress (best score, steps, time).
-    Started by torchrun with several processes, joins their process group for the run."""
+    """Train in `run_dir`; returns the final progress (best score or None, steps, time), JSON-safe.
+    Started by torchrun with several processes, joins their process group for the run.
+    Rank 0 holds the run directory's lock for the whole run: a second writer fails at once."""
+    run_dir = Path(run_dir)
+    config = absolute_paths(config)
     device = resolve_device(config.train.device)
-    if not distributed.launched():
-        return Trainer(config, Path(run_dir), resume, device).run()
-    with distributed.process_group(device) as device:
-        return Trainer(config, Path(run_dir), resume, device).run()
+    if resume and not run_dir.is_dir():
+        raise S2SError(f"{run_dir}: no such run directory to resume; start the run without --resume")
+    with checkpoint.lock(run_dir) if distributed.is_main() else contextlib.nullcontext():
+        if not distributed.launched():
+            return summary(Trainer(config, run_dir, resume, device).run())
+        with distributed.process_group(device) as device:
+            return summary(Trainer(config, run_dir, resume, device).run())
 
 
 class Trainer:
@@ -136,12 +169,15 @@ class Trainer:
         self.net = self.model
         if self.world > 1:
             self.net = DistributedDataParallel(self.model, device_ids=[device.index] if device.type == "cuda" else None)
-        self.metrics_log = open(run_dir / "metrics.jsonl", "a", encoding="utf-8") if self.main else None
+        self.metrics_log = self.open_metrics(resume) if self.main else None
         self.start = time.time() - self.progress["seconds"]
+        self.saved_at = clock()  # when last.pt was last written (train.save_every counts from here)
         # The RNG state from before the update in flight: Ctrl-C inside an update saves this one, so
         # the resumed run redraws the same dropout masks (the weights only change in optimizer.step).
         self.step_rng = None
-        self.loss_sum = self.tokens = 0.0
+        self.loss_sum, self.tokens = self.progress.pop("loss_sum", 0.0), self.progress.pop("tokens", 0.0)
+        if self.rank:  # the training loss since the last log line that last.pt kept is rank 0's
+            self.loss_sum = self.tokens = 0.0
         self.tick = time.time()
 
     # -- setting up
@@ -150,18 +186,44 @@ class Trainer:
         config, run_dir = self.config, self.run_dir
         last = None
         if resume:
+            if not (run_dir / checkpoint.LAST).is_file():
+                raise S2SError(f"{run_dir}: nothing to resume (no {checkpoint.LAST}: the run stopped before its first save); "
+                               f"start it again without --resume: s2s train CONFIG --out {run_dir}")
             last = checkpoint.load(run_dir / checkpoint.LAST)
-            saved = config_lib.read(last["config"], where=str(run_dir / checkpoint.LAST))
-            # The run keeps its vocabulary and embeddings: where the word vectors file now lives does not matter.
-            vocab = replace(saved.vocab, word_vectors=config.vocab.word_vectors)
-            if saved.task != config.task or saved.encoder != config.encoder or saved.head != config.head or vocab != config.vocab:
-                raise S2SError(f"{run_dir}: --resume with a different task, encoder, {config.task} or vocab config than the run was started with")
+            changed = changed_setting(config_lib.read(last["config"], where=str(run_dir / checkpoint.LAST)), config)
+            if changed:
+                name, before, now = changed
+                raise S2SError(f"{run_dir}: --resume with '{name}' changed ({before!r} in the run, {now!r} now); only "
+                               "train.* and decode.* keys may change, start another run (--out) for the rest")
         elif (run_dir / checkpoint.LAST).exists():
             raise S2SError(f"{run_dir}: already holds a run; pass --resume to continue it or choose another --out")
         if self.main:
-            run_dir.mkdir(parents=True, exist_ok=True)
-            config_lib.save(config, run_dir / checkpoint.CONFIG)
+            try:
+                run_dir.mkdir(parents=True, exist_ok=True)
+                # Half-written files of a run killed in a save (ours alone to remove: we hold the lock).
+                for name in (checkpoint.BEST, checkpoint.LAST, METRICS):
+                    (run_dir / f"{name}.tmp").unlink(missing_ok=True)
+                config_lib.save(config, run_dir / checkpoint.CONFIG)
+            except OSError as e:
+                raise S2SError(f"{run_dir / checkpoint.CONFIG}: cannot write ({e.strerror or e})") from None
         return last
+
+    def open_metrics(self, resume: bool):
+        """metrics.jsonl for appending (rank 0). A resumed run first drops the records after last.pt's step
+        (written by the run that stopped, and about to be written again); a new run starts it afresh,
+        dropping those of a run that never saved (nothing of it can be resumed)."""
+        path = self.run_dir / METRICS
+        try:
+            if resume and path.is_file():
+                # Stopped in a validation: it runs again, so a record of it that got out goes too.
+                keep = _records_up_to(path.read_text(encoding="utf-8", errors="replace"), self.progress["step"],
+                                      drop_dev=bool(self.progress.get("validate_pending")))
+                tmp = path.with_name(path.name + ".tmp")
+                tmp.write_text(keep, encoding="utf-8")
+                os.replace(tmp, path)
+            return open(path, "a" if resume else "w", encoding="utf-8")
+        except OSError as e:
+            raise S2SError(f"{path}: cannot write ({e.strerror or e})") from None
 
     def build_task(self, resume: bool):
         """The task's data and model. Rank 0 builds the vocabularies into run_dir; the other ranks wait,
@@ -223,7 +285,10 @@ class Trainer:
             self.metrics_log.close()
         distributed.barrier()  # no process returns before rank 0 has written last.pt
         progress["seconds"] = round(time.time() - self.start, 1)
-        log.info("done: best dev %s %.2f at step %d, %.0fs", self.task.metric, progress["best"], progress["best_step"], progress["seconds"])
+        if math.isfinite(progress["best"]):
+            log.info("done: best dev %s %.2f at step %d, %.0fs", self.task.metric, progress["best"], progress["best_step"], progress["seconds"])
+        else:
+            log.info("done at step %d without a validation (no best.pt), %.0fs", progress["step"], progress["seconds"])
         return progress
 
     def train_epoch(self) -> bool:
@@ -259,6 +324,7 @@ class Trainer:
                         return True
                 if end_of_epoch:
                     return False
+                self.save_if_due()  # after any validation (which saves) and never at an epoch end (which validates)
         finally:
             bar.close()  # before any error line, so that it starts a line of its own
         return False
@@ -311,7 +377,7 @@ class Trainer:
         improved = score > progress["best"] if self.higher else score < progress["best"]
         if improved:
             progress.update(best=score, best_step=progress["step"], bad=0)
-            if self.main:
+            if self.main:  # (a save that fails, on a full disk, keeps the previous best.pt and stops the run)
                 checkpoint.save(checkpoint.best_payload(self.config, self.scored.state_dict()), self.run_dir / checkpoint.BEST)
         else:
             progress["bad"] += 1
@@ -338,8 +404,20 @@ class Trainer:
         # "epoch": the 1-based epoch the latest update belongs to (epoch counts finished epochs).
         epoch = self.progress["epoch"] + (1 if self.progress["batch"] else 0)
         event = {"step": self.progress["step"], "epoch": max(epoch, 1), **event}
-        self.metrics_log.write(json.dumps(event) + "\n")
-        self.metrics_log.flush()
+        # JSON has no inf or NaN (json.dumps would write -Infinity): None instead, e.g. best before a dev score.
+        event = {k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in event.items()}
+        try:
+            self.metrics_log.write(json.dumps(event) + "\n")
+            self.metrics_log.flush()
+        except OSError as e:
+            raise S2SError(f"{self.run_dir / METRICS}: cannot write ({e.strerror or e})") from None
+
+    def save_if_due(self) -> None:
+        """last.pt at least every train.save_every minutes, checked after each update: kill -9 loses no more.
+        Rank 0's clock decides for every process (saving gathers their RNG states)."""
+        every = self.config.train.save_every
+        if every and distributed.agree(clock() - self.saved_at >= every * 60):
+            self.save_last()
 
     def save_last(self, interrupted: bool = False) -> None:
         """Write last.pt from rank 0. Every process calls it at the same point, to hand rank 0 its
@@ -349,6 +427,45 @@ class Trainer:
         rank_rngs = None if interrupted else distributed.gather(rng)
         if not self.main:
             return
-        payload = checkpoint.last_payload(self.config, self.model, self.optimizer, self.scheduler, self.progress, rng,
+        # The training loss summed since the last log line, so that a resumed run logs the same next line.
+        progress = self.progress | {"loss_sum": self.loss_sum, "tokens": self.tokens}
+        payload = checkpoint.last_payload(self.config, self.model, self.optimizer, self.scheduler, progress, rng,
                                           rank_rngs if self.world > 1 else None, self.ema)
         checkpoint.save(payload, self.run_dir / checkpoint.LAST)
+        self.saved_at = clock()
+
+
+def changed_setting(saved: Config, config: Config) -> tuple[str, object, object] | None:
+    """The first key (with its value in the run and now) that a resumed run may not change: the task, and every
+    data, vocab, encoder and head key; train.* and decode.* may change, and so may where the word vectors
+    file lives (the run keeps its vocabulary and embeddings). A data.dir the run kept relative (before s2s
+    0.2 stored it absolute) is taken from the current folder."""
+    if saved.task != config.task:
+        return "task", saved.task, config.task
+    if saved.data.format != "hub":
+        saved = replace(saved, data=replace(saved.data, dir=os.path.abspath(saved.data.dir)))
+    saved = replace(saved, vocab=replace(saved.vocab, word_vectors=config.vocab.word_vectors))
+    before, now = config_lib.task_dict(saved), config_lib.task_dict(config)
+    for section in ("data", "vocab", "encoder", config.task):
+        for name, value in before.get(section, {}).items():
+            if now.get(section, {}).get(name) != value:
+                return f"{section}.{name}", value, now.get(section, {}).get(name)
+    return None
+
+
+def _records_up_to(text: str, step: int, drop_dev: bool = False) -> str:
+    """The lines of metrics.jsonl up to `step` (and without the dev scores of `step` when `drop_dev`): records
+    of later steps and a torn last line (kill -9 in a write) are dropped, every other line is kept as it is."""
+    keep = []
+    for line in text.splitlines(keepends=True):
+        try:
+            event = json.loads(line)
+        except ValueError:
+            if line.endswith("\n"):
+                keep.append(line)
+            continue
+        at = event.get("step") if isinstance(event, dict) else None
+        if isinstance(at, int) and (at > step or (drop_dev and at == step and any(k.startswith("dev_") for k in event))):
+            continue
+        keep.append(line if line.endswith("\n") else line + "\n")
+    return "".join(keep)

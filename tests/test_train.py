@@ -1,7 +1,11 @@
 """The training loop: the run directory it leaves, exact resume, and clear errors."""
 from __future__ import annotations
 
+import errno
 import json
+import math
+import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -9,9 +13,10 @@ import torch
 
 from s2s import checkpoint
 from s2s import config as config_lib
+from s2s.cli import main
 from s2s.errors import S2SError
 from s2s.tasks.translation import make_batch
-from s2s.train import build_optimizer, train
+from s2s.train import _records_up_to, absolute_paths, build_optimizer, summary, train
 
 # How the 40 training pairs are cut into batches (the tiny corpus gives examples of 13-27 subword tokens).
 LAYOUTS = {
@@ -79,7 +84,7 @@ def test_run_directory_layout(resume_runs, corpus_dir, tiny_config):
     a, _ = resume_runs("mid_epoch")
     for name in ("config.yaml", "best.pt", "last.pt", "spm.src.model", "spm.tgt.model", "metrics.jsonl"):
         assert (a / name).is_file(), name
-    assert not list(a.glob("*.tmp"))
+    assert not list(a.glob("*.tmp")) and not (a / checkpoint.LOCK).exists()  # the lock goes with the run
     expected = tiny_config(corpus_dir, train={"max_tokens": LAYOUTS["mid_epoch"], "epochs": 10, "max_steps": 4})
     assert config_lib.load(a / "config.yaml") == expected
     best = checkpoint.load(a / checkpoint.BEST)
@@ -161,17 +166,255 @@ def test_training_into_a_used_run_directory_needs_resume(resume_runs, corpus_dir
     assert ((a / "metrics.jsonl").read_bytes(), (a / checkpoint.LAST).read_bytes()) == before  # untouched
 
 
-def test_resume_without_a_checkpoint_fails(tmp_path, corpus_dir, tiny_config):
-    with pytest.raises(S2SError, match="no such checkpoint"):
+def test_resume_of_a_missing_run_directory_fails(tmp_path, corpus_dir, tiny_config):
+    with pytest.raises(S2SError, match="no such run directory to resume; start the run without --resume"):
         train(tiny_config(corpus_dir), tmp_path / "run", resume=True)
+    assert not (tmp_path / "run").exists()
 
 
-def test_resume_with_a_different_model_fails(resume_runs, corpus_dir, tiny_config):
+def test_resume_after_kill_9_before_any_save_says_there_is_nothing_to_resume(tmp_path, corpus_dir, tiny_config, capsys):
+    """What kill -9 before the first save leaves: config.yaml and a few metrics, no last.pt. --resume says so
+    and how to start again; starting again drops the dead run's metrics (nothing of it can be resumed)."""
+    config = tiny_config(corpus_dir, train={"max_steps": 2})
+    run = tmp_path / "run"
+    run.mkdir()
+    config_lib.save(config, run / checkpoint.CONFIG)
+    (run / "metrics.jsonl").write_text('{"step": 1, "epoch": 1, "train_loss": 9.0}\n{"step": 2, "ep', encoding="utf-8")
+    assert main(["-q", "train", str(run / checkpoint.CONFIG), "--out", str(run), "--resume"]) == 2
+    err = capsys.readouterr().err
+    assert err == (f"error: {run}: nothing to resume (no last.pt: the run stopped before its first save); "
+                   f"start it again without --resume: s2s train CONFIG --out {run}\n")
+    train(config, run)
+    assert [e["step"] for e in _events(run) if "train_loss" in e] == [1, 2]
+    assert all(e.get("train_loss") != 9.0 for e in _events(run))
+
+
+@pytest.mark.parametrize(
+    "changes, key",
+    [
+        ({"encoder": {"hidden_size": 16}}, "encoder.hidden_size"),
+        ({"translation": {"dec_hidden_size": 8}}, "translation.dec_hidden_size"),
+        ({"data": {"src_lang": "en", "tgt_lang": "de"}}, "data.src_lang"),
+        ({"data": {"max_train": 20}}, "data.max_train"),
+        ({"vocab": {"src_size": 30}}, "vocab.src_size"),
+    ],
+)
+def test_resume_refuses_a_change_of_anything_but_train_and_decode(resume_runs, corpus_dir, tiny_config, changes, key):
     a, _ = resume_runs("mid_epoch")
-    with pytest.raises(S2SError, match="different task, encoder, translation or vocab"):
-        train(tiny_config(corpus_dir, encoder={"hidden_size": 16}), a, resume=True)
-    with pytest.raises(S2SError, match="different task, encoder, translation or vocab"):
-        train(tiny_config(corpus_dir, translation={"dec_hidden_size": 8}), a, resume=True)
+    saved = config_lib.to_dict(config_lib.load(a / checkpoint.CONFIG))
+    before = {p.name: p.read_bytes() for p in a.iterdir() if p.is_file()}
+    with pytest.raises(S2SError) as e:
+        train(tiny_config(corpus_dir, train={"max_tokens": 80, "epochs": 10, "max_steps": 5}, **changes), a, resume=True)
+    section, name = key.split(".")
+    new = {**saved[section], **changes[section]}[name]
+    assert str(e.value) == (f"{a}: --resume with '{key}' changed ({saved[section][name]!r} in the run, {new!r} now); "
+                            "only train.* and decode.* keys may change, start another run (--out) for the rest")
+    assert {p.name: p.read_bytes() for p in a.iterdir() if p.is_file()} == before  # nothing written
+
+
+def test_resume_refuses_another_task(resume_runs):
+    a, _ = resume_runs("mid_epoch")
+    tagging = config_lib.from_dict({"task": "tagging", "data": {"dir": str(a)}})
+    with pytest.raises(S2SError, match="'task' changed \\('translation' in the run, 'tagging' now\\)"):
+        train(tagging, a, resume=True)
+
+
+def test_resume_accepts_changed_train_and_decode_keys(tmp_path, corpus_dir, tiny_config):
+    train(tiny_config(corpus_dir, train={"max_steps": 1}), tmp_path / "run")
+    for name in ("best.pt.tmp", "last.pt.tmp"):  # what kill -9 in a save leaves
+        (tmp_path / "run" / name).write_bytes(b"PK\x03\x04 half a zip")
+    changed = tiny_config(corpus_dir, train={"max_steps": 2, "lr": 0.005, "clip": 1.0, "log_every": 2}, decode={"batch_size": 2})
+    assert train(changed, tmp_path / "run", resume=True)["step"] == 2
+    assert config_lib.load(tmp_path / "run" / checkpoint.CONFIG) == changed
+    assert not list((tmp_path / "run").glob("*.tmp"))
+
+
+def test_a_relative_data_dir_is_kept_absolute_so_the_run_works_from_another_folder(tmp_path, corpus_dir, tiny_config,
+                                                                                  monkeypatch, capsys):
+    shutil.copytree(corpus_dir, tmp_path / "data")
+    monkeypatch.chdir(tmp_path)
+    train(tiny_config(Path("data"), train={"max_steps": 1}), Path("run"))
+    for saved in (config_lib.load(tmp_path / "run" / checkpoint.CONFIG), checkpoint.load_trained(tmp_path / "run", "translation")[0]):
+        assert saved.data.dir == str(tmp_path / "data")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    assert main(["-q", "evaluate", "--model", str(tmp_path / "run"), "--split", "test", "--json"]) == 0
+    assert "bleu" in json.loads(capsys.readouterr().out)
+    # Resuming from another folder with the same (relative) config refers to other data: refused by name.
+    with pytest.raises(S2SError, match="'data.dir' changed"):
+        train(tiny_config(Path("data"), train={"max_steps": 2}), tmp_path / "run", resume=True)
+
+
+def test_word_vectors_are_kept_absolute(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    config = config_lib.from_dict({"task": "tagging", "data": {"dir": "ner"}, "vocab": {"word_vectors": "vec/words.txt"}})
+    config = absolute_paths(config)
+    assert (config.data.dir, config.vocab.word_vectors) == (str(tmp_path / "ner"), str(tmp_path / "vec" / "words.txt"))
+    hub = config_lib.from_dict({"data": {"format": "hub", "hub": "bentrevett/multi30k"}})
+    assert absolute_paths(hub).data.dir == ""  # a hub set has no folder
+
+
+# --- the run directory: one writer, saves that survive a full disk or kill -9 ---------------------------------
+
+
+def test_a_second_writer_fails_at_once_naming_the_first(tmp_path, corpus_dir, tiny_config, capsys):
+    config = tiny_config(corpus_dir, train={"max_steps": 1})
+    run = tmp_path / "run"
+    config_path = tmp_path / "tiny.yaml"
+    config_lib.save(config, config_path)
+    with checkpoint.lock(run):  # another `s2s train` (this process, through another open file)
+        assert (run / checkpoint.LOCK).read_text() == f"{os.getpid()}\n"
+        for extra in ([], ["--resume"]):
+            assert main(["-q", "train", str(config_path), "--out", str(run), *extra]) == 2
+            assert capsys.readouterr().err == (f"error: {run}: in use by another `s2s train` (process {os.getpid()}); "
+                                               "wait for it to end or choose another --out\n")
+        assert sorted(p.name for p in run.iterdir()) == [checkpoint.LOCK]  # nothing written
+    assert not (run / checkpoint.LOCK).exists()
+    assert train(config, run)["step"] == 1  # free again
+
+
+@pytest.mark.parametrize("where", ["missing", "existing"])
+def test_a_run_directory_that_cannot_be_written_is_one_line(tmp_path, corpus_dir, tiny_config, monkeypatch, where):
+    config = tiny_config(corpus_dir, train={"max_steps": 1})
+    run = tmp_path / "run"
+    if where == "existing":
+        run.mkdir()
+
+    def refuse(*args, **kwargs):
+        raise PermissionError(errno.EACCES, "Permission denied")
+
+    monkeypatch.setattr(Path, "mkdir", refuse)
+    monkeypatch.setattr(os, "open", refuse)
+    with pytest.raises(S2SError) as e:
+        train(config, run)
+    assert str(e.value) == f"{run}: cannot write the run directory (Permission denied)"
+
+
+@pytest.mark.skipif(hasattr(os, "geteuid") and os.geteuid() == 0, reason="root writes into read-only folders")
+def test_a_read_only_output_folder_is_one_line(tmp_path, corpus_dir, tiny_config):
+    folder = tmp_path / "ro"
+    folder.mkdir()
+    folder.chmod(0o555)
+    try:
+        for run in (folder / "run", folder):
+            with pytest.raises(S2SError, match=f"{run}: cannot write the run directory \\(Permission denied\\)"):
+                train(tiny_config(corpus_dir, train={"max_steps": 1}), run)
+    finally:
+        folder.chmod(0o755)
+
+
+def test_an_output_folder_under_a_file_is_one_line(tmp_path, corpus_dir, tiny_config):
+    (tmp_path / "file").write_text("not a folder")
+    with pytest.raises(S2SError, match="cannot write the run directory \\(Not a directory\\)"):
+        train(tiny_config(corpus_dir, train={"max_steps": 1}), tmp_path / "file" / "run")
+
+
+def _saves(monkeypatch) -> list[tuple[str, int | None]]:
+    """Record each checkpoint save as (file name, step in last.pt's progress or None)."""
+    saves = []
+    original = checkpoint.save
+
+    def recording(payload, path):
+        saves.append((Path(path).name, payload.get("progress", {}).get("step")))
+        original(payload, path)
+
+    monkeypatch.setattr(checkpoint, "save", recording)
+    return saves
+
+
+@pytest.mark.parametrize("save_every, expected", [(0.0, [3]), (1e-9, [1, 2, 3])])
+def test_last_pt_is_saved_every_save_every_minutes(tmp_path, corpus_dir, tiny_config, monkeypatch, save_every, expected):
+    """Besides each validation (here only at max_steps: 12 batches an epoch), last.pt is written once
+    train.save_every minutes have passed since the last save, checked after each update."""
+    saves = _saves(monkeypatch)
+    train(tiny_config(corpus_dir, train={"max_tokens": 80, "epochs": 10, "max_steps": 3, "save_every": save_every}), tmp_path / "run")
+    assert [step for name, step in saves if name == checkpoint.LAST] == expected
+
+
+def test_save_every_follows_the_clock(tmp_path, corpus_dir, tiny_config, monkeypatch):
+    """A minute per update on a mocked clock, train.save_every 2: last.pt after updates 2 and 4 (and at
+    the validation at max_steps 5)."""
+    import s2s.train
+
+    now = {"t": 0.0}
+
+    def tick(*args, **kwargs):
+        now["t"] += 60.0
+        return original_update(*args, **kwargs)
+
+    original_update = s2s.train.Trainer.update
+    monkeypatch.setattr(s2s.train, "clock", lambda: now["t"])
+    monkeypatch.setattr(s2s.train.Trainer, "update", tick)
+    saves = _saves(monkeypatch)
+    train(tiny_config(corpus_dir, train={"max_tokens": 80, "epochs": 10, "max_steps": 5, "save_every": 2.0}), tmp_path / "run")
+    assert [step for name, step in saves if name == checkpoint.LAST] == [2, 4, 5]
+
+
+class FullDisk:
+    """A file on a disk that fills up after `room` bytes: writes fail with ENOSPC (OSError), as on a real full disk."""
+
+    def __init__(self, path, mode, room: int = 100):
+        self.f, self.room = open(path, mode), room
+
+    def write(self, data) -> int:
+        data = bytes(data)
+        self.f.write(data[: self.room])
+        self.f.flush()
+        if len(data) > self.room:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        self.room -= len(data)
+        return len(data)
+
+    def __getattr__(self, name):
+        return getattr(self.f, name)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.f.close()
+
+
+def test_a_full_disk_during_a_save_keeps_the_previous_last_pt_and_resume_goes_on(resume_runs, tmp_path, corpus_dir, tiny_config,
+                                                                                  monkeypatch, capsys):
+    a, _ = resume_runs("mid_epoch")  # 4 updates without a stop
+    settings = {"max_tokens": LAYOUTS["mid_epoch"], "epochs": 10}
+    run = tmp_path / "run"
+    train(tiny_config(corpus_dir, train=settings | {"max_steps": 2}), run)
+    config_path = tmp_path / "tiny.yaml"
+    config_lib.save(tiny_config(corpus_dir, train=settings | {"max_steps": 4, "save_every": 1e-9}), config_path)
+    with monkeypatch.context() as m:  # the disk is full when last.pt is next saved, after update 3
+        m.setattr(checkpoint, "open", lambda path, mode: FullDisk(path, mode) if str(path).endswith(".tmp") else open(path, mode),
+                  raising=False)
+        assert main(["-q", "train", str(config_path), "--out", str(run), "--resume"]) == 2
+    err = capsys.readouterr().err
+    assert err == f"error: {run / 'last.pt'}: cannot save (No space left on device); the previous last.pt is kept\n"
+    assert sorted(p.name for p in run.iterdir() if p.suffix == ".tmp" or p.name == checkpoint.LOCK) == []
+    assert checkpoint.load(run / checkpoint.LAST)["progress"]["step"] == 2
+    assert max(e["step"] for e in _events(run)) == 3  # update 3 was logged before the failed save
+    assert main(["-q", "train", str(config_path), "--out", str(run), "--resume"]) == 0
+    assert [e["step"] for e in _events(run) if "train_loss" in e] == [1, 2, 3, 4]  # cut back to step 2 on --resume
+    assert _losses(run) == _losses(a)
+    last_a, last = checkpoint.load(a / checkpoint.LAST), checkpoint.load(run / checkpoint.LAST)
+    for key, value in last_a["model"].items():
+        assert torch.equal(value, last["model"][key]), key
+
+
+def test_resume_cuts_metrics_back_to_the_step_of_last_pt():
+    lines = ['{"step": 1, "train_loss": 3.0}\n', "not json but kept\n", '{"step": 2, "dev_bleu": 1.0}\n',
+             '{"step": 3, "train_loss": 2.0}\n', '{"step": 2, "note": "kept"}\n', '{"step": 4, "tr']
+    assert _records_up_to("".join(lines), 2) == "".join(lines[:3] + [lines[4]])
+    assert _records_up_to('{"step": 1}', 1) == '{"step": 1}\n'  # a complete last record without its line end
+    # Resumed in a validation that will run again: its dev record (if it got out) goes, the loss record stays.
+    assert _records_up_to("".join(lines[:3]), 2, drop_dev=True) == "".join(lines[:2])
+
+
+def test_the_summary_is_json_before_any_validation():
+    for best in (-math.inf, math.inf, math.nan):
+        out = summary({"step": 3, "best": best, "best_step": 0, "seconds": 1.0})
+        assert out["best"] is None and json.loads(json.dumps(out, allow_nan=False)) == out
+    assert summary({"best": 12.5})["best"] == 12.5
 
 
 def test_weight_average_is_validated_saved_and_resumed(tmp_path, corpus_dir, tiny_config):
