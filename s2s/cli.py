@@ -3,13 +3,18 @@ calls the library, prints."""
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import logging
 import signal
 import sys
+from collections import Counter
 from pathlib import Path
 
+from s2s.data.io import flush_stdout, write_stdout
 from s2s.errors import S2SError
+
+log = logging.getLogger(__name__)
 
 EPILOG = "Configs are YAML; `s2s config TASK` prints every key of a task. Errors print one line and exit 2; Ctrl-C exits 130."
 WORKERS_HELP = ("batches decoded at once, sharing the torch threads (default: the config's decode.workers; 0 = one batch "
@@ -17,11 +22,15 @@ WORKERS_HELP = ("batches decoded at once, sharing the torch threads (default: th
 
 
 def _read_input(path: str | None) -> list[str]:
-    from s2s.data.io import decode_lines, read_lines
+    from s2s.data.io import read_lines, read_stdin_lines
 
     if path is None or path == "-":
-        return decode_lines(sys.stdin.buffer.read(), "<stdin>")
+        return read_stdin_lines()
     return read_lines(path)
+
+
+def _where(path: str | None) -> str:
+    return path if path and path != "-" else "<stdin>"
 
 
 def _write_lines(path: str | Path | None, lines: list[str]) -> None:
@@ -46,8 +55,8 @@ def cmd_train(args: argparse.Namespace) -> None:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
     if distributed.is_main():  # under torchrun: one summary, not one per process
-        print(json.dumps({"run_dir": str(run_dir), "best": progress["best"], "best_step": progress["best_step"],
-                          "steps": progress["step"], "seconds": progress["seconds"]}))
+        write_stdout(json.dumps({"run_dir": str(run_dir), "best": progress["best"], "best_step": progress["best_step"],
+                                 "steps": progress["step"], "seconds": progress["seconds"]}) + "\n")
 
 
 def cmd_translate(args: argparse.Namespace) -> None:
@@ -63,13 +72,16 @@ def cmd_translate(args: argparse.Namespace) -> None:
 
 def cmd_tag(args: argparse.Namespace) -> None:
     from s2s.data.conll import parse_conll
-    from s2s.tasks.tagging import Tagger
+    from s2s.tasks.tagging import Tagger, tagged_conll
 
     tagger = Tagger.load(args.model, device=args.device, workers=args.workers)
     lines = _read_input(args.input)
     if args.input_format == "conll":
-        where = args.input if args.input and args.input != "-" else "<stdin>"
-        records = tagger.tag_conll(parse_conll(lines, where=where, tagged=False), args.batch_size)
+        sentences = parse_conll(lines, where=_where(args.input), tagged=False)
+        records = tagger.tag_conll(sentences, args.batch_size)
+        if args.format == "conll":  # the input's lines, each token line with its predicted tag
+            _write_lines(args.output, tagged_conll(lines, sentences, records, args.tag_scheme))
+            return
     else:
         records = tagger.tag(lines, args.batch_size)
     match args.format:
@@ -88,11 +100,19 @@ def cmd_classify(args: argparse.Namespace) -> None:
 
     classifier = Classifier.load(args.model, device=args.device)
     lines = _read_input(args.input)
-    input_format = args.input_format
+    input_format, where = args.input_format, _where(args.input)
     if input_format == "auto":
-        input_format = "jsonl" if args.input and args.input.lower().endswith(".jsonl") else "text"
+        if args.input and args.input.lower().endswith(".jsonl"):
+            input_format = "jsonl"
+        elif _looks_like_jsonl(lines, classifier.text_field):
+            # Labelled JSONL piped in (`s2s classify < test.jsonl`) would otherwise be classified as raw
+            # JSON text, its label included.
+            log.info("%s: read as JSONL: its first line is a JSON object with the text field %r "
+                     "(--input-format text reads it as text)", where, classifier.text_field)
+            input_format = "jsonl"
+        else:
+            input_format = "text"
     if input_format == "jsonl":
-        where = args.input if args.input and args.input != "-" else "<stdin>"
         texts = texts_from_jsonl(lines, where, classifier.text_field)
     else:
         texts = lines
@@ -104,14 +124,31 @@ def cmd_classify(args: argparse.Namespace) -> None:
     _write_lines(args.output, out)
 
 
+def _looks_like_jsonl(lines: list[str], text_field: str) -> bool:
+    """Whether the first non-blank line is a JSON object holding `text_field` as a string."""
+    first = next((line for line in lines if line.strip()), None)
+    if first is None:
+        return False
+    try:
+        row = json.loads(first)
+    except ValueError:
+        return False
+    return isinstance(row, dict) and isinstance(row.get(text_field), str)
+
+
 def cmd_vectors(args: argparse.Namespace) -> None:
     from s2s.data.word_vectors import read_corpus, train_word_vectors
 
     if not args.text and not args.conll:
         raise S2SError("vectors needs some text: --text FILE and/or --conll FILE")
     corpus = read_corpus(args.text, args.conll, lowercase=not args.cased)
+    counts = Counter(w for text in corpus for w in text)
+    if counts and max(counts.values()) < args.min_count:  # gensim would fail with "you must first build vocabulary"
+        raise S2SError(f"vectors: no word occurs --min-count={args.min_count} times (the most frequent, "
+                       f"{max(counts, key=counts.get)!r}, {max(counts.values())} times)")
     count = train_word_vectors(corpus, args.out, args.dim, args.window, args.min_count, args.epochs, args.threads, args.seed)
-    print(json.dumps({"vectors": args.out, "words": count, "dim": args.dim, "texts": len(corpus), "tokens": sum(map(len, corpus))}))
+    write_stdout(json.dumps({"vectors": args.out, "words": count, "dim": args.dim, "texts": len(corpus),
+                             "tokens": sum(map(len, corpus))}) + "\n")
 
 
 # `s2s evaluate` options that some task takes (each task module's EVALUATE_FLAGS says which); the others are common.
@@ -132,14 +169,48 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     for run in args.model[1:]:
         if run_task(run) != task:
             raise S2SError(f"evaluate: {run} is a {run_task(run)} run, {args.model[0]} a {task} run")
-    scores, report = module.evaluate(args)
-    print(json.dumps(scores) if args.json else "\n".join(report))
+    args.hyp_prefix = _eval_prefix(args)
+    scores, report, outputs = module.evaluate(args)
+    try:
+        write_stdout((json.dumps(scores) if args.json else "\n".join(report)) + "\n")
+    except (S2SError, BrokenPipeError):
+        _write_outputs(outputs)  # the predictions are kept however stdout fails (closed, a full disk)
+        raise
+    try:
+        _write_outputs(outputs)
+    except S2SError as e:  # e.g. a read-only run directory: the scores are out, only the files are missing
+        raise S2SError(f"{e}; the scores above stand, but the predictions were not saved "
+                       "(--hyp-prefix PATH writes them elsewhere)") from None
+
+
+def _eval_prefix(args: argparse.Namespace) -> str | None:
+    """Where `s2s evaluate` writes its predictions: --hyp-prefix, else RUN/eval/ and the split's name or the
+    input file's name with a short hash of its absolute path, so that files of one name in two folders do
+    not overwrite each other's predictions (None before the task has said what input it wants)."""
+    if args.hyp_prefix:
+        return args.hyp_prefix
+    source = args.src or args.conll or args.data
+    if args.split:
+        name = args.split
+    elif source:
+        path = Path(source)
+        name = f"{path.name}-{hashlib.sha1(str(path.resolve()).encode()).hexdigest()[:8]}"
+    else:
+        return None
+    if len(args.model) > 1:
+        name += "-ensemble"
+    return str(Path(args.model[0]) / "eval" / name)
+
+
+def _write_outputs(outputs: dict[str, list[str]]) -> None:
+    for path, lines in outputs.items():
+        _write_lines(path, lines)
 
 
 def cmd_config(args: argparse.Namespace) -> None:
     from s2s.config import describe
 
-    sys.stdout.write(describe(args.task))
+    write_stdout(describe(args.task))
 
 
 def cmd_upgrade(args: argparse.Namespace) -> None:
@@ -152,12 +223,12 @@ def cmd_upgrade(args: argparse.Namespace) -> None:
             raw = config_lib.read_yaml(path)
             if config_lib.is_legacy(raw):
                 config_lib.save(config_lib.read(raw, str(path)), path)
-                print(f"{path}: rewritten in the s2s 0.2 layout")
+                write_stdout(f"{path}: rewritten in the s2s 0.2 layout\n")
             else:
-                print(f"{path}: already in the s2s 0.2 layout")
+                write_stdout(f"{path}: already in the s2s 0.2 layout\n")
             continue
         done = upgrade(path)
-        print(f"{path}: {'rewrote ' + ', '.join(done) + ' in the s2s 0.2 layout' if done else 'already in the s2s 0.2 layout'}")
+        write_stdout(f"{path}: {'rewrote ' + ', '.join(done) + ' in the s2s 0.2 layout' if done else 'already in the s2s 0.2 layout'}\n")
 
 
 def _predict_command(sub, name: str, help: str, description: str, model_help: str, inputs: str, outputs: str,
@@ -227,7 +298,9 @@ def build_parser() -> argparse.ArgumentParser:
                          "vectors, e.g. different train.seed) tag as one ensemble that averages their scores",
                          "sentences", "tagged records", ensemble=True)
     _format_options(p, {"text": "one raw sentence per line", "conll": "tokens in the first column, blank line between sentences"},
-                    {"conll": "'token tag' lines and a blank line per sentence",
+                    {"conll": "'token tag' lines and a blank line per sentence; from CoNLL input, the input's lines with "
+                              "the predicted tag last (token [POS [chunk]] tag: a 4th input column, a gold tag, is "
+                              "replaced), -DOCSTART- and blank lines kept",
                      "json": "one object per sentence with tokens and entities (text, type, token and character offsets, score)",
                      "inline": "[PER Alan Shearer] ..."})
     p.add_argument("--tag-scheme", default="iob2", choices=["iob1", "iob2", "bioes"], help="tags of --format conll (default: iob2)")
@@ -240,7 +313,8 @@ def build_parser() -> argparse.ArgumentParser:
                          "label and its probability; an empty input line gives an empty output line. Texts are tokenised and truncated "
                          "as in training (data.max_text_tokens, data.truncate).", "a run directory made by `s2s train` with task: "
                          "classification", "texts", "predictions")
-    _format_options(p, {"auto": "jsonl when --input ends in .jsonl, else text", "text": "one raw text per line",
+    _format_options(p, {"auto": "jsonl when --input ends in .jsonl or the first non-blank line is a JSON object with the "
+                        "model's text field (said in a log line), else text", "text": "one raw text per line",
                         "jsonl": "one JSON object per line with the model's text field (data.text_field)"},
                     {"tsv": "'label<TAB>probability'", "json": '{"label", "prob", "probs": every label\'s probability}'})
     _run_options(p, "texts per batch")
@@ -260,7 +334,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--min-count", type=int, default=3, help="ignore words seen fewer times (default: 3)")
     p.add_argument("--epochs", type=int, default=5, help="passes over the text (default: 5)")
     p.add_argument("--threads", type=int, default=2, help="worker threads (default: 2)")
-    p.add_argument("--seed", type=int, default=1234)
+    p.add_argument("--seed", type=int, default=1234, help="random seed, 0 to 2**32 - 1 (default: 1234)")
     p.add_argument("--cased", action="store_true", help="keep case (for a tagger trained with vocab.lowercase: false)")
     p.set_defaults(func=cmd_vectors)
 
@@ -276,7 +350,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split", choices=["dev", "test"], help="the run config's dev or test split, instead of a file")
     _run_options(p, "sentences or texts per batch")
     p.add_argument("--hyp-prefix", metavar="PATH", help="write the predictions to PATH.hyp and PATH.raw (translation), PATH.conll "
-                   "(tagging) or PATH.pred (classification) (default: RUN_DIR/eval/<file or split name>)")
+                   "(tagging) or PATH.pred (classification) (default: RUN_DIR/eval/ and the split's name, or the input "
+                   "file's name and a short hash of its absolute path)")
     p.add_argument("--json", action="store_true", help="print the scores as one JSON object")
     g = p.add_argument_group("translation")
     g.add_argument("--src", metavar="FILE", help="source sentences")
@@ -317,19 +392,28 @@ def main(argv: list[str] | None = None) -> int:
     for noisy in ("datasets", "urllib3", "httpx", "filelock", "fsspec", "gensim"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     try:
-        for value in (getattr(args, "beam_size", None), getattr(args, "batch_size", None)):
-            if value is not None and value < 1:
-                raise S2SError("--beam-size and --batch-size must be at least 1")
+        for name, (low, high) in INT_RANGES.items():
+            value = getattr(args, name, None)
+            if value is not None and not low <= value <= high:
+                flag = "--" + name.replace("_", "-")
+                raise S2SError(f"{flag} must be at least {low}, got {value}" if value < low else f"{flag} must be at most {high}, got {value}")
         args.func(args)
+        flush_stdout()  # what is still buffered: a failure shows here as one line, not at exit
     except S2SError as e:
         print(f"error: {e}", file=sys.stderr)
         return e.exit_code
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         return 130
-    except BrokenPipeError:
+    except BrokenPipeError:  # the reader went away (`| head`): nothing more to say
         return 1
     return 0
+
+
+# Integer options and their ranges; the least value of each is checked before anything runs.
+INT_RANGES = {"beam_size": (1, 1 << 31), "batch_size": (1, 1 << 31), "workers": (0, 1 << 31), "dim": (1, 1 << 31),
+              "window": (1, 1 << 31), "min_count": (1, 1 << 31), "epochs": (1, 1 << 31), "threads": (1, 1 << 31),
+              "seed": (0, (1 << 32) - 1)}
 
 
 if __name__ == "__main__":

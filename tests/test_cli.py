@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import shutil
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -325,3 +329,121 @@ def test_training_log_without_a_terminal_has_no_progress_bar(tmp_path, corpus_di
     steps = [line for line in text.splitlines() if "s2s.train: step " in line and "loss" in line]
     assert (steps == []) if quiet else ([line.split("step ")[1].split(" ")[0] for line in steps] == ["2", "4", "6"]), text
     assert json.loads(result.stdout)["steps"] == 6
+
+
+# --- issue 22: ranges of integer options, closed or full streams, evaluate's outputs ---------------------------
+
+
+@pytest.mark.parametrize("flag, value", [("--dim", "0"), ("--window", "0"), ("--min-count", "0"), ("--epochs", "-1"),
+                                         ("--threads", "0"), ("--seed", "-1"), ("--seed", str(2**32))])
+def test_vectors_integer_options_out_of_range_are_one_line(tmp_path, capsys, flag, value):
+    text = tmp_path / "t.txt"
+    text.write_text("der hund sieht ein haus\n", encoding="utf-8")
+    out = tmp_path / "v.vec"
+    assert main(["-q", "vectors", "--text", str(text), "--out", str(out), flag, value]) == 2
+    _one_line_error(capsys, flag, value)
+    assert not out.exists()  # refused before anything runs (--dim 0 used to write 0-dimensional vectors)
+
+
+def test_vectors_min_count_above_every_word_is_one_line(tmp_path, capsys):
+    pytest.importorskip("gensim")
+    text = tmp_path / "t.txt"
+    text.write_text("der hund\nder katze\n", encoding="utf-8")
+    assert main(["-q", "vectors", "--text", str(text), "--out", str(tmp_path / "v.vec"), "--min-count", "3"]) == 2
+    _one_line_error(capsys, "--min-count=3", "'der', 2 times")
+
+
+def test_evaluate_empty_src_and_ref_is_one_line(tmp_path, capsys, trained_run):
+    src, ref = tmp_path / "empty.de", tmp_path / "empty.en"
+    src.write_text("", encoding="utf-8")
+    ref.write_text("", encoding="utf-8")
+    argv = ["-q", "evaluate", "--model", str(trained_run), "--src", str(src), "--ref", str(ref), "--hyp-prefix", str(tmp_path / "h")]
+    assert main(argv) == 2
+    _one_line_error(capsys, str(src), "no sentences to score")
+
+
+def test_translate_with_stdin_closed_is_one_line(capsys, monkeypatch, trained_run):
+    import sys
+
+    monkeypatch.setattr(sys, "stdin", None)  # what Python makes of `<&-`
+    assert main(["-q", "translate", "--model", str(trained_run)]) == 2
+    _one_line_error(capsys, "cannot read stdin", "--input")
+
+
+def test_evaluate_with_stdout_closed_is_an_error_and_keeps_the_predictions(tmp_path, capsys, monkeypatch, trained_run):
+    """print() to a closed stdout writes nothing: evaluate used to exit 0 with the scores lost."""
+    import sys
+
+    monkeypatch.setattr(sys, "stdout", None)
+    prefix = tmp_path / "h"
+    assert main(["-q", "evaluate", "--model", str(trained_run), "--split", "test", "--hyp-prefix", str(prefix)]) == 2
+    _one_line_error(capsys, "cannot write to stdout (it is closed)")
+    assert (tmp_path / "h.hyp").is_file() and (tmp_path / "h.raw").is_file()
+
+
+def _s2s_in_bash(redirect: str, *argv: str, stdin=None) -> subprocess.CompletedProcess:
+    """`s2s ARGV REDIRECT` run by bash, for redirections Python cannot set up itself (`<&-`, `>&-`)."""
+    return subprocess.run(["bash", "-c", f'"$@" {redirect}', "bash", sys.executable, "-m", "s2s", "-q", *argv],
+                          input=stdin, stdout=subprocess.PIPE if ">" not in redirect else None, stderr=subprocess.PIPE,
+                          text=True, timeout=300)
+
+
+@pytest.mark.parametrize("redirect, reason", [(">&-", "it is closed"), (">/dev/full", "No space left on device")])
+def test_evaluate_to_a_closed_or_full_stdout_exits_2(tmp_path, trained_run, redirect, reason):
+    if redirect == ">/dev/full" and not Path("/dev/full").exists():
+        pytest.skip("no /dev/full here")
+    prefix = tmp_path / "h"
+    result = _s2s_in_bash(redirect, "evaluate", "--model", str(trained_run), "--split", "test", "--hyp-prefix", str(prefix))
+    assert result.returncode == 2, result.stderr
+    assert result.stderr == f"error: cannot write to stdout ({reason})\n"  # one line, no traceback at exit
+    assert (tmp_path / "h.hyp").is_file()  # the predictions are kept
+
+
+def test_translate_with_stdin_closed_by_the_shell(trained_run):
+    result = _s2s_in_bash("<&-", "translate", "--model", str(trained_run))
+    assert result.returncode == 2 and result.stdout == ""
+    assert result.stderr == "error: cannot read stdin (it is closed); give --input FILE\n"
+
+
+def test_a_closed_pipe_ends_quietly():
+    """`s2s ... | head`: the reader is gone; no error line, no traceback (at exit either)."""
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        result = subprocess.run([sys.executable, "-m", "s2s", "config", "translation"], stdout=write_end,
+                                stderr=subprocess.PIPE, text=True, timeout=300)
+    finally:
+        os.close(write_end)
+    assert result.returncode == 1 and result.stderr == ""
+
+
+def test_evaluate_prints_the_scores_before_a_failed_write(tmp_path, capsys, trained_run):
+    """A read-only run directory (here: eval/ cannot be made, which holds for root too): the scores are
+    printed first, then one line says the predictions were not saved."""
+    (tmp_path / "blocked").write_text("a file where a folder would go", encoding="utf-8")
+    argv = ["-q", "evaluate", "--model", str(trained_run), "--split", "test", "--hyp-prefix", str(tmp_path / "blocked" / "h")]
+    assert main(argv) == 2
+    out, err = capsys.readouterr()
+    assert out.startswith("BLEU|") and "chrF2|" in out
+    lines = err.splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"error: {tmp_path / 'blocked' / 'h.hyp'}: cannot write")
+    assert "the scores above stand" in lines[0] and "--hyp-prefix" in lines[0]
+
+
+def test_evaluate_outputs_of_files_of_one_name_in_two_folders_do_not_collide(tmp_path, capsys, trained_run, corpus_dir):
+    run = tmp_path / "run"
+    shutil.copytree(trained_run, run)
+    hyps = []
+    for folder, rows in (("a", slice(0, 3)), ("b", slice(3, 6))):
+        (tmp_path / folder).mkdir()
+        for lang in ("de", "en"):
+            lines = (corpus_dir / f"test.{lang}").read_text(encoding="utf-8").splitlines()[rows]
+            (tmp_path / folder / f"test.{lang}").write_text("\n".join(lines) + "\n", encoding="utf-8")
+        argv = ["-q", "evaluate", "--model", str(run), "--src", str(tmp_path / folder / "test.de"),
+                "--ref", str(tmp_path / folder / "test.en"), "--json"]
+        assert main(argv) == 0
+        hyps.append(Path(json.loads(capsys.readouterr().out)["hypotheses"]))
+    assert hyps[0] != hyps[1] and all(h.parent == run / "eval" and h.name.startswith("test.de-") for h in hyps)
+    assert [len(h.read_text(encoding="utf-8").splitlines()) for h in hyps] == [3, 3]  # neither overwrote the other
+    assert main(["-q", "evaluate", "--model", str(run), "--split", "test", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["hypotheses"] == str(run / "eval" / "test.hyp")  # a split keeps its name

@@ -4,6 +4,7 @@ Every reader fails with the file (and line, where there is one) and what is wron
 """
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -45,6 +46,19 @@ def decode_lines(data: bytes, where: str) -> list[str]:
     return split_lines(decode_text(data, where))
 
 
+def read_stdin_lines() -> list[str]:
+    """All lines of stdin; a closed stdin (`<&-`: Python sets sys.stdin to None) or one that
+    cannot be read fails with one line instead of a traceback."""
+    stream = sys.stdin
+    if stream is None:
+        raise S2SError("cannot read stdin (it is closed); give --input FILE")
+    try:
+        data = stream.buffer.read()
+    except (OSError, ValueError, AttributeError) as e:  # ValueError: a closed file object
+        raise S2SError(f"cannot read stdin ({getattr(e, 'strerror', None) or e}); give --input FILE") from None
+    return decode_lines(data, "<stdin>")
+
+
 def split_lines(text: str) -> list[str]:
     """Lines split at \\n only (and a \\r before it): str.splitlines() would also split on U+2028,
     U+0085, form feeds..., turning one sentence into two and misaligning parallel data."""
@@ -58,10 +72,51 @@ def write_lines(path: str | Path | None, lines: list[str]) -> None:
     """Lines to a file (its folder made as needed), or to stdout for None or '-'."""
     text = "".join(line + "\n" for line in lines)
     if path is None or path == "-":
-        sys.stdout.write(text)
+        write_stdout(text)
         return
     try:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         Path(path).write_text(text, encoding="utf-8")
     except OSError as e:
         raise S2SError(f"{path}: cannot write ({e.strerror or e})") from None
+
+
+def write_stdout(text: str) -> None:
+    """Text to stdout, flushed at once: a closed stdout (`>&-`, where Python sets sys.stdout to None
+    and print() writes nothing) or a full disk (`> /dev/full`) fails here with one line, not at exit
+    with a traceback, or not at all while the output is lost. A closed pipe (`| head`) raises
+    BrokenPipeError, which the CLI ends on quietly."""
+    if sys.stdout is None:
+        raise S2SError("cannot write to stdout (it is closed)")
+    _write_and_flush(text)
+
+
+def flush_stdout() -> None:
+    """Flush what stdout still holds (see write_stdout); nothing to do when it is closed."""
+    if sys.stdout is not None:
+        _write_and_flush("")
+
+
+def _write_and_flush(text: str) -> None:
+    try:
+        if text:
+            sys.stdout.write(text)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        _silence_stdout()
+        raise
+    except (OSError, ValueError) as e:  # ValueError: a closed file object
+        _silence_stdout()
+        raise S2SError(f"cannot write to stdout ({getattr(e, 'strerror', None) or e})") from None
+
+
+def _silence_stdout() -> None:
+    """Point stdout's file descriptor at /dev/null: what is still buffered then goes nowhere at exit
+    instead of failing again there with a second report (the recipe of Python's `signal` docs)."""
+    try:
+        fd = sys.stdout.fileno()
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, fd)
+        os.close(devnull)
+    except (OSError, ValueError, AttributeError):
+        pass  # not a real file (a test's capture): nothing is flushed at exit

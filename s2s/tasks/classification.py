@@ -22,7 +22,6 @@ from torch import nn
 from s2s import checkpoint
 from s2s.config import Config
 from s2s.data.batching import pad
-from s2s.data.io import write_lines
 from s2s.data.labelled import FORMATS, Example, format_of, hold_out, read_labelled
 from s2s.data.tokenize import text_tokens, truncate
 from s2s.data.vocab import Vocabulary, load_json, save_json
@@ -244,6 +243,13 @@ class Prediction:
                           ensure_ascii=False)
 
 
+def item_list(items, method: str, what: str) -> list:
+    """`items` as a list; a bare string is refused, not read as a list of one-character texts."""
+    if isinstance(items, (str, bytes)):
+        raise TypeError(f"{method} takes a list of {what}, got a string: pass [text] for one")
+    return list(items)
+
+
 class Classifier:
     """Classify raw texts with a trained model: `Classifier.load(run_dir).predict(["A fine film."])`."""
 
@@ -268,6 +274,7 @@ class Classifier:
 
     def predict(self, texts: list[str], batch_size: int | None = None) -> list[Prediction | None]:
         """One prediction per text, in input order; None for an empty (or all-space) text."""
+        texts = item_list(texts, "Classifier.predict", "texts")
         todo = [i for i, t in enumerate(texts) if t.strip()]
         probs = predict_probs(self.model, [self.encode(texts[i]) for i in todo], batch_size or self.batch_size, self.device)
         out: list[Prediction | None] = [None] * len(texts)
@@ -279,6 +286,12 @@ class Classifier:
     def evaluate(self, examples: list[Example], where: str, batch_size: int | None = None) -> tuple[dict, list[str]]:
         """Scores (see `scores`) of the predictions on labelled examples read from `where`, and the
         predicted labels. A gold label the model does not know fails with file:line."""
+        examples = item_list(examples, "Classifier.evaluate", "labelled examples (s2s.data.labelled.Example)")
+        if not all(isinstance(e, Example) for e in examples):
+            raise TypeError("Classifier.evaluate takes a list of labelled examples (s2s.data.labelled.Example, "
+                            "e.g. from read_labelled)")
+        if not examples:
+            raise S2SError(f"{where}: no labelled examples to score")
         gold = [self.vocab.label_id(e, where) for e in examples]
         probs = predict_probs(self.model, [self.encode(e.text) for e in examples], batch_size or self.batch_size, self.device)
         pred = probs.argmax(-1).tolist()
@@ -296,8 +309,9 @@ class Classifier:
 EVALUATE_FLAGS = ("data",)
 
 
-def evaluate(args: argparse.Namespace) -> tuple[dict, list[str]]:
-    """`s2s evaluate` on a classification run: --data FILE or --split, scored by accuracy, macro-F1 and a confusion matrix."""
+def evaluate(args: argparse.Namespace) -> tuple[dict, list[str], dict[str, list[str]]]:
+    """`s2s evaluate` on a classification run: --data FILE or --split, scored by accuracy, macro-F1 and a confusion
+    matrix. Returns the scores, the report's lines and the file to write (path -> lines) under args.hyp_prefix."""
     if len(args.model) > 1:
         raise S2SError("evaluate: several --model runs (an ensemble) work only for tagging runs")
     run = args.model[0]
@@ -306,14 +320,12 @@ def evaluate(args: argparse.Namespace) -> tuple[dict, list[str]]:
     classifier = Classifier.load(run, device=args.device)
     if args.data:
         scores, pred = classifier.evaluate_file(args.data, args.batch_size)
-        name = Path(args.data).stem
     else:
         config = classifier.config
         examples, where = read_split(config, getattr(config.data, args.split))
         scores, pred = classifier.evaluate(examples, where, args.batch_size)
-        scores["file"], name = where, args.split
-    prefix = Path(args.hyp_prefix) if args.hyp_prefix else Path(run) / "eval" / name
-    write_lines(f"{prefix}.pred", pred)
+        scores["file"] = where
+    prefix = args.hyp_prefix
     scores["predictions"] = f"{prefix}.pred"
     labels = scores["labels"]
     report = [f"{scores['file']}: {scores['examples']} examples, labels {', '.join(labels)}"]
@@ -326,4 +338,4 @@ def evaluate(args: argparse.Namespace) -> tuple[dict, list[str]]:
         report.append(f"{label:<{width}}" + "".join(f"{n:>{width}}" for n in row))
     report.append(f"predictions (one label per line): {prefix}.pred")
     report.append(f"accuracy {scores['accuracy']:.2f}  macro-F1 {scores['macro_f1']:.2f}  ({scores['examples']} examples)")
-    return scores, report
+    return scores, report, {f"{prefix}.pred": pred}

@@ -25,8 +25,7 @@ from s2s import checkpoint
 from s2s.config import Config, DecodeConfig
 from s2s.data.conll import Sentence, gold_and_predicted, read_conll
 from s2s.data.features import CASES, case_id, clip_word
-from s2s.data.io import write_lines
-from s2s.data.schemes import Span, allowed_transitions, convert, spans, to_tags
+from s2s.data.schemes import Span, allowed_transitions, convert, split_tag, spans, to_tags
 from s2s.data.tokenize import normalize, tokenize
 from s2s.data.vocab import PAD, UNK, Vocabulary, load_json, save_json
 from s2s.data.word_vectors import init_embedding, read_word_vectors
@@ -42,6 +41,13 @@ from s2s.nn.lm import NeighbourWordLM
 log = logging.getLogger(__name__)
 
 VOCAB_FILE = "tagging_vocab.json"
+# A sentence longer than MAX_TOKENS is tagged in overlapping pieces of that many tokens, each deciding the
+# entities that start in its middle (all but MARGIN tokens at either end), and a prediction batch holds at
+# most BATCH_TOKENS padded tokens: memory stays bounded for any input (same-word pooling compares every
+# pair of tokens of a run, T x T; a 1 MB line is some 200,000 tokens).
+MAX_TOKENS = 1000
+MARGIN = 100
+BATCH_TOKENS = 16_000
 
 
 class TagVocab:
@@ -333,6 +339,9 @@ class Task:
         if data.max_dev:
             self.dev = self.dev[: data.max_dev]
         self.scheme, self.decode, self.context_tokens = data.scheme, config.decode, m.context_tokens
+        self.dev_path = conll_path(config, data.dev)
+        if not self.dev:
+            raise S2SError(f"{self.dev_path}: no dev sentences to validate on")
 
         vocab_path = run_dir / VOCAB_FILE
         vectors = None
@@ -345,6 +354,11 @@ class Task:
             self.vocab = TagVocab.build(train, data.scheme, m.tag_scheme, config.vocab.lowercase, config.vocab.min_freq, extra)
         v = self.vocab
         log.info("%s: %d sentences; %d words, %d characters, %d tags", conll_path(config, data.train), len(train), len(v.words), len(v.chars), len(v.tags))
+        unknown = unknown_types(self.dev, data.scheme, v.tags)
+        if unknown:
+            (line, kind, tag), count = unknown
+            log.warning("%s: %d entit%s of types the training data does not have (first at line %d: %r, tag %s); "
+                        "dev F1 counts them as missed", self.dev_path, count, "ies" if count > 1 else "y", line, kind, tag)
 
         self.tokens = [s.tokens for s in train]
         self.words = [v.encode_words(s.tokens) for s in train]
@@ -388,8 +402,45 @@ class Task:
 
     def validate(self, model: SequenceTagger, device: torch.device) -> dict:
         tagger = Tagger(model, self.vocab, self.decode, device, context_tokens=self.context_tokens)
-        scores, _ = tagger.evaluate(self.dev, self.scheme)
+        scores, _ = tagger.evaluate(self.dev, self.scheme, check_types=False)  # warned about in __init__
         return {"f1": scores["micro"]["f1"], "precision": scores["micro"]["precision"], "recall": scores["micro"]["recall"]}
+
+
+def entity_types(tags: list[str] | Vocabulary) -> list[str]:
+    """The entity types of a tag set ('PER' of 'B-PER'), sorted."""
+    return sorted({split_tag(t)[1] for t in tags} - {""})
+
+
+def unknown_types(gold: list[Sentence], scheme: str, tags: list[str] | Vocabulary) -> tuple[tuple[int, str, str], int] | None:
+    """((line, type, tag) of the first gold entity of a type not in `tags`, how many such entities), or None."""
+    known = set(entity_types(tags))
+    first, count = None, 0
+    for s in gold:
+        for start, _, kind in spans(s.tags, scheme):
+            if kind not in known:
+                count += 1
+                first = first or (s.line + start, kind, s.tags[start])
+    return (first, count) if count else None
+
+
+def tagged_conll(lines: list[str], sentences: list[Sentence], records: list["Tagged"], scheme: str = "iob2") -> list[str]:
+    """CoNLL input lines (read by parse_conll(lines, tagged=False) into `sentences`, tagged into `records`) with
+    each token line's predicted tag last: token [POS [chunk]] tag, where a 4th input column (a gold tag) is
+    replaced. -DOCSTART- and blank lines stay where they were: output line n is input line n."""
+    out = [raw.strip() if raw.split()[:1] == ["-DOCSTART-"] else "" for raw in lines]
+    for s, r in zip(sentences, records, strict=True):
+        for j, tag in enumerate(r.tags(scheme)):
+            out[s.line - 1 + j] = " ".join([*lines[s.line - 1 + j].split()[:3], tag])
+    if out and out[-1]:
+        out.append("")  # the last sentence ends with a blank line, as every other does
+    return out
+
+
+def _no_string(items, method: str, what: str) -> list:
+    """`items` as a list; a bare string is refused, not read as a list of one-character sentences."""
+    if isinstance(items, (str, bytes)):
+        raise TypeError(f"{method} takes a list of {what}, got a string: pass [sentence] for one")
+    return list(items)
 
 
 @dataclass
@@ -473,15 +524,37 @@ class Tagger:
     ) -> list[list[tuple[Span, float]]]:
         """Entity spans with scores per tokenised sentence, in input order; [] for an empty one.
         `docs` numbers each sentence's document (default: all one); a model trained with
-        tagging.context_tokens reads consecutive sentences of a document together."""
+        tagging.context_tokens reads consecutive sentences of a document together. A sentence
+        longer than MAX_TOKENS is tagged in overlapping pieces of that many tokens, with a warning
+        (see _tag_pieces): memory stays bounded."""
+        sentences = _no_string(sentences, "Tagger.tag_tokens", "tokenised sentences")
+        if any(isinstance(s, (str, bytes)) for s in sentences):
+            raise TypeError("Tagger.tag_tokens takes a list of tokenised sentences (each a list of tokens), got a string "
+                            "among them: Tagger.tag tags raw text")
+        return self._tag_tokens(sentences, batch_size, with_scores, docs)
+
+    def _tag_tokens(self, sentences: list[list[str]], batch_size: int | None = None, with_scores: bool = True,
+                    docs: list[int] | None = None, lines: list[int] | None = None) -> list[list[tuple[Span, float]]]:
+        """tag_tokens; `lines` numbers each sentence's input line, for the warning about long ones."""
         batch_size = batch_size or self.decode.batch_size
-        out: list[list[tuple[Span, float]]] = [[] for _ in sentences]
-        runs = runs_of([len(s) for s in sentences], docs or [0] * len(sentences), self.context_tokens)
-        runs.sort(key=lambda run: sum(len(sentences[i]) for i in run))  # similar lengths batch together
-        groups, start = [], 0  # each a batch of whole runs, at most batch_size sentences (or one longer run)
+        docs = docs or [0] * len(sentences)
+        long = [i for i, s in enumerate(sentences) if len(s) > MAX_TOKENS]
+        if long:
+            first = f"line {lines[long[0]]}" if lines else f"sentence {long[0] + 1}"
+            log.warning("%d sentence%s longer than %d tokens tagged in overlapping pieces of that many; first: %s, %d tokens",
+                        len(long), "s" if len(long) > 1 else "", MAX_TOKENS, first, len(sentences[long[0]]))
+            return self._tag_pieces(sentences, batch_size, with_scores, docs)
+        out = [[] for _ in sentences]
+        runs = sorted(runs_of([len(s) for s in sentences], docs, self.context_tokens),
+                      key=lambda run: sum(len(sentences[i]) for i in run))  # similar lengths batch together
+        sizes = [sum(len(sentences[i]) for i in run) for run in runs]
+        # Each group is a batch of whole runs: at most batch_size sentences and BATCH_TOKENS padded tokens
+        # (or one run beyond either).
+        groups, start = [], 0
         while start < len(runs):
             end, count = start + 1, len(runs[start])
-            while end < len(runs) and count + len(runs[end]) <= batch_size:
+            while (end < len(runs) and count + len(runs[end]) <= batch_size
+                   and (end - start + 1) * sizes[end] <= BATCH_TOKENS):
                 count += len(runs[end])
                 end += 1
             groups.append(runs[start:end])
@@ -507,15 +580,43 @@ class Tagger:
             self.model.train(was_training)
         return out
 
+    def _tag_pieces(self, sentences: list[list[str]], batch_size: int, with_scores: bool, docs: list) -> list[list[tuple[Span, float]]]:
+        """_tag_tokens with each sentence longer than MAX_TOKENS cut into pieces of at most MAX_TOKENS tokens
+        that overlap by 2 * MARGIN. A piece decides the entities starting in its own part (all of it but the
+        margins, where it lacks context), unless an entity of the piece before still covers them."""
+        pieces: list[tuple[int, int, int, int]] = []  # (sentence, start, own start, own end)
+        step = MAX_TOKENS - 2 * MARGIN
+        for i, s in enumerate(sentences):
+            if len(s) <= MAX_TOKENS:
+                pieces.append((i, 0, 0, len(s)))
+                continue
+            for own in range(0, len(s), step):
+                start = min(max(0, own - MARGIN), len(s) - MAX_TOKENS)
+                pieces.append((i, start, own, min(own + step, len(s))))
+        # The pieces of a long sentence are read alone, not as one text with their document's other sentences.
+        piece_docs = [(docs[i], i, own) if len(sentences[i]) > MAX_TOKENS else (docs[i], -1, 0) for i, _, own, _ in pieces]
+        found = self._tag_tokens([sentences[i][start : start + MAX_TOKENS] for i, start, _, _ in pieces], batch_size,
+                                 with_scores, piece_docs)
+        out: list[list[tuple[Span, float]]] = [[] for _ in sentences]
+        covered = [0] * len(sentences)  # where the last entity taken for each sentence ends
+        for (i, start, own, own_end), spans_found in zip(pieces, found):
+            for (b, e, kind), score in spans_found:
+                if own <= b + start < own_end and b + start >= covered[i]:
+                    out[i].append(((b + start, e + start, kind), score))
+                    covered[i] = e + start
+        return out
+
     def tag(self, texts: list[str], batch_size: int | None = None) -> list[Tagged]:
         """Tag raw sentences (tokenised by `tokenize`), one record per sentence, in input order.
         Consecutive sentences are one document; an empty one ends it (see Tagger.tag_tokens)."""
+        texts = _no_string(texts, "Tagger.tag", "sentences")
         tokenized = [tokenize(t) for t in texts]
         docs = list(itertools.accumulate(not tokens for tokens, _ in tokenized))
-        return self._records(texts, tokenized, batch_size, docs)
+        return self._records(texts, tokenized, batch_size, docs, list(range(1, len(texts) + 1)))
 
     def tag_conll(self, sentences: list[Sentence], batch_size: int | None = None) -> list[Tagged]:
         """Tag pre-tokenised sentences; a record's text is its tokens joined by single spaces."""
+        sentences = _sentence_list(sentences, "Tagger.tag_conll")
         tokenized = []
         for s in sentences:
             offsets, pos = [], 0
@@ -523,10 +624,11 @@ class Tagger:
                 offsets.append((pos, pos + len(w)))
                 pos += len(w) + 1
             tokenized.append((s.tokens, offsets))
-        return self._records([" ".join(s.tokens) for s in sentences], tokenized, batch_size, [s.doc for s in sentences])
+        return self._records([" ".join(s.tokens) for s in sentences], tokenized, batch_size, [s.doc for s in sentences],
+                             [s.line for s in sentences])
 
-    def _records(self, texts, tokenized, batch_size, docs) -> list[Tagged]:
-        found = self.tag_tokens([toks for toks, _ in tokenized], batch_size, docs=docs)
+    def _records(self, texts, tokenized, batch_size, docs, lines) -> list[Tagged]:
+        found = self._tag_tokens([toks for toks, _ in tokenized], batch_size, docs=docs, lines=lines)
         records = []
         for text, (tokens, offsets), ents in zip(texts, tokenized, found):
             entities = [
@@ -536,20 +638,41 @@ class Tagger:
             records.append(Tagged(text, tokens, offsets, entities))
         return records
 
-    def evaluate(self, gold: list[Sentence], scheme: str, batch_size: int | None = None) -> tuple[dict, list[list[Span]]]:
-        """Entity P/R/F1 (exact span and type) of the predictions on gold sentences, and the predicted spans."""
-        found = self.tag_tokens([s.tokens for s in gold], batch_size, with_scores=False, docs=[s.doc for s in gold])
+    def evaluate(self, gold: list[Sentence], scheme: str, batch_size: int | None = None, where: str = "<gold>",
+                 check_types: bool = True) -> tuple[dict, list[list[Span]]]:
+        """Entity P/R/F1 (exact span and type) of the predictions on gold sentences read from `where`, and the
+        predicted spans. No sentences, or (check_types) a gold entity of a type the model does not know, fail
+        with where:line: its F1 would be 0 however good the model."""
+        gold = _sentence_list(gold, "Tagger.evaluate")
+        if not gold:
+            raise S2SError(f"{where}: no sentences to score")
+        unknown = unknown_types(gold, scheme, self.vocab.tags) if check_types else None
+        if unknown:
+            (line, kind, tag), count = unknown
+            raise S2SError(f"{where}:{line}: entity type {kind!r} (tag {tag}) is not one the model knows "
+                           f"({', '.join(entity_types(self.vocab.tags))}); {count} such entit{'ies' if count > 1 else 'y'} "
+                           "would count as missed")
+        found = self._tag_tokens([s.tokens for s in gold], batch_size, with_scores=False, docs=[s.doc for s in gold],
+                                 lines=[s.line for s in gold])
         pred = [[span for span, _ in f] for f in found]
         scores = span_scores([spans(s.tags, scheme) for s in gold], pred)
         scores["sentences"], scores["tokens"] = len(gold), sum(len(s.tokens) for s in gold)
         return scores, pred
 
 
+def _sentence_list(sentences, method: str) -> list[Sentence]:
+    sentences = _no_string(sentences, method, "CoNLL sentences")
+    if not all(isinstance(s, Sentence) for s in sentences):
+        raise TypeError(f"{method} takes a list of CoNLL sentences (s2s.data.conll.Sentence, e.g. from read_conll)")
+    return sentences
+
+
 EVALUATE_FLAGS = ("conll", "scheme", "workers")
 
 
-def evaluate(args: argparse.Namespace) -> tuple[dict, list[str]]:
-    """`s2s evaluate` on one tagging run or an ensemble of several: --conll FILE or --split, scored by exact span F1."""
+def evaluate(args: argparse.Namespace) -> tuple[dict, list[str], dict[str, list[str]]]:
+    """`s2s evaluate` on one tagging run or an ensemble of several: --conll FILE or --split, scored by exact span F1.
+    Returns the scores, the report's lines and the file to write (path -> lines) under args.hyp_prefix."""
     tagger = Tagger.load(args.model, device=args.device, workers=args.workers)
     if bool(args.conll) == bool(args.split):
         raise S2SError(f"evaluate: {args.model[0]} is a tagging run: give --conll FILE or --split dev|test")
@@ -557,10 +680,8 @@ def evaluate(args: argparse.Namespace) -> tuple[dict, list[str]]:
     path = Path(args.conll) if args.conll else conll_path(config, getattr(config.data, args.split))
     scheme = args.scheme or tagger.file_scheme
     gold = read_conll(path, scheme, strict=config.data.strict_tags)
-    scores, pred = tagger.evaluate(gold, scheme, args.batch_size)
-    name = path.stem + ("-ensemble" if len(args.model) > 1 else "")
-    prefix = Path(args.hyp_prefix) if args.hyp_prefix else Path(args.model[0]) / "eval" / name
-    write_lines(f"{prefix}.conll", gold_and_predicted(gold, pred, scheme))
+    scores, pred = tagger.evaluate(gold, scheme, args.batch_size, where=str(path))
+    prefix = args.hyp_prefix
     scores["predictions"] = f"{prefix}.conll"
     m = scores["micro"]
     report = [f"{path}: {scores['sentences']} sentences, {scores['tokens']} tokens; "
@@ -569,4 +690,4 @@ def evaluate(args: argparse.Namespace) -> tuple[dict, list[str]]:
         report.append(f"{kind:<6} precision {v['precision']:6.2f}  recall {v['recall']:6.2f}  F1 {v['f1']:6.2f}  ({v['gold']} gold)")
     report.append(f"predictions (token gold predicted, IOB2): {prefix}.conll")
     report.append(f"F1 {m['f1']:.2f} (micro, exact span and type)  precision {m['precision']:.2f}  recall {m['recall']:.2f}")
-    return scores, report
+    return scores, report, {f"{prefix}.conll": gold_and_predicted(gold, pred, scheme)}

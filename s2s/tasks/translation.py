@@ -15,7 +15,6 @@ from torch import nn
 from s2s import checkpoint
 from s2s.config import Config
 from s2s.data.batching import pad
-from s2s.data.io import write_lines
 from s2s.data.parallel import describe, load_split, read_parallel
 from s2s.data.sentencepiece import BOS, EOS, load_sentencepiece, model_paths, train_sentencepiece
 from s2s.device import autocast, cpu_workers, parallel_map, resolve_device
@@ -106,6 +105,8 @@ class Task:
         if data.max_train:
             src, tgt = src[: data.max_train], tgt[: data.max_train]
         self.dev_src, self.dev_ref = load_split(data, data.dev)
+        if not self.dev_src:
+            raise S2SError(f"{describe(data, data.dev)}: no dev sentences to validate on")
         self.config = config
 
         src_path, tgt_path = model_paths(run_dir, config.vocab.joint)
@@ -150,6 +151,13 @@ class Task:
         return {"bleu": scores["bleu"], "chrf": scores["chrf"]}
 
 
+def sentence_list(sentences, method: str) -> list[str]:
+    """`sentences` as a list; a bare string is refused, not read as a list of one-character sentences."""
+    if isinstance(sentences, (str, bytes)):
+        raise TypeError(f"{method} takes a list of sentences, got a string: pass [sentence] for one")
+    return list(sentences)
+
+
 class Translator:
     """Translate raw sentences with a trained model: `Translator.load(run_dir).translate([...])`."""
 
@@ -174,6 +182,7 @@ class Translator:
 
     def translate_ids(self, sentences: list[str], beam_size: int | None = None, batch_size: int | None = None) -> list[list[int]]:
         """Target token ids per sentence, in input order; an empty sentence gives []."""
+        sentences = sentence_list(sentences, "Translator.translate_ids")
         beam_size = beam_size or self.search.beam_size
         batch_size = batch_size or self.decode.batch_size
         limit = self.search.max_src_len
@@ -213,6 +222,7 @@ class Translator:
 
     def translate(self, sentences: list[str], beam_size: int | None = None, batch_size: int | None = None) -> list[str]:
         """Detokenized translations, one per sentence, in input order."""
+        sentences = sentence_list(sentences, "Translator.translate")
         return [self.sp_tgt.decode(ids) for ids in self.translate_ids(sentences, beam_size, batch_size)]
 
     def pieces(self, ids: list[int]) -> str:
@@ -221,6 +231,11 @@ class Translator:
 
     def evaluate(self, sources: list[str], refs: list[str], beam_size: int | None = None) -> tuple[dict, list[list[int]]]:
         """sacreBLEU BLEU and chrF of the translations of `sources` against `refs`, and the raw ids."""
+        sources, refs = sentence_list(sources, "Translator.evaluate"), sentence_list(refs, "Translator.evaluate")
+        if len(sources) != len(refs):
+            raise S2SError(f"evaluate: {len(sources)} sources but {len(refs)} references")
+        if not sources:
+            raise S2SError("evaluate: no sentences to score")
         ids = self.translate_ids(sources, beam_size)
         return bleu_chrf([self.sp_tgt.decode(x) for x in ids], refs), ids
 
@@ -228,8 +243,9 @@ class Translator:
 EVALUATE_FLAGS = ("src", "ref", "beam_size", "amp", "workers")
 
 
-def evaluate(args: argparse.Namespace) -> tuple[dict, list[str]]:
-    """`s2s evaluate` on a translation run: --src/--ref or --split, scored with sacreBLEU."""
+def evaluate(args: argparse.Namespace) -> tuple[dict, list[str], dict[str, list[str]]]:
+    """`s2s evaluate` on a translation run: --src/--ref or --split, scored with sacreBLEU. Returns the
+    scores, the report's lines and the files to write (path -> lines) under args.hyp_prefix."""
     if len(args.model) > 1:
         raise S2SError("evaluate: several --model runs (an ensemble) work only for tagging runs")
     run = args.model[0]
@@ -239,13 +255,16 @@ def evaluate(args: argparse.Namespace) -> tuple[dict, list[str]]:
     if args.split:
         data = translator.config.data
         sources, refs = load_split(data, getattr(data, args.split))
-        name = args.split
+        where = describe(data, getattr(data, args.split))
     else:
         sources, refs = read_parallel(args.src, args.ref)
-        name = Path(args.src).name
+        where = f"{args.src} and {args.ref}"
+    if not sources:
+        raise S2SError(f"evaluate: {where}: no sentences to score")
     scores, ids = translator.evaluate(sources, refs, args.beam_size)
-    prefix = Path(args.hyp_prefix) if args.hyp_prefix else Path(run) / "eval" / name
-    write_lines(f"{prefix}.hyp", [translator.sp_tgt.decode(x) for x in ids])  # detokenized, what is scored
-    write_lines(f"{prefix}.raw", [translator.pieces(x) for x in ids])  # raw subword output of the model
+    prefix = args.hyp_prefix
+    outputs = {f"{prefix}.hyp": [translator.sp_tgt.decode(x) for x in ids],  # detokenized, what is scored
+               f"{prefix}.raw": [translator.pieces(x) for x in ids]}  # raw subword output of the model
     scores["hypotheses"] = f"{prefix}.hyp"
-    return scores, [scores["bleu_line"], scores["chrf_line"], f"hypotheses: {prefix}.hyp (raw subwords: {prefix}.raw)"]
+    report = [scores["bleu_line"], scores["chrf_line"], f"hypotheses: {prefix}.hyp (raw subwords: {prefix}.raw)"]
+    return scores, report, outputs

@@ -1,10 +1,14 @@
 """Reading text: UTF-8 only, lines split at line feeds only, byte-order marks dropped, and errors
-that name the file and line."""
+that name the file and line; stdin and stdout that are closed or full fail with one line."""
 from __future__ import annotations
+
+import errno
+import io
+import sys
 
 import pytest
 
-from s2s.data.io import decode_lines, read_lines, read_text
+from s2s.data.io import decode_lines, flush_stdout, read_lines, read_stdin_lines, read_text, write_lines, write_stdout
 from s2s.errors import S2SError
 
 
@@ -73,3 +77,53 @@ def test_bom_is_stripped_from_bytes_too():
     data = f"{BOM}eins\n{BOM}\nzw{BOM}ei\n".encode("utf-8")
     assert decode_lines(data, "<stdin>") == ["eins", "", "zwei"]
     assert not any(BOM in line for line in decode_lines(data, "<stdin>"))
+
+
+# --- stdin and stdout -----------------------------------------------------------------------------------------
+
+
+def test_stdin_is_read_as_utf8_lines_without_bom(monkeypatch):
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(f"{BOM}eins\r\nzwei\n".encode())))
+    assert read_stdin_lines() == ["eins", "zwei"]
+
+
+def test_a_closed_stdin_is_one_error(monkeypatch):
+    monkeypatch.setattr(sys, "stdin", None)  # what Python makes of `<&-`
+    with pytest.raises(S2SError, match=r"cannot read stdin \(it is closed\); give --input FILE"):
+        read_stdin_lines()
+    unreadable = io.TextIOWrapper(io.BytesIO(b"eins\n"))
+    unreadable.close()
+    monkeypatch.setattr(sys, "stdin", unreadable)
+    with pytest.raises(S2SError, match="cannot read stdin"):
+        read_stdin_lines()
+
+
+class _FullDisk(io.StringIO):
+    """A stdout whose writes land in a buffer and whose flush finds the disk full (`> /dev/full`)."""
+
+    def flush(self):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+
+class _ClosedPipe(io.StringIO):
+    def flush(self):
+        raise BrokenPipeError(errno.EPIPE, "Broken pipe")
+
+
+def test_stdout_that_is_closed_or_full_is_one_error(monkeypatch):
+    monkeypatch.setattr(sys, "stdout", None)  # what Python makes of `>&-`: print() would write nothing
+    with pytest.raises(S2SError, match=r"cannot write to stdout \(it is closed\)"):
+        write_lines(None, ["eins"])
+    flush_stdout()  # nothing written, nothing to flush: no error
+    monkeypatch.setattr(sys, "stdout", _FullDisk())
+    with pytest.raises(S2SError, match=r"cannot write to stdout \(No space left on device\)"):
+        write_stdout("eins\n")  # flushed at once: the failure shows here, not at exit
+    with pytest.raises(S2SError, match="No space left on device"):
+        flush_stdout()
+
+
+def test_a_closed_pipe_stays_a_broken_pipe(monkeypatch):
+    """`s2s ... | head`: the CLI ends quietly on BrokenPipeError, so it is not turned into an error line."""
+    monkeypatch.setattr(sys, "stdout", _ClosedPipe())
+    with pytest.raises(BrokenPipeError):
+        write_lines("-", ["eins"])

@@ -16,6 +16,7 @@ from s2s import config as config_lib
 from s2s.cli import main
 from s2s.config import Config
 from s2s.data.tokenize import truncate
+from s2s.errors import S2SError
 from s2s.tasks.classification import Classifier, Task, build_model, make_batch
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -323,3 +324,78 @@ def test_sentiment_recipe_rejects_bad_options():
     assert result.returncode == 2 and "unknown option '--nope'" in result.stderr
     result = subprocess.run(["bash", str(ROOT / "recipes" / "sentiment.sh"), "--cell", "lstn"], capture_output=True, text=True)
     assert result.returncode == 2 and "--cell must be rnn, gru or lstm" in result.stderr
+
+
+# --- issue 22: lists only, JSONL on stdin, closed stdin, nothing to score ----------------------------------------
+
+
+def test_classifier_refuses_a_bare_string(run_dir):
+    """A string is a sequence of characters: each would have been classified as a text of its own."""
+    from s2s.data.labelled import Example
+
+    classifier = Classifier.load(run_dir, device="cpu")
+    with pytest.raises(TypeError, match="Classifier.predict takes a list of texts, got a string: pass \\[text\\] for one"):
+        classifier.predict("The movie was great")
+    with pytest.raises(TypeError, match="Classifier.evaluate takes a list of labelled examples"):
+        classifier.evaluate("The movie was great", "<str>")
+    with pytest.raises(TypeError, match="Classifier.evaluate takes a list of labelled examples"):
+        classifier.evaluate(["The movie was great"], "<list>")
+    assert [p.label for p in classifier.predict(("great film", "so boring"))] == ["pos", "neg"]
+    assert classifier.evaluate((Example("great film", "pos", 1),), "<tuple>")[1] == ["pos"]
+
+
+def test_classify_reads_jsonl_on_stdin_as_jsonl(run_dir, data_dir, capsys, caplog, monkeypatch):
+    """`s2s classify < test.jsonl` used to classify each raw JSON line, its label included."""
+    import io
+    import logging
+
+    rows = make_reviews(6, 4)
+    monkeypatch.setattr("sys.stdin", io.TextIOWrapper(io.BytesIO(("\n" + "".join(json.dumps(r) + "\n" for r in rows)).encode())))
+    with caplog.at_level(logging.INFO, logger="s2s"):
+        code, out, err = _run(capsys, "classify", "--model", run_dir, "--format", "json")
+    assert code == 0, err
+    expected = Classifier.load(run_dir).predict([""] + [r["text"] for r in rows])
+    assert out.splitlines() == [p.to_json() if p else "" for p in expected]
+    assert any(r.getMessage().startswith("<stdin>: read as JSONL") for r in caplog.records)
+    # Text stays text, even when a line starts like JSON; and --input-format text is obeyed.
+    for text, argv in (("{great film\nso boring\n", []), (json.dumps(rows[0]) + "\n", ["--input-format", "text"])):
+        monkeypatch.setattr("sys.stdin", io.TextIOWrapper(io.BytesIO(text.encode())))
+        code, out, err = _run(capsys, "classify", "--model", run_dir, *argv)
+        assert code == 0, err
+        assert out.splitlines() == [p.to_tsv() for p in Classifier.load(run_dir).predict(text.splitlines())]
+
+
+def test_classify_with_stdin_closed_is_one_line(run_dir, capsys, monkeypatch):
+    monkeypatch.setattr("sys.stdin", None)  # what Python makes of `<&-`
+    code, out, err = _run(capsys, "classify", "--model", run_dir)
+    assert code == 2 and out == "" and err == "error: cannot read stdin (it is closed); give --input FILE\n"
+
+
+@pytest.mark.parametrize("content", ["", "\n\n"])
+def test_evaluate_a_file_without_rows_is_one_line(run_dir, tmp_path, capsys, content):
+    test = tmp_path / "t.jsonl"
+    test.write_text(content, encoding="utf-8")
+    code, out, err = _run(capsys, "evaluate", "--model", run_dir, "--data", test, "--hyp-prefix", tmp_path / "h")
+    assert code == 2 and out == "" and err == f"error: {test}: no labelled rows\n"
+    with pytest.raises(S2SError, match="<none>: no labelled examples to score"):
+        Classifier.load(run_dir).evaluate([], "<none>")
+
+
+def test_classify_a_very_long_line_is_cut_as_in_training(run_dir, tmp_path, capsys, monkeypatch):
+    """A huge line (here 60,000 words) is truncated to data.max_text_tokens before it reaches the model."""
+    import s2s.tasks.classification as classification
+
+    widths = []
+    original = classification.make_batch
+
+    def recording(ids, *args):
+        widths.append(max(map(len, ids)))
+        return original(ids, *args)
+
+    monkeypatch.setattr(classification, "make_batch", recording)
+    src = tmp_path / "in.txt"
+    src.write_text("so boring\n" + " ".join(["the great movie ."] * 15000) + "\n", encoding="utf-8")
+    code, out, err = _run(capsys, "classify", "--model", run_dir, "--input", src)
+    assert code == 0, err
+    assert [line.split("\t")[0] for line in out.splitlines()] == ["neg", "pos"]
+    assert max(widths) == 12  # data.max_text_tokens of the tiny run

@@ -6,16 +6,14 @@ import dataclasses
 import json
 import logging
 import random
-import signal
+import shutil
 import subprocess
 import sys
-import time
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
 import torch
-import yaml
 
 from s2s import checkpoint, config as config_lib
 from s2s.cli import main
@@ -310,36 +308,6 @@ def test_language_model_objective_targets_and_config(run_dir, tmp_path):
         Task(_tiny_config(run_dir.parent, {"lm_vocab": 4, "num_layers": 2}), tmp_path / "two", resume=False)
 
 
-@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
-def test_a_signal_stops_training_like_ctrl_c(run_dir, tmp_path, sig):
-    """`kill` (TERM), or INT to a background job (started with INT ignored, as `cmd &` does), stops
-    `s2s train` as Ctrl-C does: one error line saying how to resume, exit 130, last.pt saved where it stopped."""
-    config = tmp_path / "ner.yaml"
-    config.write_text(yaml.safe_dump(config_lib.task_dict(_tiny_config(run_dir.parent, epochs=100000, scheduler="none"))), encoding="utf-8")
-    out = tmp_path / "run"
-    proc = subprocess.Popen([sys.executable, "-m", "s2s", "-q", "train", str(config), "--out", str(out)], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, text=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
-    try:
-        deadline = time.time() + 120
-        while not (out / "last.pt").exists():  # written at the first validation: training is under way
-            assert proc.poll() is None and time.time() < deadline, proc.stderr.read() if proc.poll() is not None else "timed out"
-            time.sleep(0.1)
-        first = checkpoint.load(out / "last.pt")["progress"]["step"]
-        time.sleep(1.0)
-        proc.send_signal(sig)
-        _, err = proc.communicate(timeout=60)
-    finally:
-        proc.kill()  # a run the signal did not stop would otherwise train on after the test
-    assert proc.returncode == 130, err
-    errors = [line for line in err.splitlines() if line.startswith("error:")]  # the rest is the progress bar
-    assert "Traceback" not in err and len(errors) == 1, err
-    assert errors[0].startswith("error: interrupted at step") and "--resume" in errors[0], err
-    # last.pt holds the step it stopped at (not only the last validation's). Not "> first": on a busy machine
-    # the signal may come before any step after that validation.
-    stopped = int(errors[0].split("interrupted at step ")[1].split(";")[0])
-    assert checkpoint.load(out / "last.pt")["progress"]["step"] == stopped >= first, err
-
-
 def test_runs_of_groups_consecutive_sentences_of_a_document():
     assert runs_of([3, 4, 0, 5, 2], [0, 0, 0, 0, 1], 10) == [[0, 1], [3], [4]]  # empty skipped, new document, budget
     assert runs_of([12, 3, 3], [0, 0, 0], 10) == [[0], [1, 2]]  # a sentence over the budget is a run of its own
@@ -388,7 +356,8 @@ def test_ensemble_averages_its_members(run_dir, tmp_path, capsys):
         assert torch.allclose(both.model.crf.trans, (one.model.crf.trans + two.model.crf.trans) / 2)
     code, out, _ = _run(capsys, "evaluate", "--model", run_dir, other, "--conll", run_dir.parent / "valid.txt", "--json")
     assert code == 0 and json.loads(out)["micro"]["f1"] == 100
-    assert json.loads(out)["predictions"].endswith("valid-ensemble.conll")
+    name = Path(json.loads(out)["predictions"]).name  # the file's name, a hash of its path, the ensemble
+    assert name.startswith("valid.txt-") and name.endswith("-ensemble.conll")
 
 
 def test_ensemble_members_must_match(run_dir, tmp_path, capsys):
@@ -513,3 +482,142 @@ def test_ner_smoke_config_trains_on_iob2_files_with_slips(tmp_path, capsys, capl
     warnings = [r.getMessage() for r in caplog.records if r.name == "s2s.data.conll"]
     assert len(warnings) == 2, warnings
     assert f"{data / 'train.txt'}: 3 tag slips" in warnings[0] and f"{data / 'valid.txt'}: 2 tag slips" in warnings[1], warnings
+
+
+# --- issue 22: lists only, BOMs, gold files the model cannot score, very long lines, CoNLL in and out -----------
+
+
+def test_tagger_refuses_a_bare_string(run_dir):
+    """A string is a sequence of characters: each would have been tagged as a sentence of its own."""
+    tagger = Tagger.load(run_dir, device="cpu")
+    gold = read_conll(run_dir.parent / "valid.txt", "iob1")
+    for call in (lambda: tagger.tag("Peter left ."), lambda: tagger.tag_tokens("Peter left ."),
+                 lambda: tagger.tag_conll("Peter left ."), lambda: tagger.evaluate("Peter left .", "iob1")):
+        with pytest.raises(TypeError, match="takes a list of .*, got a string: pass \\[sentence\\] for one"):
+            call()
+    with pytest.raises(TypeError, match="each a list of tokens"):
+        tagger.tag_tokens(["Peter left ."])  # sentences must be token lists, not raw text
+    with pytest.raises(TypeError, match="CoNLL sentences"):
+        tagger.evaluate([["Peter", "left"]], "iob1")
+    assert tagger.tag(("Peter left .",))[0].entities == tagger.tag(["Peter left ."])[0].entities  # a tuple is fine
+    assert tagger.evaluate(tuple(gold), "iob1")[0] == tagger.evaluate(gold, "iob1")[0]
+
+
+def test_tag_cli_drops_byte_order_marks(run_dir, tmp_path, capsys, monkeypatch):
+    """A BOM (an editor's, or files pasted together) is no invisible first token: indices do not shift."""
+    import io
+
+    plain = "Peter left .\nAnn Lee visited New York .\n"
+    outputs = []
+    for name, text in (("plain.txt", plain), ("bom.txt", "\ufeffPeter left .\n\ufeffAnn Lee visited New York .\n")):
+        (tmp_path / name).write_text(text, encoding="utf-8")
+        code, out, err = _run(capsys, "tag", "--model", run_dir, "--input", tmp_path / name, "--format", "json")
+        assert code == 0, err
+        outputs.append(out)
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(("\ufeff" + plain).encode())))
+    code, out, err = _run(capsys, "tag", "--model", run_dir, "--format", "json")
+    assert code == 0, err
+    outputs.append(out)
+    assert outputs[1] == outputs[0] == outputs[2]
+    first = json.loads(outputs[0].splitlines()[0])
+    assert first["tokens"] == ["Peter", "left", "."] and (first["entities"][0]["start"], first["entities"][0]["char_start"]) == (0, 0)
+
+
+def test_tag_with_stdin_closed_is_one_line(run_dir, capsys, monkeypatch):
+    monkeypatch.setattr(sys, "stdin", None)  # what Python makes of `<&-`
+    code, out, err = _run(capsys, "tag", "--model", run_dir)
+    assert code == 2 and out == "" and err == "error: cannot read stdin (it is closed); give --input FILE\n"
+
+
+def test_evaluate_a_gold_type_the_model_does_not_know_is_one_line(run_dir, tmp_path, capsys):
+    """It used to be scored as a type of its own, every entity of it missed: F1 lower for no reason shown."""
+    gold = tmp_path / "gold.txt"
+    text = (run_dir.parent / "test.txt").read_text(encoding="utf-8")
+    gold.write_text(text.replace("I-LOC", "I-LOCATION"), encoding="utf-8")
+    line = next(n for n, raw in enumerate(gold.read_text(encoding="utf-8").splitlines(), 1) if raw.endswith("I-LOCATION"))
+    code, out, err = _run(capsys, "evaluate", "--model", run_dir, "--conll", gold, "--hyp-prefix", tmp_path / "h")
+    assert code == 2 and out == "" and err.count("\n") == 1 and "Traceback" not in err
+    assert err.startswith(f"error: {gold}:{line}: entity type 'LOCATION' (tag I-LOCATION) is not one the model knows (LOC, ORG, PER)")
+    assert "would count as missed" in err
+
+
+@pytest.mark.parametrize("content", ["", "\n\n", "-DOCSTART- -X- -X- O\n\n"])
+def test_evaluate_a_gold_file_without_sentences_is_one_line(run_dir, tmp_path, capsys, content):
+    """It used to give F1 0.00 and exit 0."""
+    gold = tmp_path / "gold.txt"
+    gold.write_text(content, encoding="utf-8")
+    code, out, err = _run(capsys, "evaluate", "--model", run_dir, "--conll", gold, "--hyp-prefix", tmp_path / "h")
+    assert code == 2 and out == "" and err == f"error: {gold}: no sentences to score\n"
+
+
+def test_training_warns_of_dev_types_it_has_not_seen_and_refuses_an_empty_dev_set(run_dir, tmp_path, caplog):
+    data = tmp_path / "data"
+    data.mkdir()
+    shutil.copy(run_dir.parent / "train.txt", data / "train.txt")
+    (data / "valid.txt").write_text("Rome I-CITY\nis O\n\nPeter I-PER\n", encoding="utf-8")
+    (tmp_path / "run").mkdir()
+    with caplog.at_level(logging.WARNING, logger="s2s"):
+        Task(_tiny_config(data), tmp_path / "run")  # dev F1 can still be computed: a warning, not an error
+    assert [r.getMessage() for r in caplog.records if "types the training data does not have" in r.getMessage()] == [
+        f"{data / 'valid.txt'}: 1 entity of types the training data does not have (first at line 1: 'CITY', tag I-CITY); "
+        "dev F1 counts them as missed"]
+    (data / "valid.txt").write_text("-DOCSTART- -X- -X- O\n", encoding="utf-8")
+    with pytest.raises(S2SError, match="valid.txt: no dev sentences to validate on"):
+        Task(_tiny_config(data), tmp_path / "run2")
+
+
+def test_a_very_long_line_is_tagged_in_pieces_of_bounded_size(run_dir, tmp_path, capsys, caplog, monkeypatch):
+    """A 1 MB line (some 200,000 tokens) used to be one T x T matrix (same-word pooling): 28 GB. Now every
+    batch the model sees is at most MAX_TOKENS wide and BATCH_TOKENS in all, and the pieces overlap so
+    that no entity is lost at their edges."""
+    import s2s.tasks.tagging as tagging
+
+    shapes = []
+    original = tagging.make_batch
+
+    def recording(*args, **kwargs):
+        batch = original(*args, **kwargs)
+        shapes.append(tuple(batch.words.shape))
+        return batch
+
+    monkeypatch.setattr(tagging, "make_batch", recording)
+    src = tmp_path / "in.txt"
+    long_line = " ".join(["Peter left ."] * 2000)  # 6,000 tokens; kept small for speed, the bound is the same for 1 MB
+    src.write_text(f"Ann Lee left .\n{long_line}\nthe EU said on Monday\n", encoding="utf-8")
+    with caplog.at_level(logging.WARNING, logger="s2s"):
+        code, out, err = _run(capsys, "tag", "--model", run_dir, "--input", src, "--format", "json")
+    assert code == 0, err
+    records = [json.loads(line) for line in out.splitlines()]
+    assert len(records) == 3 and len(records[1]["tokens"]) == 6000
+    assert [e["start"] for e in records[1]["entities"]] == list(range(0, 6000, 3))  # every Peter, once
+    assert all(e["text"] == "Peter" and e["type"] == "PER" for e in records[1]["entities"])
+    assert [e["text"] for e in records[2]["entities"]] == ["EU"]
+    assert max(width for _, width in shapes) <= tagging.MAX_TOKENS
+    assert max(rows * width for rows, width in shapes) <= tagging.BATCH_TOKENS
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and "first: line 2, 6000 tokens" in warnings[0]
+
+
+def test_tag_conll_to_conll_keeps_docstart_lines_and_middle_columns(run_dir, tmp_path, capsys):
+    """Output line n is input line n: -DOCSTART- and blank lines where they were, then token [POS [chunk]]
+    and the predicted tag last (a 4th input column, the gold tag, replaced): CoNLL that reads back."""
+    test = run_dir.parent / "test.txt"  # 4 columns: token POS chunk gold, -DOCSTART- first
+    lines = test.read_text(encoding="utf-8").splitlines()
+    code, out, err = _run(capsys, "tag", "--model", run_dir, "--input", test, "--input-format", "conll", "--format", "conll")
+    assert code == 0, err
+    got = out.splitlines()
+    assert len(got) == len(lines) and got[0] == lines[0] == "-DOCSTART- -X- -X- O"
+    for raw, line in zip(lines, got):
+        assert (line == "") == (raw.strip() == "")
+        assert line.split()[:3] == raw.split()[:3]  # token, POS and chunk kept
+    predicted = Tagger.load(run_dir).tag_conll(read_conll(test, "iob1"))
+    (tmp_path / "out.txt").write_text(out, encoding="utf-8")
+    back = read_conll(tmp_path / "out.txt", "iob2")
+    assert [s.tags for s in back] == [r.tags("iob2") for r in predicted]
+    assert [s.tokens for s in back] == [s.tokens for s in read_conll(test, "iob1")]
+    # Two columns in, a document break mid-file and no final blank line: the same rules.
+    src = tmp_path / "two.conll"
+    src.write_text("Peter NNP\nleft VBD\n\n-DOCSTART-\nthe DT\nEU NNP", encoding="utf-8")
+    code, out, err = _run(capsys, "tag", "--model", run_dir, "--input", src, "--input-format", "conll", "--format", "conll")
+    assert code == 0, err
+    assert out.split("\n") == ["Peter NNP B-PER", "left VBD O", "", "-DOCSTART-", "the DT O", "EU NNP B-ORG", "", ""]

@@ -1,5 +1,5 @@
 """The translation head: batches with BOS/EOS/padding, the Seq2Seq loss that ignores padding, a tiny
-model that overfits one batch, tied embeddings that are one tensor."""
+model that overfits one batch, tied embeddings that are one tensor; the Translator API (lists only)."""
 from __future__ import annotations
 
 import pytest
@@ -7,7 +7,8 @@ import torch
 
 from s2s import config as config_lib
 from s2s.data.sentencepiece import BOS, EOS, PAD
-from s2s.tasks.translation import Translator, build_model, make_batch
+from s2s.errors import S2SError
+from s2s.tasks.translation import Task, Translator, build_model, make_batch
 
 VOCAB = 20
 
@@ -143,3 +144,26 @@ def test_translator_leaves_training_mode_as_it_was(translator):
         assert translator.model.training
     finally:
         translator.model.eval()
+
+
+def test_translator_refuses_a_bare_string(translator):
+    """A string is a sequence of characters: each would have been translated as a sentence of its own."""
+    for call in (lambda: translator.translate("der hund"), lambda: translator.translate_ids("der hund"),
+                 lambda: translator.evaluate("der hund", ["the dog"]), lambda: translator.evaluate(["der hund"], "the dog")):
+        with pytest.raises(TypeError, match="takes a list of sentences, got a string: pass \\[sentence\\] for one"):
+            call()
+    assert translator.translate(("der hund", "")) == translator.translate(["der hund", ""])  # any other sequence is one
+
+
+def test_translator_evaluate_needs_aligned_sentences(translator):
+    with pytest.raises(S2SError, match="no sentences to score"):
+        translator.evaluate([], [])  # sacreBLEU failed with an IndexError
+    with pytest.raises(S2SError, match="2 sources but 1 references"):
+        translator.evaluate(["der hund", "die katze"], ["the dog"])
+
+
+def test_training_refuses_an_empty_dev_set_before_it_starts(tmp_path, corpus_writer, tiny_config):
+    """Validation scores the dev set with sacreBLEU, which fails on none: refused when the data is read."""
+    data = corpus_writer(tmp_path / "data", {"train": 20, "val": 0, "test": 2})
+    with pytest.raises(S2SError, match=r"val\.\{de,en\}: no dev sentences"):
+        Task(tiny_config(data), tmp_path / "run")
