@@ -199,7 +199,9 @@ def _eval_prefix(args: argparse.Namespace) -> str | None:
         return None
     if len(args.model) > 1:
         name += "-ensemble"
-    return str(Path(args.model[0]) / "eval" / name)
+    from s2s.checkpoint import run_dir_of
+
+    return str(run_dir_of(args.model[0]) / "eval" / name)
 
 
 def _write_outputs(outputs: dict[str, list[str]]) -> None:

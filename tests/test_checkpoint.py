@@ -295,8 +295,6 @@ def test_a_checkpoint_file_names_itself_and_its_run(trained_run):
     assert checkpoint.run_dir_of(trained_run) == trained_run
 
 
-@pytest.mark.xfail(strict=True, reason="the task loaders (Translator/Tagger/Classifier.load) and cli._eval_prefix still take "
-                   "the run directory from the --model argument instead of checkpoint.run_dir_of / the checkpoint's folder")
 def test_model_given_a_checkpoint_file_uses_that_checkpoint_of_that_run(trained_run, tmp_path, capsys):
     run = tmp_path / "run"
     shutil.copytree(trained_run, run)

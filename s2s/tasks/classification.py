@@ -263,7 +263,7 @@ class Classifier:
     @classmethod
     def load(cls, run_dir: str | Path, device: str = "auto") -> "Classifier":
         config, payload, path = checkpoint.load_trained(run_dir, "classification")
-        vocab = LabelVocab.load(Path(run_dir) / VOCAB_FILE)
+        vocab = LabelVocab.load(path.parent / VOCAB_FILE)
         model = build_model(config, len(vocab.words), len(vocab.labels))
         checkpoint.load_weights(model, payload, path)
         target = resolve_device(device)

@@ -504,7 +504,7 @@ class Tagger:
         members = []
         for run_dir in run_dirs:
             config, payload, path = checkpoint.load_trained(run_dir, "tagging")
-            vocab = TagVocab.load(Path(run_dir) / VOCAB_FILE)
+            vocab = TagVocab.load(path.parent / VOCAB_FILE)
             model = build_model(config, len(vocab.words), len(vocab.tags), len(vocab.chars), vocab.tags)
             members.append(checkpoint.load_weights(model, payload, path))
             setup = (vocab.words, vocab.chars, vocab.tags, vocab.lowercase, config.tagging.context_tokens, config.tagging.crf, config.data.scheme)

@@ -170,7 +170,7 @@ class Translator:
         """amp=True decodes in bf16 mixed precision whatever the run's decode.amp says; workers, when
         given, replaces decode.workers (batches decoded at once; 0 = one per CPU thread)."""
         config, payload, path = checkpoint.load_trained(run_dir, "translation")
-        src_path, tgt_path = model_paths(Path(run_dir), config.vocab.joint)
+        src_path, tgt_path = model_paths(path.parent, config.vocab.joint)
         sp_src, sp_tgt = load_sentencepiece(src_path), load_sentencepiece(tgt_path)
         model = build_model(config, sp_src.get_piece_size(), sp_tgt.get_piece_size())
         checkpoint.load_weights(model, payload, path)
