@@ -2,7 +2,8 @@
 
 A CoNLL file has one token per line, 2 to 4 space- or tab-separated columns
 (token [POS [chunk]] tag), a blank line between sentences and `-DOCSTART-` lines
-between documents. The tag is always the last column. Tag schemes: s2s.data.schemes.
+between documents. The tag is always the last column. Lines end in LF or CR LF: a carriage return
+anywhere else (a file with CR-only line ends) is refused. Tag schemes: s2s.data.schemes.
 """
 from __future__ import annotations
 
@@ -67,6 +68,9 @@ def parse_conll(lines: list[str], scheme: str = "iob1", where: str = "<input>", 
         current.clear()
 
     for number, raw in enumerate(lines, start=1):
+        if "\r" in raw:  # split() would take it for a column separator and read two lines as one
+            raise S2SError(f"{where}:{number}: a carriage return inside the line (CR-only line ends?); "
+                           "save the file with \\n line ends")
         cols = raw.split()
         if not cols:
             flush()

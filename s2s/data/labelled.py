@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 import random
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,9 +28,11 @@ class Example:
 
 
 def _label(value) -> str | None:
-    """A label as a string: JSON 1 and CSV "1" are the same label."""
+    """A label as a string: JSON 1 and CSV "1" are the same label. NaN and infinities are no labels."""
     if isinstance(value, bool):
         return str(value).lower()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
     if isinstance(value, (int, float)):
         return str(int(value)) if isinstance(value, float) and value.is_integer() else str(value)
     if isinstance(value, str) and value.strip():
@@ -43,16 +46,39 @@ def format_of(path: str | Path, default: str = "jsonl") -> str:
     return suffix if suffix in FORMATS else default
 
 
+def _json(raw: str, where: str) -> object:
+    """One JSON line; a malformed one (too deeply nested, a number too long to convert...) fails with `where`."""
+    try:
+        return json.loads(raw)
+    except json.JSONDecodeError as e:
+        raise S2SError(f"{where}: not valid JSON ({e.msg} at column {e.colno})") from None
+    except RecursionError:
+        raise S2SError(f"{where}: JSON nested too deeply") from None
+    except ValueError as e:  # e.g. an integer of more than 4300 digits
+        raise S2SError(f"{where}: not valid JSON ({str(e).splitlines()[0]})") from None
+
+
+def _text(value: str, what: str, where: str) -> str:
+    """`value`, which must be writable as UTF-8: JSON can escape lone surrogates ("\\ud800"), which are not text."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise S2SError(f"{where}: the {what} holds {value[e.start]!r}, half of a UTF-16 surrogate pair, not a character") from None
+    return value
+
+
+def _names(names) -> str:
+    """Field names for a message, each as written unless it would not print as itself on one line (then quoted)."""
+    return ", ".join(n if isinstance(n, str) and n.isprintable() and n.strip() == n and n else repr(n) for n in names)
+
+
 def _rows(path: Path, fmt: str, text: str):
     """(line, row dict) per record of a JSONL, TSV or CSV text; blank lines are not records."""
     if fmt == "jsonl":
         for number, raw in enumerate(split_lines(text), start=1):
             if not raw.strip():
                 continue
-            try:
-                row = json.loads(raw)
-            except json.JSONDecodeError as e:
-                raise S2SError(f"{path}:{number}: not valid JSON ({e.msg} at column {e.colno})") from None
+            row = _json(raw, f"{path}:{number}")
             if not isinstance(row, dict):
                 raise S2SError(f"{path}:{number}: expected a JSON object, got {type(row).__name__}")
             yield number, row
@@ -73,7 +99,7 @@ def _rows(path: Path, fmt: str, text: str):
                 header = [h.strip() for h in row]
                 continue
             if len(row) != len(header):
-                raise S2SError(f"{path}:{reader.line_num}: expected {len(header)} {fmt.upper()} fields ({', '.join(header)}), got {len(row)}")
+                raise S2SError(f"{path}:{reader.line_num}: expected {len(header)} {fmt.upper()} fields ({_names(header)}), got {len(row)}")
             yield reader.line_num, dict(zip(header, row))
     except csv.Error as e:
         raise S2SError(f"{path}:{reader.line_num}: not a valid {fmt.upper()} row ({e})") from None
@@ -87,13 +113,14 @@ def read_labelled(path: str | Path, fmt: str, text_field: str = "text", label_fi
     for number, row in _rows(path, fmt, read_text(path)):
         text = row.get(text_field)
         if not isinstance(text, str) or not text.strip():
-            found = f"; keys: {', '.join(map(str, row))}" if text_field not in row else ""
+            found = f"; keys: {_names(row)}" if text_field not in row else ""
             raise S2SError(f"{path}:{number}: no text in {text_field!r}{found}")
         label = _label(row.get(label_field))
         if label is None:
-            found = f"; keys: {', '.join(map(str, row))}" if label_field not in row else f", got {row[label_field]!r}"
+            found = f"; keys: {_names(row)}" if label_field not in row else f", got {row[label_field]!r}"
             raise S2SError(f"{path}:{number}: no label in {label_field!r}{found}")
-        examples.append(Example(text, label, number))
+        where = f"{path}:{number}"
+        examples.append(Example(_text(text, "text", where), _text(label, "label", where), number))
     if not examples:
         raise S2SError(f"{path}: no labelled rows")
     return examples
@@ -106,13 +133,10 @@ def texts_from_jsonl(lines: list[str], where: str, text_field: str = "text") -> 
         if not raw.strip():
             texts.append("")
             continue
-        try:
-            row = json.loads(raw)
-        except json.JSONDecodeError as e:
-            raise S2SError(f"{where}:{number}: not valid JSON ({e.msg} at column {e.colno})") from None
+        row = _json(raw, f"{where}:{number}")
         if not isinstance(row, dict) or not isinstance(row.get(text_field), str):
             raise S2SError(f"{where}:{number}: expected a JSON object with a text field {text_field!r}")
-        texts.append(row[text_field])
+        texts.append(_text(row[text_field], "text", f"{where}:{number}"))
     return texts
 
 

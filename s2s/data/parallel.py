@@ -13,8 +13,17 @@ from s2s.data.io import BOM, read_lines
 from s2s.errors import S2SError
 
 
+def _lines(path: str | Path) -> list[str]:
+    lines = read_lines(path)
+    for number, line in enumerate(lines, start=1):
+        if "\r" in line:  # a file with CR-only line ends reads as one line: sentences would pair up wrongly
+            raise S2SError(f"{path}:{number}: a carriage return inside the line (CR-only line ends?); "
+                           "save the file with \\n line ends")
+    return lines
+
+
 def read_parallel(src_path: str | Path, tgt_path: str | Path) -> tuple[list[str], list[str]]:
-    src, tgt = read_lines(src_path), read_lines(tgt_path)
+    src, tgt = _lines(src_path), _lines(tgt_path)
     if len(src) != len(tgt):
         raise S2SError(
             f"misaligned parallel files: {src_path} has {len(src)} lines but {tgt_path} has {len(tgt)}"

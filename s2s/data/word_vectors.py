@@ -20,6 +20,8 @@ from s2s.errors import S2SError
 
 log = logging.getLogger(__name__)
 
+FLOAT32_MAX = torch.finfo(torch.float32).max
+
 
 def read_corpus(text_files: list[str], conll_files: list[str], lowercase: bool = True, text_field: str = "text") -> list[list[str]]:
     """Normalised token lists: raw text (one text per line, or JSONL with `text_field` when the file
@@ -65,6 +67,9 @@ def read_word_vectors(path: str | Path, lowercase: bool = True) -> tuple[list[st
     path = Path(path)
     words, rows, seen, dim = [], [], set(), None
     for number, line in enumerate(read_lines(path), start=1):
+        if "\r" in line:
+            raise S2SError(f"{path}:{number}: a carriage return inside the line (CR-only line ends?); "
+                           "save the file with \\n line ends")
         parts = line.rstrip().split(" ")
         if number == 1 and len(parts) == 2 and all(p.isdigit() for p in parts):
             continue  # word2vec header: count and dimension
@@ -80,6 +85,10 @@ def read_word_vectors(path: str | Path, lowercase: bool = True) -> tuple[list[st
             raise S2SError(f"{path}:{number}: not a number among the vector's values") from None
         if not all(math.isfinite(x) for x in vector):
             raise S2SError(f"{path}:{number}: the vector has a NaN or infinite value")
+        if max(map(abs, vector)) > FLOAT32_MAX:  # it would become infinite in the embedding
+            raise S2SError(f"{path}:{number}: the vector has a value beyond float32's range (±{FLOAT32_MAX:.3g})")
+        if not parts[0]:
+            raise S2SError(f"{path}:{number}: no word before the numbers (the line starts with a space)")
         word = normalize(parts[0], lowercase)
         if word not in seen:
             seen.add(word)
