@@ -59,7 +59,8 @@ def last_payload(config: Config, model: torch.nn.Module, optimizer: torch.optim.
 
 
 def _digest(value: Any, h: "hashlib._Hash") -> None:
-    """Feed every tensor inside `value` (nested dicts, lists, tuples), with its place, dtype and shape, to `h`."""
+    """Feed `value` to `h`: every tensor inside it (nested dicts, lists, tuples) with its place, dtype and shape,
+    and every other value (the config, progress, versions) by its repr."""
     if isinstance(value, torch.Tensor):
         t = value.detach().cpu().contiguous()
         h.update(f"{t.dtype}{tuple(t.shape)};".encode())
@@ -69,26 +70,19 @@ def _digest(value: Any, h: "hashlib._Hash") -> None:
             h.update(f"{k!r}:".encode())
             _digest(v, h)
     elif isinstance(value, (list, tuple)):
+        h.update(f"{type(value).__name__}[".encode())
         for i, v in enumerate(value):
             h.update(f"{i}:".encode())
             _digest(v, h)
-
-
-def _has_tensors(value: Any) -> bool:
-    if isinstance(value, torch.Tensor):
-        return True
-    if isinstance(value, dict):
-        return any(_has_tensors(v) for v in value.values())
-    if isinstance(value, (list, tuple)):
-        return any(_has_tensors(v) for v in value)
-    return False
+    else:
+        h.update(f"{value!r};".encode())
 
 
 def checksums(payload: dict[str, Any]) -> dict[str, str]:
-    """SHA-256 of the tensors of each top-level entry of `payload` that holds any (model, optimizer, ema, rng, ...)."""
+    """SHA-256 of each top-level entry of `payload` (model, optimizer, config, progress, rng, ...)."""
     out = {}
     for name, value in payload.items():
-        if name != CHECKSUM and _has_tensors(value):
+        if name != CHECKSUM:
             h = hashlib.sha256()
             _digest(value, h)
             out[name] = h.hexdigest()

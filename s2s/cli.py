@@ -255,11 +255,18 @@ def _run_options(p: argparse.ArgumentParser, batch_help: str) -> None:
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="default: auto (CUDA when present)")
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse, with a usage error on one line like every other error (subcommands inherit the class)."""
+
+    def error(self, message: str):
+        self.exit(2, f"error: {self.prog}: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from s2s import __version__
     from s2s.tasks import TASKS
 
-    parser = argparse.ArgumentParser(prog="s2s", description="Recurrent sequence models: train, translate, tag, classify, evaluate.", epilog=EPILOG)
+    parser = Parser(prog="s2s", description="Recurrent sequence models: train, translate, tag, classify, evaluate.", epilog=EPILOG)
     parser.add_argument("--version", action="version", version=f"s2s {__version__}")
     parser.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors on stderr")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")

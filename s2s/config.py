@@ -35,6 +35,9 @@ def key(default: Any, help: str, tasks: tuple[str, ...] = ALL, choices: tuple = 
     return field(default=default, metadata={"help": help, "tasks": tasks, **rules})
 
 
+MAX_SIZE = 1 << 16  # a bound on layer widths: beyond it a model no longer fits in any machine's memory
+
+
 @dataclass(frozen=True)
 class DataConfig:
     format: str = key("text", "text: {dir}/{split}.{src_lang|tgt_lang}; tsv | jsonl: one column per language; hub: a datasets hub set "
@@ -78,12 +81,12 @@ class VocabConfig:
 @dataclass(frozen=True)
 class EncoderConfig:
     cell: str = key("lstm", "recurrent cell", choices=("lstm", "gru", "rnn"))
-    emb_dim: int = key(256, "token embedding size", at_least=1)
-    hidden_size: int = key(256, "hidden size per direction (states are 2 * hidden_size when bidirectional)", at_least=1)
-    num_layers: int = key(1, "stacked layers", at_least=1)
+    emb_dim: int = key(256, "token embedding size", at_least=1, at_most=MAX_SIZE)
+    hidden_size: int = key(256, "hidden size per direction (states are 2 * hidden_size when bidirectional)", at_least=1, at_most=MAX_SIZE)
+    num_layers: int = key(1, "stacked layers", at_least=1, at_most=64)
     bidirectional: bool = key(True, "run both directions")
     dropout: float = key(0.3, "on embeddings, between layers and on the states (classification: after pooling instead)", at_least=0, below=1)
-    conv_filters: int = key(0, "1-D convolution before the RNN: output channels (0 = none; the CNN+RNN hybrid)", at_least=0)
+    conv_filters: int = key(0, "1-D convolution before the RNN: output channels (0 = none; the CNN+RNN hybrid)", at_least=0, at_most=MAX_SIZE)
     conv_kernel: int = key(5, "its window in tokens (odd)", at_least=1)
     conv_pool: int = key(2, "max-pooling stride after it: the RNN sees ceil(T / conv_pool) steps (tagging keeps every token)", at_least=1)
 
@@ -126,9 +129,9 @@ class DecodeConfig:
 
 @dataclass(frozen=True)
 class TranslationConfig:
-    dec_hidden_size: int = key(512, "decoder LSTM size", TR, at_least=1)
-    dec_layers: int = key(1, "decoder layers", TR, at_least=1)
-    attn_size: int = key(256, "Bahdanau attention's hidden layer", TR, at_least=1)
+    dec_hidden_size: int = key(512, "decoder LSTM size", TR, at_least=1, at_most=MAX_SIZE)
+    dec_layers: int = key(1, "decoder layers", TR, at_least=1, at_most=64)
+    attn_size: int = key(256, "Bahdanau attention's hidden layer", TR, at_least=1, at_most=MAX_SIZE)
     tie_embeddings: bool = key(True, "share the target embedding with the output projection", TR)
     beam_size: int = key(5, "beam size (1 = greedy)", TR, at_least=1)
     length_penalty: float = key(1.0, "alpha of GNMT's ((5 + len) / 6) ** alpha (Wu et al. 2016, eq. 14)", TR, at_least=0)
@@ -142,10 +145,10 @@ class TranslationConfig:
 class TaggingConfig:
     tag_scheme: str = key("bioes", "the scheme the model predicts internally (files are converted on the fly)", TAG, choices=("bioes", "iob2"))
     crf: bool = key(True, "a linear-chain CRF on top (false: per-token softmax, still decoded to valid spans)", TAG)
-    char_emb_dim: int = key(30, "character embedding size of the char-CNN", TAG, at_least=1)
-    char_filters: int = key(50, "char-CNN features per token (0 = no character features)", TAG, at_least=0)
+    char_emb_dim: int = key(30, "character embedding size of the char-CNN", TAG, at_least=1, at_most=MAX_SIZE)
+    char_filters: int = key(50, "char-CNN features per token (0 = no character features)", TAG, at_least=0, at_most=MAX_SIZE)
     char_kernel: int = key(3, "char-CNN window", TAG, at_least=1)
-    case_dim: int = key(8, "word-shape (casing) embedding size (0 = none)", TAG, at_least=0)
+    case_dim: int = key(8, "word-shape (casing) embedding size (0 = none)", TAG, at_least=0, at_most=MAX_SIZE)
     context_tokens: int = key(0, "read consecutive sentences of a document together, up to this many tokens (0 = each sentence alone)", TAG, at_least=0)
     same_word_pooling: bool = key(False, "each token also gets the mean state of its word's other occurrences in its run", TAG)
     lm_vocab: int = key(0, "language-modelling side objective (Rei 2017) over this many frequent words (0 = off; needs a one-layer "
@@ -157,8 +160,8 @@ class TaggingConfig:
 class ClassificationConfig:
     pooling: str = key("max+mean", "how the states become one vector; parts joined by +", CLS,
                        choices=("mean", "max", "last", "attention", "max+mean", "attention+max"))
-    head_hidden: int = key(0, "hidden layer of the classifier (0 = one linear layer)", CLS, at_least=0)
-    attn_size: int = key(256, "attention pooling's hidden layer", CLS, at_least=1)
+    head_hidden: int = key(0, "hidden layer of the classifier (0 = one linear layer)", CLS, at_least=0, at_most=MAX_SIZE)
+    attn_size: int = key(256, "attention pooling's hidden layer", CLS, at_least=1, at_most=MAX_SIZE)
 
 
 @dataclass(frozen=True)
@@ -224,13 +227,24 @@ def valid_keys(task: str | None = None) -> list[str]:
 def _unknown(key_: str, where: str, task: str) -> S2SError:
     moved = _legacy_key(key_, task)
     if moved != key_:
-        return S2SError(f"{where}: key '{key_}' is '{moved}' since s2s 0.2; `s2s upgrade FILE` rewrites a config of s2s 0.1")
+        return S2SError(f"{where}: key {key_!r} is {moved!r} since s2s 0.2; `s2s upgrade FILE` rewrites a config of s2s 0.1")
     if key_ in valid_keys():
         tasks = owner(key_)
-        return S2SError(f"{where}: key '{key_}' belongs to task {' and '.join(tasks)}, not {task}")
+        return S2SError(f"{where}: key {key_!r} belongs to task {' and '.join(tasks)}, not {task}")
     close = difflib.get_close_matches(key_, valid_keys(task), n=1)
     hint = f"did you mean '{close[0]}'? " if close else ""
-    return S2SError(f"{where}: unknown key '{key_}'; {hint}`s2s config {task}` lists every key of task {task}")
+    return S2SError(f"{where}: unknown key {key_!r}; {hint}`s2s config {task}` lists every key of task {task}")
+
+
+LARGEST_INT = 2**31 - 1  # beyond this no count, size or step of a run makes sense, and torch overflows
+
+
+def _show(value: Any) -> str:
+    """A value for an error message, on one line and short (Python refuses to print ints of over 4300 digits)."""
+    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 64:
+        return f"{'-' if value < 0 else ''}an integer of about {int(value.bit_length() * 0.30103) + 1} digits"
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
 
 
 def _coerce(dotted: str, value: Any, want: type, rules: dict, where: str) -> Any:
@@ -247,21 +261,26 @@ def _coerce(dotted: str, value: Any, want: type, rules: dict, where: str) -> Any
         except ValueError:
             pass
     if want is float and isinstance(value, int) and not isinstance(value, bool):
-        value = float(value)
+        try:
+            value = float(value)
+        except OverflowError:
+            raise S2SError(f"{where}: key '{dotted}' must be a finite number, got {_show(value)}") from None
     if not isinstance(value, want) or (want is int and isinstance(value, bool)):
-        raise S2SError(f"{where}: key '{dotted}' must be {want.__name__}, got {value!r}")
+        raise S2SError(f"{where}: key '{dotted}' must be {want.__name__}, got {_show(value)}")
     if want is float and not math.isfinite(value):
-        raise S2SError(f"{where}: key '{dotted}' must be a finite number, got {value!r}")
+        raise S2SError(f"{where}: key '{dotted}' must be a finite number, got {_show(value)}")
+    if want is int and abs(value) > LARGEST_INT:
+        raise S2SError(f"{where}: key '{dotted}' must be between {-LARGEST_INT} and {LARGEST_INT}, got {_show(value)}")
     if rules.get("choices") and value not in rules["choices"]:
-        raise S2SError(f"{where}: key '{dotted}' must be one of {', '.join(rules['choices'])}, got {value!r}")
+        raise S2SError(f"{where}: key '{dotted}' must be one of {', '.join(rules['choices'])}, got {_show(value)}")
     if rules.get("at_least") is not None and value < rules["at_least"]:
-        raise S2SError(f"{where}: key '{dotted}' must be at least {rules['at_least']}, got {value!r}")
+        raise S2SError(f"{where}: key '{dotted}' must be at least {rules['at_least']}, got {_show(value)}")
     if rules.get("below") is not None and value >= rules["below"]:
-        raise S2SError(f"{where}: key '{dotted}' must be below {rules['below']:g}, got {value!r}")
+        raise S2SError(f"{where}: key '{dotted}' must be below {rules['below']:g}, got {_show(value)}")
     if rules.get("above") is not None and value <= rules["above"]:
-        raise S2SError(f"{where}: key '{dotted}' must be above {rules['above']:g}, got {value!r}")
+        raise S2SError(f"{where}: key '{dotted}' must be above {rules['above']:g}, got {_show(value)}")
     if rules.get("at_most") is not None and value > rules["at_most"]:
-        raise S2SError(f"{where}: key '{dotted}' must be at most {rules['at_most']:g}, got {value!r}")
+        raise S2SError(f"{where}: key '{dotted}' must be at most {rules['at_most']:g}, got {_show(value)}")
     return value
 
 
@@ -367,16 +386,20 @@ def apply_overrides(config: Config, overrides: list[str]) -> Config:
 
 
 def read_yaml(path: Path) -> Any:
+    """A YAML file's content (an empty file: an empty mapping); anything unreadable is one error line."""
+    from s2s.data.io import read_text
+
+    text = read_text(path)
     try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as e:
-        raise S2SError(f"{path}: cannot read config ({e.strerror or e})") from None
-    try:
-        return yaml.safe_load(text) or {}
+        raw = yaml.safe_load(text)
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         line = f":{mark.line + 1}" if mark is not None else ""
-        raise S2SError(f"{path}{line}: invalid YAML ({getattr(e, 'problem', None) or e})") from None
+        problem = getattr(e, "problem", None) or str(e).strip().splitlines()[0]
+        raise S2SError(f"{path}{line}: invalid YAML ({problem})") from None
+    except (RecursionError, ValueError) as e:  # nesting too deep, an integer of too many digits
+        raise S2SError(f"{path}: invalid YAML ({type(e).__name__}: {str(e).splitlines()[0][:100]})") from None
+    return {} if raw is None else raw
 
 
 def load(path: str | Path, overrides: list[str] = ()) -> Config:

@@ -230,7 +230,13 @@ class Trainer:
         then read them as a resumed run does."""
         if not self.main:
             distributed.barrier()
-        task = tasks.get(self.config.task).Task(self.config, self.run_dir, resume or not self.main)
+        try:
+            task = tasks.get(self.config.task).Task(self.config, self.run_dir, resume or not self.main)
+        except (RuntimeError, MemoryError) as e:  # torch's allocator refusing a model of the config's sizes
+            if not isinstance(e, MemoryError) and "alloc" not in str(e):
+                raise
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise S2SError(f"the model of this config does not fit in memory ({first[:120]}); choose smaller sizes") from None
         if self.main:
             distributed.barrier()
         return task

@@ -59,35 +59,13 @@ def cases(n: int) -> settings:
 only_examples = settings(deadline=None, database=None, phases=[Phase.explicit], suppress_health_check=HEALTH)
 
 
-# --- known failures outside the readers (files this suite does not fix) -------------------------------------------
+# --- known failures outside the readers -------------------------------------------------------------------------
 # name -> a pattern of the failure (an escaped exception's last traceback line, or a bad error message).
-# The properties reject() a case whose failure matches one, so that they keep looking for new ones; each
-# has an xfail(strict=True) test below pinned to a minimal example, which starts passing (and so fails,
-# being strict) once the bug is fixed: then delete the test and the entry here.
+# The properties reject() a case whose failure matches one, so that they keep looking for new ones; pin each
+# with an xfail(strict=True) test on a minimal example. Empty: the failures found so far are fixed, and their
+# examples stay below as test_fixed_* regression tests.
 MULTI_LINE = r"^(S2SError message of \d+ lines|exit 2 without exactly one stderr line)"
-KNOWN: dict[str, str] = {
-    # s2s/config.py echoes keys unquoted: a YAML key holding a line break gives a message of two lines.
-    "config key echoed raw": MULTI_LINE + r".*key '",
-    # s2s/config.py read_yaml: PyYAML's ReaderError (NUL, other control characters) prints on two lines.
-    "config YAML reader error": MULTI_LINE + r".*invalid YAML \(unacceptable character",
-    # s2s/config.py _coerce: float(value) of an int beyond float's range (YAML `lr: 1000...0`, 310 digits).
-    "config huge int to float": r"in _coerce\n.*OverflowError: int too large to convert to float",
-    # s2s/config.py read_yaml catches OSError only; a config file that is not UTF-8 escapes.
-    "config not UTF-8": r"in read_yaml\n.*UnicodeDecodeError: 'utf-8' codec can't decode",
-    # s2s/config.py read_yaml: PyYAML recurses once per nesting level; RecursionError is no YAMLError.
-    "config YAML nested deeply": r"in read_yaml\n.*RecursionError",
-    # s2s/config.py _coerce: the error message formats an int of more than 4300 digits with !r, which raises ValueError.
-    "config message of a huge int": r"in _coerce\n.*ValueError: Exceeds the limit \(4300 digits\)",
-    # s2s/config.py read_yaml: PyYAML's int() of more than 4300 digits raises ValueError, which is no YAMLError.
-    "config YAML huge int": r"in read_yaml\n.*ValueError: Exceeds the limit \(4300 digits\)",
-    # s2s/config.py read_yaml: `yaml.safe_load(text) or {}` turns a file holding [], 0, false or '' into the default config.
-    "config not a mapping": r"^a YAML file holding .*, not a mapping, loaded as the default config",
-    # s2s/checkpoint.py: the checksums cover the tensors only; a changed byte in the pickled config of best.pt
-    # (translation.beam_size, max_len_b...) loads silently and changes the predictions.
-    "checkpoint config not checksummed": r"\.pt flip at byte \d+ \(archive/data\.pkl\): the damaged run predicts differently",
-    # s2s/cli.py: argparse prints a usage line before its error line (`s2s config: error: argument task: invalid choice`).
-    "argparse usage": r"^exit 2 without exactly one stderr line `error: ...`: .usage: s2s",
-}
+KNOWN: dict[str, str] = {}
 
 
 class Failure(AssertionError):
@@ -599,7 +577,7 @@ def test_config_load_on_random_yaml_bytes(tmp_path_factory, data):
     config = outcome(config_lib.load, path)
     if config is not None:
         check_config(config)
-        top = yaml.safe_load(data.decode("utf-8"))
+        top = yaml.safe_load(data.decode("utf-8").replace(BOM, ""))  # s2s reads every file without its BOMs
         if not (top is None or isinstance(top, dict)):
             failure = f"a YAML file holding {top!r}, not a mapping, loaded as the default config"
             if _known(failure):
@@ -1163,89 +1141,74 @@ def unskipped():
         _SKIP_KNOWN[0] = True
 
 
-@pytest.mark.xfail(strict=True, raises=Failure, reason="s2s/config.py _unknown echoes a key unquoted: a YAML key with a line "
-                   "break gives an error of two lines; quote it with !r")
 @only_examples
 @given(raw=CONFIG_DICT)
 @example(raw={"data": {"a\nb": 1}})
-def test_known_a_key_with_a_line_break_is_quoted_in_the_error(raw):
+def test_fixed_a_key_with_a_line_break_is_quoted_in_the_error(raw):
     with unskipped():
         test_config_from_random_nested_dicts.hypothesis.inner_test(raw)
 
 
-@pytest.mark.xfail(strict=True, raises=Failure, reason="s2s/config.py read_yaml: PyYAML's ReaderError (a NUL or other control "
-                   "character) is printed whole, on two lines")
 @only_examples
 @given(data=st.binary())
 @example(data=b"task: translation\x00")
-def test_known_a_control_character_in_a_config_is_one_error_line(tmp_path_factory, data):
+def test_fixed_a_control_character_in_a_config_is_one_error_line(tmp_path_factory, data):
     with unskipped():
         test_config_load_on_random_yaml_bytes.hypothesis.inner_test(tmp_path_factory, data)
 
 
-@pytest.mark.xfail(strict=True, raises=Failure, reason="s2s/config.py read_yaml catches OSError but not UnicodeDecodeError")
 @only_examples
 @given(data=st.binary())
 @example(data=b"\x80")
-def test_known_a_config_not_in_utf8_is_one_error_line(tmp_path_factory, data):
+def test_fixed_a_config_not_in_utf8_is_one_error_line(tmp_path_factory, data):
     with unskipped():
         test_config_load_on_random_yaml_bytes.hypothesis.inner_test(tmp_path_factory, data)
 
 
-@pytest.mark.xfail(strict=True, raises=Failure, reason="s2s/config.py _coerce: float(int) overflows for an int beyond float's range")
 @only_examples
 @given(raw=CONFIG_DICT)
 @example(raw={"train": {"lr": 10**400}})
-def test_known_a_huge_integer_for_a_float_key_is_one_error_line(raw):
+def test_fixed_a_huge_integer_for_a_float_key_is_one_error_line(raw):
     with unskipped():
         test_config_from_random_nested_dicts.hypothesis.inner_test(raw)
 
 
-@pytest.mark.xfail(strict=True, raises=Failure, reason="s2s/cli.py: argparse prints `usage: ...` and `s2s config: error: ...`, "
-                   "two lines, for a bad argument")
 @only_examples
 @given(task=st.text())
 @example(task="x")
-def test_known_a_bad_argument_is_one_error_line(tmp_path_factory, task):
+def test_fixed_a_bad_argument_is_one_error_line(tmp_path_factory, task):
     with unskipped():
         test_config_cli_prints_a_config_that_loads.hypothesis.inner_test(tmp_path_factory, task)
 
 
-@pytest.mark.xfail(strict=True, raises=Failure, reason="s2s/config.py read_yaml: PyYAML's RecursionError on deeply nested YAML escapes")
 @only_examples
 @given(data=st.binary())
 @example(data=b"train: " + b"[" * 1000 + b"]" * 1000)
-def test_known_deeply_nested_yaml_is_one_error_line(tmp_path_factory, data):
+def test_fixed_deeply_nested_yaml_is_one_error_line(tmp_path_factory, data):
     with unskipped():
         test_config_load_on_random_yaml_bytes.hypothesis.inner_test(tmp_path_factory, data)
 
 
-@pytest.mark.xfail(strict=True, raises=Failure, reason="s2s/config.py read_yaml: `yaml.safe_load(text) or {}` loads a file "
-                   "holding [], 0, false or '' as the default config")
 @only_examples
 @given(data=st.binary())
 @example(data=b"[]")
-def test_known_a_config_that_is_not_a_mapping_is_refused(tmp_path_factory, data):
+def test_fixed_a_config_that_is_not_a_mapping_is_refused(tmp_path_factory, data):
     with unskipped():
         test_config_load_on_random_yaml_bytes.hypothesis.inner_test(tmp_path_factory, data)
 
 
-@pytest.mark.xfail(strict=True, raises=Failure, reason="s2s/config.py: sizes have no upper bound; encoder.hidden_size: 10**30 "
-                   "passes the config and fails in torch with a traceback")
 @only_examples
 @given(case=train_configs())
 @example(case=("classification", [("encoder.hidden_size", 10**30)]))
-def test_known_a_huge_size_is_refused_by_the_config(corpus_dir, ner_dir, reviews_dir, tmp_path_factory, case):
+def test_fixed_a_huge_size_is_refused_by_the_config(corpus_dir, ner_dir, reviews_dir, tmp_path_factory, case):
     with unskipped():
         test_train_cli_on_random_configs.hypothesis.inner_test(corpus_dir, ner_dir, reviews_dir, tmp_path_factory, case, None)
 
 
-@pytest.mark.xfail(strict=True, raises=Failure, reason="s2s/checkpoint.py: the checksums cover tensors only; a byte changed in "
-                   "best.pt's pickled config (translation.max_len_b 5 -> 21) loads silently and changes every translation")
 @only_examples
 @given(key=st.binary())
 @example(key=b"max_len_bqSK")  # the pickled int after this key is translation.max_len_b
-def test_known_a_changed_config_inside_a_checkpoint_is_refused(trained_run, tmp_path_factory, key):
+def test_fixed_a_changed_config_inside_a_checkpoint_is_refused(trained_run, tmp_path_factory, key):
     folder = tmp_path_factory.mktemp("damaged")
     shutil.copytree(trained_run, folder / "run", ignore=shutil.ignore_patterns("eval", "*.tmp", ".lock"))
     data = bytearray((folder / "run" / "best.pt").read_bytes())
@@ -1259,21 +1222,17 @@ def test_known_a_changed_config_inside_a_checkpoint_is_refused(trained_run, tmp_
         raise Failure("best.pt with translation.max_len_b changed inside: exit 0, other translations")
 
 
-@pytest.mark.xfail(strict=True, raises=Failure, reason="s2s/config.py _coerce: `got {value!r}` of an int of more than 4300 digits "
-                   "raises ValueError (Python's int-to-string limit)")
 @only_examples
 @given(raw=CONFIG_DICT)
 @example(raw={"train": {"epochs": -10**5000}})
-def test_known_a_huge_negative_integer_is_one_error_line(raw):
+def test_fixed_a_huge_negative_integer_is_one_error_line(raw):
     with unskipped():
         test_config_from_random_nested_dicts.hypothesis.inner_test(raw)
 
 
-@pytest.mark.xfail(strict=True, raises=Failure, reason="s2s/config.py read_yaml: PyYAML's int() of more than 4300 digits raises "
-                   "ValueError, which is no YAMLError")
 @only_examples
 @given(data=st.binary())
 @example(data=b"train: {epochs: " + b"9" * 5000 + b"}")
-def test_known_an_integer_of_5000_digits_in_yaml_is_one_error_line(tmp_path_factory, data):
+def test_fixed_an_integer_of_5000_digits_in_yaml_is_one_error_line(tmp_path_factory, data):
     with unskipped():
         test_config_load_on_random_yaml_bytes.hypothesis.inner_test(tmp_path_factory, data)
