@@ -22,11 +22,10 @@ WORKERS_HELP = ("batches decoded at once, sharing the torch threads (default: th
 
 
 def _read_input(path: str | None) -> list[str]:
-    from s2s.data.io import read_lines, read_stdin_lines
+    from s2s.data.io import read_lines, read_stdin_lines, refuse_carriage_returns
 
-    if path is None or path == "-":
-        return read_stdin_lines()
-    return read_lines(path)
+    lines = read_stdin_lines() if path is None or path == "-" else read_lines(path)
+    return refuse_carriage_returns(lines, _where(path))
 
 
 def _where(path: str | None) -> str:

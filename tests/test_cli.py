@@ -447,3 +447,10 @@ def test_evaluate_outputs_of_files_of_one_name_in_two_folders_do_not_collide(tmp
     assert [len(h.read_text(encoding="utf-8").splitlines()) for h in hyps] == [3, 3]  # neither overwrote the other
     assert main(["-q", "evaluate", "--model", str(run), "--split", "test", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["hypotheses"] == str(run / "eval" / "test.hyp")  # a split keeps its name
+
+
+def test_translate_refuses_cr_only_line_ends(tmp_path, capsys, trained_run):
+    """A file saved with CR-only line ends would read as one line and give one translation for many."""
+    (tmp_path / "in.txt").write_bytes(b"der hund\rdie katze\r")
+    assert main(["-q", "translate", "--model", str(trained_run), "--input", str(tmp_path / "in.txt")]) == 2
+    _one_line_error(capsys, "in.txt:1: a carriage return inside the line")

@@ -11,7 +11,7 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from s2s.data.io import read_lines
+from s2s.data.io import read_lines, refuse_carriage_returns
 from s2s.data.schemes import SCHEMES, Span, bad_tag, slips, spans, to_tags
 from s2s.errors import S2SError
 
@@ -67,10 +67,8 @@ def parse_conll(lines: list[str], scheme: str = "iob1", where: str = "<input>", 
         )
         current.clear()
 
-    for number, raw in enumerate(lines, start=1):
-        if "\r" in raw:  # split() would take it for a column separator and read two lines as one
-            raise S2SError(f"{where}:{number}: a carriage return inside the line (CR-only line ends?); "
-                           "save the file with \\n line ends")
+    # split() would take a carriage return for a column separator and read two lines as one.
+    for number, raw in enumerate(refuse_carriage_returns(lines, where), start=1):
         cols = raw.split()
         if not cols:
             flush()

@@ -120,3 +120,14 @@ def _silence_stdout() -> None:
         os.close(devnull)
     except (OSError, ValueError, AttributeError):
         pass  # not a real file (a test's capture): nothing is flushed at exit
+
+
+def refuse_carriage_returns(lines: list[str], where: str) -> list[str]:
+    """`lines`, unless one holds a carriage return: a file with CR-only line ends (old Mac editors) reads as
+    one long line, which would pair sentences wrongly or merge tokens, so it is refused with its line."""
+    for number, line in enumerate(lines, start=1):
+        if "\r" in line:
+            raise S2SError(f"{where}:{number}: a carriage return inside the line (CR-only line ends?); "
+                           "save the file with \\n line ends")
+    return lines
+

@@ -9,17 +9,12 @@ import socket
 from pathlib import Path
 
 from s2s.config import DataConfig
-from s2s.data.io import BOM, read_lines
+from s2s.data.io import BOM, read_lines, refuse_carriage_returns
 from s2s.errors import S2SError
 
 
 def _lines(path: str | Path) -> list[str]:
-    lines = read_lines(path)
-    for number, line in enumerate(lines, start=1):
-        if "\r" in line:  # a file with CR-only line ends reads as one line: sentences would pair up wrongly
-            raise S2SError(f"{path}:{number}: a carriage return inside the line (CR-only line ends?); "
-                           "save the file with \\n line ends")
-    return lines
+    return refuse_carriage_returns(read_lines(path), str(path))
 
 
 def read_parallel(src_path: str | Path, tgt_path: str | Path) -> tuple[list[str], list[str]]:

@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import logging
 import math
+from collections import Counter
 from pathlib import Path
 
 import torch
 
 from s2s.data.conll import read_conll
-from s2s.data.io import read_lines
+from s2s.data.io import read_lines, refuse_carriage_returns
 from s2s.data.labelled import texts_from_jsonl
 from s2s.data.tokenize import normalize, tokenize
 from s2s.errors import S2SError
@@ -49,6 +50,11 @@ def train_word_vectors(corpus: list[list[str]], out: str | Path, dim: int = 100,
         raise S2SError("training word vectors needs gensim: pip install 's2s[vectors]'") from None
     if not corpus:
         raise S2SError("no text to train word vectors on")
+    for name, value in (("dim", dim), ("window", window), ("min_count", min_count), ("epochs", epochs), ("threads", threads)):
+        if value < 1:
+            raise S2SError(f"word vectors: {name} must be at least 1, got {value}")
+    if max(Counter(w for text in corpus for w in text).values(), default=0) < min_count:
+        raise S2SError(f"word vectors: no word occurs min_count={min_count} times in the text")
     log.info("word2vec: %d texts, %d tokens, dim %d, %d epochs, %d threads",
              len(corpus), sum(map(len, corpus)), dim, epochs, threads)
     model = Word2Vec(corpus, vector_size=dim, window=window, min_count=min_count, sg=1, negative=5,
@@ -66,10 +72,7 @@ def read_word_vectors(path: str | Path, lowercase: bool = True) -> tuple[list[st
     text file. Words are normalised like the tagging vocabulary; the first vector of a word wins."""
     path = Path(path)
     words, rows, seen, dim = [], [], set(), None
-    for number, line in enumerate(read_lines(path), start=1):
-        if "\r" in line:
-            raise S2SError(f"{path}:{number}: a carriage return inside the line (CR-only line ends?); "
-                           "save the file with \\n line ends")
+    for number, line in enumerate(refuse_carriage_returns(read_lines(path), str(path)), start=1):
         parts = line.rstrip().split(" ")
         if number == 1 and len(parts) == 2 and all(p.isdigit() for p in parts):
             continue  # word2vec header: count and dimension

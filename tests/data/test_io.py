@@ -127,3 +127,11 @@ def test_a_closed_pipe_stays_a_broken_pipe(monkeypatch):
     monkeypatch.setattr(sys, "stdout", _ClosedPipe())
     with pytest.raises(BrokenPipeError):
         write_lines("-", ["eins"])
+
+
+def test_carriage_returns_inside_lines_are_refused_with_the_line():
+    from s2s.data.io import refuse_carriage_returns
+
+    assert refuse_carriage_returns(["a", "b"], "f") == ["a", "b"]
+    with pytest.raises(S2SError, match=r"^f:2: a carriage return inside the line \(CR-only line ends\?\)"):
+        refuse_carriage_returns(["a", "b\rc"], "f")
