@@ -1,9 +1,9 @@
-"""s2s: recurrent sequence models (translation, tagging, classification) on one shared encoder."""
+"""s2s: recurrent sequence models (translation, tagging, classification, forecasting) on one shared encoder."""
 from __future__ import annotations
 
 __version__ = "0.2.0"
 
-__all__ = ["Classifier", "Tagger", "Translator", "__version__"]
+__all__ = ["Classifier", "Forecaster", "Tagger", "Translator", "__version__"]
 
 
 def __getattr__(name: str):
@@ -20,4 +20,8 @@ def __getattr__(name: str):
         from s2s.tasks.classification import Classifier
 
         return Classifier
+    if name == "Forecaster":
+        from s2s.tasks.forecasting import Forecaster
+
+        return Forecaster
     raise AttributeError(name)

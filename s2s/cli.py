@@ -1,4 +1,4 @@
-"""The `s2s` command: train, translate, tag, classify, evaluate, vectors, config, upgrade. Each handler parses,
+"""The `s2s` command: train, translate, tag, classify, forecast, evaluate, vectors, config, upgrade. Each handler parses,
 calls the library, prints."""
 from __future__ import annotations
 
@@ -121,6 +121,15 @@ def cmd_classify(args: argparse.Namespace) -> None:
     else:
         out = [p.to_tsv() if p is not None else "" for p in predictions]
     _write_lines(args.output, out)
+
+
+def cmd_forecast(args: argparse.Namespace) -> None:
+    from s2s.tasks.forecasting import Forecaster, forecast_lines
+
+    forecaster = Forecaster.load(args.model, device=args.device)
+    if args.input is None or args.input == "-":
+        raise S2SError("forecast reads a CSV file: give --input FILE")
+    _write_lines(args.output, forecast_lines(forecaster, forecaster.read(args.input)))
 
 
 def _looks_like_jsonl(lines: list[str], text_field: str) -> bool:
@@ -328,6 +337,13 @@ def build_parser() -> argparse.ArgumentParser:
     _run_options(p, "texts per batch")
     p.set_defaults(func=cmd_classify)
 
+    p = _predict_command(sub, "forecast", "forecast the rows after a history CSV", "Forecast the next forecasting.horizon "
+                         "rows after the last forecasting.seq_len rows of a CSV with the model's timestamp column and variables; "
+                         "writes a CSV of the forecast rows, with timestamps one step (the history's last) apart, in original units.",
+                         "a run directory made by `s2s train` with task: forecasting", "history CSV", "forecast CSV")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="default: auto (CUDA when present)")
+    p.set_defaults(func=cmd_forecast)
+
     p = sub.add_parser("vectors", help="train word vectors on unlabelled text for a tagger's embeddings (vocab.word_vectors)",
                        description="Train skip-gram word vectors (gensim word2vec) on unlabelled text and write them in "
                        "word2vec text format. Text is tokenised and normalised as the tagger does (lowercased, digits "
@@ -352,13 +368,14 @@ def build_parser() -> argparse.ArgumentParser:
                        "hypotheses are kept next to the raw subword output. Tagging: --conll FILE (or --split), entity precision, "
                        "recall and F1 per type and micro-averaged on exact span and type (conlleval-equivalent); several --model "
                        "runs evaluate as one ensemble. Classification: --data FILE (labelled JSONL, TSV or CSV; or --split), "
-                       "accuracy, macro-F1 and the confusion matrix. An option of another task is an error.")
+                       "accuracy, macro-F1 and the confusion matrix. Forecasting: --split (or --data CSV), MSE and MAE on z-scored values over "
+                       "every window, next to the repeat-last-value and a linear baseline. An option of another task is an error.")
     p.add_argument("--model", required=True, nargs="+", metavar="RUN_DIR",
                    help="the run directory to evaluate (tagging: several runs evaluate as one ensemble)")
     p.add_argument("--split", choices=["dev", "test"], help="the run config's dev or test split, instead of a file")
     _run_options(p, "sentences or texts per batch")
     p.add_argument("--hyp-prefix", metavar="PATH", help="write the predictions to PATH.hyp and PATH.raw (translation), PATH.conll "
-                   "(tagging) or PATH.pred (classification) (default: RUN_DIR/eval/ and the split's name, or the input "
+                   "(tagging), PATH.pred (classification) or PATH.tsv (forecasting) (default: RUN_DIR/eval/ and the split's name, or the input "
                    "file's name and a short hash of its absolute path)")
     p.add_argument("--json", action="store_true", help="print the scores as one JSON object")
     g = p.add_argument_group("translation")
@@ -372,7 +389,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--conll", metavar="FILE", help="a gold CoNLL file to tag and score")
     g.add_argument("--scheme", choices=["iob1", "iob2", "bioes"], help="tag scheme of --conll (default: the run config's data.scheme)")
     g = p.add_argument_group("classification")
-    g.add_argument("--data", metavar="FILE", help="a labelled JSONL, TSV or CSV file to classify and score")
+    g.add_argument("--data", metavar="FILE", help="a labelled JSONL, TSV or CSV file to classify and score (forecasting: a CSV "
+                   "series, every window scored)")
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("config", help="print the complete default config of a task, commented",

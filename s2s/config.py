@@ -1,7 +1,7 @@
 """Run configuration: the one schema, YAML in and out, typed `--set a.b=v` overrides, and every value rule.
 
 A config has shared sections (data, vocab, encoder, train, decode) and one section per head
-(translation, tagging, classification). Each key belongs to every task or to the tasks its field
+(translation, tagging, classification, forecasting). Each key belongs to every task or to the tasks its field
 names; a key of another task, an unknown key, a wrong type or a bad value fails with one line
 naming the key and what would be valid. `s2s config TASK` prints the complete default config of
 a task (`describe`), with each key's help as a comment.
@@ -25,7 +25,8 @@ from s2s.errors import S2SError
 from s2s.tasks import TASKS
 
 ALL = tuple(TASKS)
-TR, TAG, CLS = ("translation",), ("tagging",), ("classification",)
+TR, TAG, CLS, FC = ("translation",), ("tagging",), ("classification",), ("forecasting",)
+TEXT = TR + TAG + CLS  # the tasks that read text
 
 
 def key(default: Any, help: str, tasks: tuple[str, ...] = ALL, choices: tuple = (), at_least: float | None = None,
@@ -41,13 +42,18 @@ MAX_SIZE = 1 << 16  # a bound on layer widths: beyond it a model no longer fits 
 @dataclass(frozen=True)
 class DataConfig:
     format: str = key("text", "text: {dir}/{split}.{src_lang|tgt_lang}; tsv | jsonl: one column per language; hub: a datasets hub set "
-                      "(translation); conll (tagging); jsonl | tsv | csv (classification)",
+                      "(translation); conll (tagging); jsonl | tsv | csv (classification); csv (forecasting)",
                       choices=("text", "tsv", "jsonl", "hub", "conll", "csv"))
     dir: str = key("", "folder holding the split files")
-    train: str = key("train", "split names: {dir}/{train}.*")
-    dev: str = key("val", "the split that selects the best checkpoint during training")
-    test: str = key("test2016", "the split `s2s evaluate --split test` scores")
-    max_train: int = key(0, "keep only the first N training examples (0 = all; classification: after the dev hold-out)", at_least=0)
+    train: str = key("train", "split names: {dir}/{train}.*", TEXT)
+    dev: str = key("val", "the split that selects the best checkpoint during training", TEXT)
+    test: str = key("test2016", "the split `s2s evaluate --split test` scores", TEXT)
+    file: str = key("ETTh1.csv", "the series: {dir}/{file}, a CSV with a timestamp column and numeric columns, split by rows", FC)
+    time_column: str = key("date", "the CSV column holding the timestamps (ISO dates or numbers, strictly increasing)", FC)
+    train_rows: int = key(8640, "the first N rows train (ETTh1's standard split: 12 months of 30 days)", FC, at_least=1)
+    dev_rows: int = key(2880, "the next N rows select the best checkpoint (their windows look back into train)", FC, at_least=1)
+    test_rows: int = key(2880, "the next N rows are `s2s evaluate --split test` (windows look back into dev)", FC, at_least=1)
+    max_train: int = key(0, "keep only the first N training examples (0 = all; classification: after the dev hold-out; forecasting: windows)", at_least=0)
     max_dev: int = key(0, "score only the first N dev examples during training (0 = all)", TAG + CLS, at_least=0)
     max_len: int = key(100, "training examples longer than this many tokens (translation: subword tokens on either side) are skipped",
                        TR + TAG, at_least=1)
@@ -81,14 +87,16 @@ class VocabConfig:
 @dataclass(frozen=True)
 class EncoderConfig:
     cell: str = key("lstm", "recurrent cell", choices=("lstm", "gru", "rnn"))
-    emb_dim: int = key(256, "token embedding size", at_least=1, at_most=MAX_SIZE)
+    emb_dim: int = key(256, "token embedding size (forecasting: the size each input row or segment is projected to)", at_least=1, at_most=MAX_SIZE)
     hidden_size: int = key(256, "hidden size per direction (states are 2 * hidden_size when bidirectional)", at_least=1, at_most=MAX_SIZE)
     num_layers: int = key(1, "stacked layers", at_least=1, at_most=64)
     bidirectional: bool = key(True, "run both directions")
     dropout: float = key(0.3, "on embeddings, between layers and on the states (classification: after pooling instead)", at_least=0, below=1)
-    conv_filters: int = key(0, "1-D convolution before the RNN: output channels (0 = none; the CNN+RNN hybrid)", at_least=0, at_most=MAX_SIZE)
-    conv_kernel: int = key(5, "its window in tokens (odd)", at_least=1)
-    conv_pool: int = key(2, "max-pooling stride after it: the RNN sees ceil(T / conv_pool) steps (tagging keeps every token)", at_least=1)
+    conv_filters: int = key(0, "1-D convolution before the RNN: output channels (0 = none; the CNN+RNN hybrid)", TEXT, at_least=0,
+                            at_most=MAX_SIZE)
+    conv_kernel: int = key(5, "its window in tokens (odd)", TEXT, at_least=1)
+    conv_pool: int = key(2, "max-pooling stride after it: the RNN sees ceil(T / conv_pool) steps (tagging keeps every token)", TEXT,
+                         at_least=1)
 
 
 @dataclass(frozen=True)
@@ -165,6 +173,22 @@ class ClassificationConfig:
 
 
 @dataclass(frozen=True)
+class ForecastingConfig:
+    seq_len: int = key(336, "look-back: rows each forecast reads", FC, at_least=1, at_most=100_000)
+    horizon: int = key(96, "rows forecast at once", FC, at_least=1, at_most=100_000)
+    features: str = key("multivariate", "multivariate: every numeric column in and out; univariate: the target column alone", FC,
+                        choices=("multivariate", "univariate"))
+    target: str = key("OT", "the univariate setting's column (and the one whose MAE evaluate also gives in original units)", FC)
+    model: str = key("segrnn", "segrnn: each variable alone, cut into segments, last state -> all steps (Lin et al. 2023); "
+                     "lstm: every variable at each step, last state -> all steps (the tutorials' recipe)", FC, choices=("segrnn", "lstm"))
+    segment: int = key(48, "segrnn: rows per segment (a look-back of another length is padded at the front with its first row)", FC,
+                       at_least=1, at_most=100_000)
+    norm: str = key("last", "instance normalisation: subtract each window's last value or mean, add it back to the forecast", FC,
+                    choices=("last", "mean", "none"))
+    loss: str = key("mse", "training loss on the z-scored values", FC, choices=("mse", "mae"))
+
+
+@dataclass(frozen=True)
 class Config:
     task: str = "translation"
     data: DataConfig = field(default_factory=DataConfig)
@@ -175,6 +199,7 @@ class Config:
     translation: TranslationConfig = field(default_factory=TranslationConfig)
     tagging: TaggingConfig = field(default_factory=TaggingConfig)
     classification: ClassificationConfig = field(default_factory=ClassificationConfig)
+    forecasting: ForecastingConfig = field(default_factory=ForecastingConfig)
 
     @property
     def head(self):
@@ -188,8 +213,12 @@ TASK_DEFAULTS = {
     "translation": {},
     "tagging": {"data.format": "conll", "data.dev": "valid", "data.test": "test", "data.max_len": 250},
     "classification": {"data.format": "jsonl", "data.dev": "dev", "data.test": "test"},
+    "forecasting": {"data.format": "csv", "encoder.cell": "gru", "encoder.bidirectional": False, "encoder.emb_dim": 256,
+                    "encoder.hidden_size": 256, "encoder.dropout": 0.1, "train.max_tokens": 256, "train.epochs": 20,
+                    "train.early_stopping": 4, "train.log_every": 20, "decode.batch_size": 256},
 }
-FORMATS = {"translation": ("text", "tsv", "jsonl", "hub"), "tagging": ("conll",), "classification": ("jsonl", "tsv", "csv")}
+FORMATS = {"translation": ("text", "tsv", "jsonl", "hub"), "tagging": ("conll",), "classification": ("jsonl", "tsv", "csv"),
+           "forecasting": ("csv",)}
 
 
 @functools.cache

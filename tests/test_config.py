@@ -400,7 +400,7 @@ def _old(task: str, **sections: dict) -> dict:
     return raw
 
 
-@pytest.mark.parametrize("task", TASKS)
+@pytest.mark.parametrize("task", ("translation", "tagging", "classification"))  # the tasks of s2s 0.1
 def test_upgrade_dict_keeps_every_key_the_task_used_and_drops_the_others(task):
     upgraded = config_lib.upgrade_dict(_old(task))
     assert "model" not in upgraded and upgraded["task"] == task

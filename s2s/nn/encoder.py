@@ -1,4 +1,5 @@
-"""The shared encoder: token embeddings + a (bi)directional RNN. Every head builds on this class."""
+"""The shared encoder: token embeddings (or a projection of real-valued inputs) + a (bi)directional RNN.
+Every head builds on this class."""
 from __future__ import annotations
 
 from typing import NamedTuple
@@ -59,15 +60,22 @@ class Encoder(nn.Module):
         conv_kernel: int = 5,
         conv_pool: int = 1,
         output_dropout: bool = True,
+        input_size: int = 0,
     ):
         """feature_dim > 0 lets a head join extra per-token features (e.g. character
         features for tagging) to the word embeddings before the RNN. conv_filters > 0 puts a
         ConvFrontEnd between the embeddings and the RNN; with conv_pool > 1 the states, mask
         and lengths then cover ceil(T / conv_pool) steps, not T tokens. output_dropout=False returns
         the states without dropout, for a head that pools them first (dropout before a max would
-        make training-time maxima larger than test-time ones)."""
+        make training-time maxima larger than test-time ones). input_size > 0 reads real-valued
+        inputs (B, T, input_size) through a Linear(input_size, emb_dim) in place of the token
+        embedding (vocab_size is then unused): a time series' values or segments of them."""
         super().__init__()
-        self.embed = nn.Embedding(vocab_size, emb_dim, padding_idx=pad_id)
+        if input_size:
+            self.project = nn.Linear(input_size, emb_dim)
+        else:
+            self.embed = nn.Embedding(vocab_size, emb_dim, padding_idx=pad_id)
+        self.input_size = input_size
         self.dropout = nn.Dropout(dropout)
         self.conv = ConvFrontEnd(emb_dim + feature_dim, conv_filters, conv_kernel, conv_pool) if conv_filters else None
         self.rnn = CELLS[cell](
@@ -85,8 +93,9 @@ class Encoder(nn.Module):
     def forward(
         self, tokens: torch.Tensor, lengths: torch.Tensor, features: torch.Tensor | None = None
     ) -> EncoderOutput:
-        """tokens (B, T) padded ids; lengths (B,) >= 1; features (B, T, F) or None."""
-        x = self.embed(tokens)  # (B, T, E)
+        """tokens (B, T) padded ids, or (B, T, input_size) floats with input_size > 0; lengths (B,) >= 1;
+        features (B, T, F) or None."""
+        x = self.project(tokens) if self.input_size else self.embed(tokens)  # (B, T, E)
         if features is not None:
             x = torch.cat([x, features], dim=-1)  # (B, T, E + F)
         x = self.dropout(x)

@@ -6,7 +6,7 @@ A task module holds its head model and `build_model`, its training `Task`, its A
     Task(config, run_dir, resume)   .model, .lengths (batching cost per example), .batch(indices),
                                     .validate(model, device) -> {name: score}; class attributes
                                     `metric` (the score that selects best.pt) and `higher_is_better`
-    API class                       Translator | Tagger | Classifier: load(run_dir), predict, evaluate
+    API class                       Translator | Tagger | Classifier | Forecaster: load(run_dir), predict, evaluate
     EVALUATE_FLAGS                  the `s2s evaluate` options the task takes besides the common ones
     evaluate(args) -> (scores, report lines)   `s2s evaluate` on a run of the task
 
@@ -24,6 +24,7 @@ TASKS = {
     "translation": "s2s.tasks.translation",
     "tagging": "s2s.tasks.tagging",
     "classification": "s2s.tasks.classification",
+    "forecasting": "s2s.tasks.forecasting",
 }
 
 

@@ -117,3 +117,16 @@ def test_unpacked_inference_encoder_equals_packed(cell, bidirectional, layers):
     assert torch.allclose(unpacked.states, packed.states, atol=1e-6)
     assert torch.allclose(unpacked.final, packed.final, atol=1e-6)
     assert torch.equal(unpacked.mask, packed.mask) and (unpacked.states[~unpacked.mask] == 0).all()
+
+
+def test_input_size_projects_real_values_in_place_of_the_embedding():
+    torch.manual_seed(0)
+    tokens_only = Encoder(VOCAB, EMB, HIDDEN)
+    assert "embed.weight" in tokens_only.state_dict() and not any(k.startswith("project") for k in tokens_only.state_dict())
+    encoder = Encoder(0, EMB, HIDDEN, cell="gru", bidirectional=False, input_size=3).eval()
+    assert "project.weight" in encoder.state_dict() and not any(k.startswith("embed") for k in encoder.state_dict())
+    x, lengths = torch.randn(4, 6, 3), torch.tensor([6, 2, 6, 4])
+    out = encoder(x, lengths)
+    assert out.states.shape == (4, 6, HIDDEN) and out.final.shape == (4, HIDDEN)
+    # padding never changes a result: the values past each length do not reach the final state
+    assert torch.allclose(encoder(x.masked_fill(~out.mask[:, :, None], 9.0), lengths).final, out.final, atol=1e-6)
