@@ -161,7 +161,7 @@ def cmd_vectors(args: argparse.Namespace) -> None:
 
 # `s2s evaluate` options that some task takes (each task module's EVALUATE_FLAGS says which); the others are common.
 TASK_FLAGS = {"src": "--src", "ref": "--ref", "beam_size": "--beam-size", "amp": "--amp", "workers": "--workers",
-              "conll": "--conll", "scheme": "--scheme", "data": "--data"}
+              "conll": "--conll", "scheme": "--scheme", "data": "--data", "plot": "--plot", "plot_windows": "--plot-windows"}
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
@@ -369,7 +369,7 @@ def build_parser() -> argparse.ArgumentParser:
                        "recall and F1 per type and micro-averaged on exact span and type (conlleval-equivalent); several --model "
                        "runs evaluate as one ensemble. Classification: --data FILE (labelled JSONL, TSV or CSV; or --split), "
                        "accuracy, macro-F1 and the confusion matrix. Forecasting: --split (or --data CSV), MSE and MAE on z-scored values over "
-                       "every window, next to the repeat-last-value and a linear baseline. An option of another task is an error.")
+                       "every window, next to the repeat-last-value and a linear baseline; --plot FILE.png draws a few windows. An option of another task is an error.")
     p.add_argument("--model", required=True, nargs="+", metavar="RUN_DIR",
                    help="the run directory to evaluate (tagging: several runs evaluate as one ensemble)")
     p.add_argument("--split", choices=["dev", "test"], help="the run config's dev or test split, instead of a file")
@@ -391,6 +391,10 @@ def build_parser() -> argparse.ArgumentParser:
     g = p.add_argument_group("classification")
     g.add_argument("--data", metavar="FILE", help="a labelled JSONL, TSV or CSV file to classify and score (forecasting: a CSV "
                    "series, every window scored)")
+    g = p.add_argument_group("forecasting")
+    g.add_argument("--plot", metavar="FILE.png", help="draw forecast against truth for a few windows (needs matplotlib: "
+                   'pip install -e ".[plot]")')
+    g.add_argument("--plot-windows", type=int, metavar="N", help="how many evenly spaced windows --plot draws (default: 4)")
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("config", help="print the complete default config of a task, commented",

@@ -1,4 +1,4 @@
-"""The smoke recipe end to end on a slice of ../shared/data/multi30k (what catches a broken pipeline)."""
+"""The smoke recipes end to end on slices of ../shared/data (what catches a broken pipeline)."""
 from __future__ import annotations
 
 import json
@@ -54,3 +54,39 @@ def test_recipe_without_data_fails_clearly_when_the_hub_is_unreachable(tmp_path,
     assert result.returncode == 2
     assert "cannot reach the Hugging Face hub" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+ETT = ROOT.parent / "shared" / "data" / "ett"
+
+
+@pytest.mark.skipif(not (ETT / "ETTh1.csv").is_file(), reason=f"ETTh1 not found at {ETT} (the shared data folder)")
+def test_forecast_smoke_recipe_prints_one_table(tmp_path):
+    out = tmp_path / "runs"
+    result = subprocess.run(
+        ["bash", str(ROOT / "recipes" / "forecast.sh"), "--smoke", "--horizon", "24", "--data", str(ETT), "--out", str(out)],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    lines = result.stdout.splitlines()
+    header = next(i for i, line in enumerate(lines) if line.split() == ["horizon", "MSE", "MAE", "repeat-last", "MSE", "linear", "MSE"])
+    assert len(lines) == header + 2  # the table ends the output: one row per horizon
+    horizon, mse, mae, repeat_last, linear = lines[header + 1].split()
+    scores = json.loads((out / "h24" / "test-scores.json").read_text(encoding="utf-8"))
+    assert int(horizon) == 24 == scores["horizon"] and scores["windows"] == 200 - 24 + 1
+    assert float(mse) == pytest.approx(scores["mse"], abs=1e-4) and float(linear) == pytest.approx(scores["linear"]["mse"], abs=1e-4)
+    assert float(mse) < float(repeat_last) and (out / "h24" / "last.pt").is_file()
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--horizon", "ninety"], "error: --horizon must be a positive whole number, got 'ninety'"),
+    (["--nope"], "error: unknown option '--nope' (try --help)"),
+])
+def test_forecast_recipe_rejects_bad_options(args, message):
+    result = subprocess.run(["bash", str(ROOT / "recipes" / "forecast.sh"), *args], capture_output=True, text=True)
+    assert result.returncode == 2 and result.stderr == message + "\n" and result.stdout == ""
+
+
+def test_forecast_recipe_help_prints_its_header():
+    result = subprocess.run(["bash", str(ROOT / "recipes" / "forecast.sh"), "--help"], capture_output=True, text=True)
+    assert result.returncode == 0 and result.stdout.startswith("ETTh1 forecasting end to end")
+    assert "--univariate" in result.stdout and "set -euo" not in result.stdout

@@ -28,6 +28,7 @@ from s2s.device import resolve_device
 from s2s.errors import S2SError
 from s2s.nn import Output
 from s2s.nn.encoder import Encoder
+from s2s.plot import plot_forecasts, require_matplotlib
 
 log = logging.getLogger(__name__)
 
@@ -222,7 +223,7 @@ class Forecaster:
         return scores, pred
 
 
-EVALUATE_FLAGS = ("data",)
+EVALUATE_FLAGS = ("data", "plot", "plot_windows")
 
 
 def evaluate(args: argparse.Namespace) -> tuple[dict, list[str], dict[str, list[str]]]:
@@ -234,6 +235,10 @@ def evaluate(args: argparse.Namespace) -> tuple[dict, list[str], dict[str, list[
         raise S2SError(f"evaluate: {run} is a forecasting run: give --data FILE or --split dev|test")
     if len(args.model) > 1:
         raise S2SError("evaluate: several --model runs (an ensemble) work only for tagging runs")
+    if args.plot_windows is not None and (not args.plot or args.plot_windows < 1):
+        raise S2SError(f"evaluate: --plot-windows {args.plot_windows}: give --plot FILE.png and at least 1 window")
+    if args.plot:
+        require_matplotlib()  # before the work, not after it
     forecaster = Forecaster.load(run, device=args.device)
     config, seq_len = forecaster.config, forecaster.seq_len
     if args.data:
@@ -260,7 +265,25 @@ def evaluate(args: argparse.Namespace) -> tuple[dict, list[str], dict[str, list[
     if f"mae_{target}" in scores:
         report.append(f"MAE of {target} in its own units: {scores[f'mae_{target}']:.4f}")
     report.append(f"per-window errors: {prefix}.tsv")
+    if args.plot:
+        plot_windows(args.plot, args.plot_windows or 4, forecaster, values, pred, starts)
+        scores["plot"] = args.plot
+        report.append(f"plot: {args.plot}")
     return scores, report, {f"{prefix}.tsv": lines}
+
+
+def plot_windows(path: str, count: int, forecaster: Forecaster, values: torch.Tensor, pred: torch.Tensor,
+                 starts: list[str]) -> None:
+    """Forecast against truth of `count` evenly spaced windows of the z-scored rows `values` (forecasts `pred`
+    (N, H, C), first forecast timestamps `starts`), for the target column (or the first) in original units."""
+    seq_len, target = forecaster.seq_len, forecaster.config.forecasting.target
+    c = forecaster.columns.index(target) if target in forecaster.columns else 0
+    picks = torch.linspace(0, len(pred) - 1, min(count, len(pred))).round().long().unique()  # (n,)
+    wins = windows(values, seq_len, forecaster.horizon)[picks]  # (n, L + H, C) z-scored
+    mse = (pred[picks] - wins[:, seq_len:]).double().pow(2).mean(dim=(1, 2))  # (n,) over steps and variables
+    wins, forecast = forecaster.scaler.inverse(wins)[..., c], forecaster.scaler.inverse(pred[picks])[..., c]  # (n, L + H), (n, H)
+    titles = [f"forecast from {starts[i]}: MSE {m:.4f} (z-scored, all variables)" for i, m in zip(picks.tolist(), mse.tolist())]
+    plot_forecasts(path, wins[:, :seq_len], wins[:, seq_len:], forecast, titles, forecaster.columns[c])
 
 
 def forecast_lines(forecaster: Forecaster, history: Series) -> list[str]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import math
 import random
+import sys
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -159,6 +160,35 @@ def test_evaluate_a_csv_scores_all_its_windows(run_dir, tmp_path, capsys):
     assert main(["evaluate", "--model", str(run_dir), "--data", str(path), "--json"]) == 0
     scores = json.loads(capsys.readouterr().out)
     assert scores["windows"] == 60 - SEQ - HORIZON + 1 and "linear" not in scores
+
+
+def test_plot_writes_a_png_of_forecast_against_truth(run_dir, tmp_path, capsys):
+    pytest.importorskip("matplotlib")
+    path = tmp_path / "test.png"
+    assert main(["evaluate", "--model", str(run_dir), "--split", "test", "--plot", str(path), "--plot-windows", "3",
+                 "--hyp-prefix", str(tmp_path / "test"), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["plot"] == str(path)
+    data = path.read_bytes()
+    assert len(data) > 0 and data[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_plot_without_matplotlib_or_windows_is_one_line(run_dir, tmp_path, capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # an import of it now fails as if not installed
+    assert main(["evaluate", "--model", str(run_dir), "--split", "test", "--plot", str(tmp_path / "p.png")]) == 2
+    assert capsys.readouterr().err == 'error: --plot needs matplotlib: pip install -e ".[plot]"\n'
+    assert main(["evaluate", "--model", str(run_dir), "--split", "test", "--plot-windows", "2"]) == 2
+    assert "--plot-windows 2: give --plot FILE.png" in capsys.readouterr().err
+
+
+def test_plot_on_another_tasks_run_does_not_apply(tmp_path, capsys):
+    from s2s import checkpoint
+
+    fake = tmp_path / "translation-run"
+    fake.mkdir()
+    checkpoint.save({"config": config_lib.task_dict(config_lib.Config()), "model": {}, "task": "translation"}, fake / checkpoint.BEST)
+    assert main(["evaluate", "--model", str(fake), "--split", "test", "--plot", str(tmp_path / "p.png")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and f"--plot does not apply to {fake}, a translation run" in err and err.count("\n") == 1
 
 
 def test_training_data_problems_are_one_line(data_dir, tmp_path, capsys):
