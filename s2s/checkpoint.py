@@ -235,11 +235,8 @@ def upgrade(run_dir: str | Path) -> list[str]:
     if not run_dir.is_dir():
         raise S2SError(f"{run_dir}: no such run directory")
     done = []
-    if (run_dir / CONFIG).is_file():
-        raw = config_lib.read_yaml(run_dir / CONFIG)
-        if config_lib.is_legacy(raw):
-            config_lib.save(config_lib.read(raw, str(run_dir / CONFIG)), run_dir / CONFIG)
-            done.append(CONFIG)
+    if (run_dir / CONFIG).is_file() and config_lib.upgrade_file(run_dir / CONFIG):
+        done.append(CONFIG)
     for name in (BEST, LAST):
         if (run_dir / name).is_file():
             payload = load(run_dir / name)

@@ -230,12 +230,8 @@ def cmd_upgrade(args: argparse.Namespace) -> None:
     for target in args.run:
         path = Path(target)
         if path.is_file():  # a config file
-            raw = config_lib.read_yaml(path)
-            if config_lib.is_legacy(raw):
-                config_lib.save(config_lib.read(raw, str(path)), path)
-                write_stdout(f"{path}: rewritten in the s2s 0.2 layout\n")
-            else:
-                write_stdout(f"{path}: already in the s2s 0.2 layout\n")
+            rewritten = config_lib.upgrade_file(path)
+            write_stdout(f"{path}: {'rewritten in' if rewritten else 'already in'} the s2s 0.2 layout\n")
             continue
         done = upgrade(path)
         write_stdout(f"{path}: {'rewrote ' + ', '.join(done) + ' in the s2s 0.2 layout' if done else 'already in the s2s 0.2 layout'}\n")

@@ -511,3 +511,13 @@ def load_run_config(path: str | Path) -> Config:
     """A run directory's config.yaml, of this version or of s2s 0.1."""
     path = Path(path)
     return read(read_yaml(path), str(path))
+
+
+def upgrade_file(path: str | Path) -> bool:
+    """Rewrite a config file of s2s 0.1 in this layout; False (untouched) when it is not one."""
+    path = Path(path)
+    raw = read_yaml(path)
+    if not is_legacy(raw):
+        return False
+    save(read(raw, str(path)), path)
+    return True
