@@ -3,6 +3,7 @@ Seq2Seq, and one tiny run directory trained once per session through the CLI."""
 from __future__ import annotations
 
 import io
+import json
 import random
 import zipfile
 from pathlib import Path
@@ -154,3 +155,27 @@ def trained_run(tmp_path_factory, corpus_dir) -> Path:
     code = main(["-q", "train", str(config_path), "--out", str(run), "--set", "train.max_steps=12"])
     assert code == 0
     return run
+
+
+def metrics_events(run: Path) -> list[dict]:
+    """The records of a run's metrics.jsonl."""
+    return [json.loads(line) for line in (run / "metrics.jsonl").read_text(encoding="utf-8").splitlines()]
+
+
+def train_losses(run: Path) -> dict[int, float]:
+    """{step: training loss} of a run's metrics.jsonl."""
+    return {e["step"]: e["train_loss"] for e in metrics_events(run) if "train_loss" in e}
+
+
+def check_against_seqeval(gold_tags: list[list[str]], pred_tags: list[list[str]], ours: dict) -> None:
+    """Span scores `ours` (s2s.metrics.span_scores of IOB2 tags) equal seqeval's strict IOB2 report."""
+    from seqeval.metrics import classification_report
+    from seqeval.scheme import IOB2
+
+    ref = classification_report(gold_tags, pred_tags, mode="strict", scheme=IOB2, output_dict=True, zero_division=0)
+    assert ours["micro"]["f1"] == pytest.approx(100 * ref["micro avg"]["f1-score"], abs=1e-6)
+    assert ours["micro"]["precision"] == pytest.approx(100 * ref["micro avg"]["precision"], abs=1e-6)
+    assert ours["micro"]["recall"] == pytest.approx(100 * ref["micro avg"]["recall"], abs=1e-6)
+    for kind, v in ours["types"].items():
+        if v["gold"]:
+            assert v["f1"] == pytest.approx(100 * ref[kind]["f1-score"], abs=1e-6)

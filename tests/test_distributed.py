@@ -2,7 +2,6 @@
 torchrun that stay in sync, write one run directory and resume exactly."""
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import subprocess
@@ -12,13 +11,14 @@ from pathlib import Path
 import pytest
 import torch
 import torch.distributed as dist
+from conftest import metrics_events, train_losses
 
 import s2s
 from s2s import checkpoint, distributed
 from s2s import config as config_lib
 from s2s.errors import S2SError
-from s2s.train import train
 from s2s.tasks.translation import Translator
+from s2s.train import train
 
 needs_gloo = pytest.mark.skipif(
     not (dist.is_available() and dist.is_gloo_available()), reason="this torch build has no torch.distributed with gloo"
@@ -70,14 +70,6 @@ def _torchrun(*args: str) -> str:
     return proc.stdout
 
 
-def _events(run: Path) -> list[dict]:
-    return [json.loads(line) for line in (run / "metrics.jsonl").read_text(encoding="utf-8").splitlines()]
-
-
-def _losses(run: Path) -> dict[int, float]:
-    return {e["step"]: e["train_loss"] for e in _events(run) if "train_loss" in e}
-
-
 @pytest.fixture(scope="module")
 def ddp_runs(tmp_path_factory, corpus_dir, tiny_config):
     """Two 2-process runs of STEPS updates: "a" uninterrupted, "b" stopped after 3 and resumed (by
@@ -108,7 +100,7 @@ def test_rank_0_alone_writes_the_run_directory(ddp_runs):
     a = ddp_runs["a"]
     assert sorted(p.name for p in a.iterdir()) == ["best.pt", "config.yaml", "last.pt", "metrics.jsonl", "spm.src.model", "spm.tgt.model"]
     assert len(ddp_runs["a_stdout"].strip().splitlines()) == 1  # one summary line, not one per process
-    events = _events(a)
+    events = metrics_events(a)
     assert [e["step"] for e in events if "train_loss" in e] == list(range(1, STEPS + 1))  # each update logged once
     # 12 batches an epoch, 6 to each process: the first epoch ends (and validates) at update 6.
     assert [(e["step"], e["epoch"]) for e in events if "dev_bleu" in e] == [(6, 1), (STEPS, 2)]
@@ -121,7 +113,7 @@ def test_rank_0_alone_writes_the_run_directory(ddp_runs):
 @needs_gloo
 def test_resume_under_torchrun_equals_uninterrupted(ddp_runs):
     a, b = ddp_runs["a"], ddp_runs["b"]
-    losses_a, losses_b = _losses(a), _losses(b)
+    losses_a, losses_b = train_losses(a), train_losses(b)
     assert sorted(losses_b) == list(range(1, STEPS + 1))
     assert losses_b == losses_a  # exactly: each process continued its own RNG stream
     assert len(set(losses_a.values())) == STEPS  # the loss moves, so the comparison means something

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import metrics_events
 
 import s2s
 from s2s import checkpoint
@@ -60,10 +61,6 @@ def _wait_for_save(proc: subprocess.Popen, run: Path, after: int = 0) -> int:
         assert time.monotonic() < deadline, "no checkpoint within the safety net"
         time.sleep(0.01)
     return step
-
-
-def _events(run: Path) -> list[dict]:
-    return [json.loads(line) for line in (run / "metrics.jsonl").read_text(encoding="utf-8").splitlines()]
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
@@ -134,5 +131,5 @@ def test_kill_9_at_a_random_point_then_resume_ends_where_an_uninterrupted_run_en
         assert all(torch.equal(v, last["optimizer"]["state"][key][k]) for k, v in value.items()), (key, seed, killed_at)
     # metrics.jsonl was cut back to the step resumed from: each step once, the same losses and dev scores.
     record = lambda e: (e["step"], e.get("train_loss"), e.get("dev_bleu"))  # noqa: E731
-    assert [record(e) for e in _events(run)] == [record(e) for e in _events(a)], seed
+    assert [record(e) for e in metrics_events(run)] == [record(e) for e in metrics_events(a)], seed
     assert not list(run.glob("*.tmp")) and not (run / checkpoint.LOCK).exists()

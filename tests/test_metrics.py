@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 
 import pytest
+from conftest import check_against_seqeval
 
 from s2s.data.schemes import to_tags
 from s2s.metrics import accuracy_scores, span_scores
@@ -17,23 +18,6 @@ def test_span_scores_count_exact_matches_only():
     assert (s["micro"]["correct"], s["micro"]["predicted"], s["micro"]["gold"]) == (1, 3, 3)
     assert s["types"]["LOC"]["precision"] == 50.0 and s["types"]["PER"]["recall"] == 0.0
     assert s["types"]["ORG"]["f1"] == 0.0 and s["micro"]["f1"] == pytest.approx(100 / 3)
-
-
-def _seqeval(gold: list[list[str]], pred: list[list[str]]) -> dict:
-    from seqeval.metrics import classification_report
-    from seqeval.scheme import IOB2
-
-    return classification_report(gold, pred, mode="strict", scheme=IOB2, output_dict=True, zero_division=0)
-
-
-def _check_against_seqeval(gold_tags: list[list[str]], pred_tags: list[list[str]], ours: dict) -> None:
-    ref = _seqeval(gold_tags, pred_tags)
-    assert ours["micro"]["f1"] == pytest.approx(100 * ref["micro avg"]["f1-score"], abs=1e-6)
-    assert ours["micro"]["precision"] == pytest.approx(100 * ref["micro avg"]["precision"], abs=1e-6)
-    assert ours["micro"]["recall"] == pytest.approx(100 * ref["micro avg"]["recall"], abs=1e-6)
-    for kind, v in ours["types"].items():
-        if v["gold"]:
-            assert v["f1"] == pytest.approx(100 * ref[kind]["f1-score"], abs=1e-6)
 
 
 def test_span_f1_equals_seqeval_on_random_tags():
@@ -61,7 +45,7 @@ def test_span_f1_equals_seqeval_on_random_tags():
         gold.append((g, n))
         pred.append(p)
     ours = span_scores([g for g, _ in gold], pred)
-    _check_against_seqeval([to_tags(g, n, "iob2") for g, n in gold], [to_tags(p, n, "iob2") for p, (_, n) in zip(pred, gold)], ours)
+    check_against_seqeval([to_tags(g, n, "iob2") for g, n in gold], [to_tags(p, n, "iob2") for p, (_, n) in zip(pred, gold)], ours)
 
 
 def test_scores_by_hand():

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import metrics_events, train_losses
 
 from s2s import checkpoint
 from s2s import config as config_lib
@@ -26,16 +27,8 @@ LAYOUTS = {
 }
 
 
-def _events(run: Path) -> list[dict]:
-    return [json.loads(line) for line in (run / "metrics.jsonl").read_text(encoding="utf-8").splitlines()]
-
-
-def _losses(run: Path) -> dict[int, float]:
-    return {e["step"]: e["train_loss"] for e in _events(run) if "train_loss" in e}
-
-
 def _lrs(run: Path) -> dict[int, float]:
-    return {e["step"]: e["lr"] for e in _events(run) if "train_loss" in e}
+    return {e["step"]: e["lr"] for e in metrics_events(run) if "train_loss" in e}
 
 
 @pytest.fixture(scope="module")
@@ -63,7 +56,7 @@ def resume_runs(tmp_path_factory, corpus_dir, tiny_config):
 )
 def test_resume_equals_uninterrupted(resume_runs, layout):
     a, b = resume_runs(layout)
-    losses_a, losses_b = _losses(a), _losses(b)
+    losses_a, losses_b = train_losses(a), train_losses(b)
     assert sorted(losses_a) == sorted(losses_b) == [1, 2, 3, 4]
     assert losses_b[3] == losses_a[3] and losses_b[4] == losses_a[4]  # exactly, not approximately
     assert _lrs(b) == _lrs(a)
@@ -76,7 +69,7 @@ def test_resume_equals_uninterrupted(resume_runs, layout):
 def test_the_runs_really_differ_by_step(resume_runs):
     """Guard against a vacuous resume test: the loss changes from step to step."""
     a, _ = resume_runs("mid_epoch")
-    losses = _losses(a)
+    losses = train_losses(a)
     assert len(set(losses.values())) == 4
 
 
@@ -91,7 +84,7 @@ def test_run_directory_layout(resume_runs, corpus_dir, tiny_config):
     assert config_lib.from_dict(best["config"]) == expected and best["task"] == "translation"
     last = checkpoint.load(a / checkpoint.LAST)
     assert {"model", "optimizer", "progress", "rng", "config"} <= last.keys()
-    events = _events(a)
+    events = metrics_events(a)
     assert any("dev_bleu" in e and "dev_chrf" in e for e in events)
     assert all(e["train_loss"] > 0 for e in events if "train_loss" in e)
 
@@ -136,7 +129,7 @@ def test_resume_after_ctrl_c_equals_uninterrupted(resume_runs, tmp_path, monkeyp
     assert "interrupted at step" in str(e.value) and "--resume" in str(e.value)
     assert checkpoint.load(run / checkpoint.LAST)["progress"]["step"] == 2  # the third update never happened
     train(config, run, resume=True)
-    assert _losses(run) == _losses(a)
+    assert train_losses(run) == train_losses(a)
     last_a, last = checkpoint.load(a / checkpoint.LAST), checkpoint.load(run / checkpoint.LAST)
     for key, value in last_a["model"].items():
         assert torch.equal(value, last["model"][key]), key
@@ -153,7 +146,7 @@ def test_ctrl_c_during_validation_validates_again_on_resume(resume_runs, tmp_pat
         with pytest.raises(S2SError, match="interrupted at step 3"):  # the first epoch end
             train(config, run)
     train(config, run, resume=True)
-    dev = lambda r: [(e["step"], e["epoch"], e["dev_bleu"]) for e in _events(r) if "dev_bleu" in e]  # noqa: E731
+    dev = lambda r: [(e["step"], e["epoch"], e["dev_bleu"]) for e in metrics_events(r) if "dev_bleu" in e]  # noqa: E731
     assert dev(run) == dev(a) and dev(a)[0][:2] == (3, 1)
 
 
@@ -185,8 +178,8 @@ def test_resume_after_kill_9_before_any_save_says_there_is_nothing_to_resume(tmp
     assert err == (f"error: {run}: nothing to resume (no last.pt: the run stopped before its first save); "
                    f"start it again without --resume: s2s train CONFIG --out {run}\n")
     train(config, run)
-    assert [e["step"] for e in _events(run) if "train_loss" in e] == [1, 2]
-    assert all(e.get("train_loss") != 9.0 for e in _events(run))
+    assert [e["step"] for e in metrics_events(run) if "train_loss" in e] == [1, 2]
+    assert all(e.get("train_loss") != 9.0 for e in metrics_events(run))
 
 
 @pytest.mark.parametrize(
@@ -392,10 +385,10 @@ def test_a_full_disk_during_a_save_keeps_the_previous_last_pt_and_resume_goes_on
     assert err == f"error: {run / 'last.pt'}: cannot save (No space left on device); the previous last.pt is kept\n"
     assert sorted(p.name for p in run.iterdir() if p.suffix == ".tmp" or p.name == checkpoint.LOCK) == []
     assert checkpoint.load(run / checkpoint.LAST)["progress"]["step"] == 2
-    assert max(e["step"] for e in _events(run)) == 3  # update 3 was logged before the failed save
+    assert max(e["step"] for e in metrics_events(run)) == 3  # update 3 was logged before the failed save
     assert main(["-q", "train", str(config_path), "--out", str(run), "--resume"]) == 0
-    assert [e["step"] for e in _events(run) if "train_loss" in e] == [1, 2, 3, 4]  # cut back to step 2 on --resume
-    assert _losses(run) == _losses(a)
+    assert [e["step"] for e in metrics_events(run) if "train_loss" in e] == [1, 2, 3, 4]  # cut back to step 2 on --resume
+    assert train_losses(run) == train_losses(a)
     last_a, last = checkpoint.load(a / checkpoint.LAST), checkpoint.load(run / checkpoint.LAST)
     for key, value in last_a["model"].items():
         assert torch.equal(value, last["model"][key]), key

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from conftest import train_losses
 
 from s2s import config as config_lib
 from s2s.cli import main
@@ -298,10 +299,7 @@ def test_resume_equals_uninterrupted(data_dir, tmp_path):
     train(config(3), tmp_path / "b")
     train(config(6), tmp_path / "b", resume=True)
 
-    def losses(run):
-        return {e["step"]: e["train_loss"] for e in map(json.loads, (run / "metrics.jsonl").read_text().splitlines()) if "train_loss" in e}
-
-    assert losses(tmp_path / "a") == pytest.approx(losses(tmp_path / "b"), abs=1e-6) and len(losses(tmp_path / "a")) == 6
+    assert train_losses(tmp_path / "a") == pytest.approx(train_losses(tmp_path / "b"), abs=1e-6) and len(train_losses(tmp_path / "a")) == 6
 
 
 @pytest.mark.skipif(not (IMDB / "train.jsonl").is_file(), reason=f"IMDB not found at {IMDB} (the shared data folder)")

@@ -23,6 +23,7 @@ from s2s.data.schemes import check_tags, convert, spans, to_tags
 from s2s.data.tokenize import tokenize
 from s2s.errors import S2SError
 from s2s.tasks.tagging import SequenceTagger, TaggerEnsemble, Tagger, Task, TagVocab, build_model, make_batch, runs_of
+from conftest import check_against_seqeval
 
 ROOT = Path(__file__).resolve().parents[2]
 CONLL = ROOT.parent / "shared" / "data" / "conll2003"
@@ -127,23 +128,6 @@ def test_tagger_overfits_one_batch(crf):
     assert [[vocab.tags[i] for i in p] for p in paths] == gold
 
 
-def _seqeval(gold: list[list[str]], pred: list[list[str]]) -> dict:
-    from seqeval.metrics import classification_report
-    from seqeval.scheme import IOB2
-
-    return classification_report(gold, pred, mode="strict", scheme=IOB2, output_dict=True, zero_division=0)
-
-
-def _check_against_seqeval(gold_tags: list[list[str]], pred_tags: list[list[str]], ours: dict) -> None:
-    ref = _seqeval(gold_tags, pred_tags)
-    assert ours["micro"]["f1"] == pytest.approx(100 * ref["micro avg"]["f1-score"], abs=1e-6)
-    assert ours["micro"]["precision"] == pytest.approx(100 * ref["micro avg"]["precision"], abs=1e-6)
-    assert ours["micro"]["recall"] == pytest.approx(100 * ref["micro avg"]["recall"], abs=1e-6)
-    for kind, v in ours["types"].items():
-        if v["gold"]:
-            assert v["f1"] == pytest.approx(100 * ref[kind]["f1-score"], abs=1e-6)
-
-
 def test_tagger_api_and_hard_inputs(run_dir):
     tagger = Tagger.load(run_dir)
     records = tagger.tag(["Alan Shearer visited Paris .", "", "   ", "Zygmunt visited Ωmega-城市 ."])
@@ -213,7 +197,7 @@ def test_evaluate_conll_matches_seqeval(run_dir, capsys):
         gold.append([c[1] for c in cols])
         pred.append([c[2] for c in cols])
     assert gold == [to_tags(spans(s.tags, "iob1"), len(s.tokens), "iob2") for s in read_conll(test, "iob1")]
-    _check_against_seqeval(gold, pred, scores)
+    check_against_seqeval(gold, pred, scores)
     assert scores["micro"]["gold"] == sum(len(spans(g, "iob2")) for g in gold)
     code, out, err = _run(capsys, "evaluate", "--model", run_dir, "--conll", test)
     assert code == 0 and out.splitlines()[-1].startswith("F1 ") and "PER" in out
