@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import random
+import subprocess
 import zipfile
 from pathlib import Path
 
@@ -179,3 +180,9 @@ def check_against_seqeval(gold_tags: list[list[str]], pred_tags: list[list[str]]
     for kind, v in ours["types"].items():
         if v["gold"]:
             assert v["f1"] == pytest.approx(100 * ref[kind]["f1-score"], abs=1e-6)
+
+
+def run_recipe(name: str, *args: str, timeout: float | None = None) -> subprocess.CompletedProcess[str]:
+    """`bash recipes/NAME ARGS...` from the repository, its output captured as text."""
+    script = Path(__file__).resolve().parents[1] / "recipes" / name
+    return subprocess.run(["bash", str(script), *map(str, args)], capture_output=True, text=True, timeout=timeout)

@@ -2,10 +2,10 @@
 from __future__ import annotations
 
 import json
-import subprocess
 from pathlib import Path
 
 import pytest
+from conftest import run_recipe
 
 ROOT = Path(__file__).resolve().parents[1]
 MULTI30K = ROOT.parent / "shared" / "data" / "multi30k"
@@ -18,10 +18,7 @@ needs_multi30k = pytest.mark.skipif(
 @needs_multi30k
 def test_translate_smoke_recipe_end_to_end(tmp_path):
     out = tmp_path / "run"
-    result = subprocess.run(
-        ["bash", str(ROOT / "recipes" / "translate.sh"), "--smoke", "--data", str(MULTI30K), "--out", str(out)],
-        capture_output=True, text=True, timeout=300,
-    )
+    result = run_recipe("translate.sh", "--smoke", "--data", str(MULTI30K), "--out", str(out), timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
     bleu_lines = [line for line in result.stdout.splitlines() if line.startswith("BLEU|")]
     assert bleu_lines and "tok:13a" in bleu_lines[0] and "case:mixed" in bleu_lines[0]
@@ -37,7 +34,7 @@ def test_translate_smoke_recipe_end_to_end(tmp_path):
 
 
 def test_recipe_rejects_unknown_option():
-    result = subprocess.run(["bash", str(ROOT / "recipes" / "translate.sh"), "--nope"], capture_output=True, text=True)
+    result = run_recipe("translate.sh", "--nope")
     assert result.returncode == 2
     assert "unknown option '--nope'" in result.stderr
 
@@ -47,10 +44,7 @@ def test_recipe_without_data_fails_clearly_when_the_hub_is_unreachable(tmp_path,
 
     if data._hub_reachable(timeout=2):
         pytest.skip("the Hugging Face hub is reachable here; this checks the offline message")
-    result = subprocess.run(
-        ["bash", str(ROOT / "recipes" / "translate.sh"), "--smoke", "--out", str(tmp_path / "run")],
-        capture_output=True, text=True, timeout=120,
-    )
+    result = run_recipe("translate.sh", "--smoke", "--out", str(tmp_path / "run"), timeout=120)
     assert result.returncode == 2
     assert "cannot reach the Hugging Face hub" in result.stderr
     assert "Traceback" not in result.stderr
@@ -62,10 +56,7 @@ ETT = ROOT.parent / "shared" / "data" / "ett"
 @pytest.mark.skipif(not (ETT / "ETTh1.csv").is_file(), reason=f"ETTh1 not found at {ETT} (the shared data folder)")
 def test_forecast_smoke_recipe_prints_one_table(tmp_path):
     out = tmp_path / "runs"
-    result = subprocess.run(
-        ["bash", str(ROOT / "recipes" / "forecast.sh"), "--smoke", "--horizon", "24", "--data", str(ETT), "--out", str(out)],
-        capture_output=True, text=True, timeout=120,
-    )
+    result = run_recipe("forecast.sh", "--smoke", "--horizon", "24", "--data", str(ETT), "--out", str(out), timeout=120)
     assert result.returncode == 0, result.stderr[-2000:]
     lines = result.stdout.splitlines()
     header = next(i for i, line in enumerate(lines) if line.split() == ["horizon", "MSE", "MAE", "repeat-last", "MSE", "linear", "MSE"])
@@ -82,11 +73,11 @@ def test_forecast_smoke_recipe_prints_one_table(tmp_path):
     (["--nope"], "error: unknown option '--nope' (try --help)"),
 ])
 def test_forecast_recipe_rejects_bad_options(args, message):
-    result = subprocess.run(["bash", str(ROOT / "recipes" / "forecast.sh"), *args], capture_output=True, text=True)
+    result = run_recipe("forecast.sh", *args)
     assert result.returncode == 2 and result.stderr == message + "\n" and result.stdout == ""
 
 
 def test_forecast_recipe_help_prints_its_header():
-    result = subprocess.run(["bash", str(ROOT / "recipes" / "forecast.sh"), "--help"], capture_output=True, text=True)
+    result = run_recipe("forecast.sh", "--help")
     assert result.returncode == 0 and result.stdout.startswith("ETTh1 forecasting end to end")
     assert "--univariate" in result.stdout and "set -euo" not in result.stdout

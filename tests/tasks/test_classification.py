@@ -5,13 +5,12 @@ from __future__ import annotations
 
 import json
 import random
-import subprocess
 from pathlib import Path
 
 import pytest
 import torch
 import yaml
-from conftest import train_losses
+from conftest import run_recipe, train_losses
 
 from s2s import config as config_lib
 from s2s.cli import main
@@ -305,10 +304,7 @@ def test_resume_equals_uninterrupted(data_dir, tmp_path):
 @pytest.mark.skipif(not (IMDB / "train.jsonl").is_file(), reason=f"IMDB not found at {IMDB} (the shared data folder)")
 def test_sentiment_smoke_recipe_end_to_end(tmp_path):
     out = tmp_path / "run"
-    result = subprocess.run(
-        ["bash", str(ROOT / "recipes" / "sentiment.sh"), "--smoke", "--data", str(IMDB), "--out", str(out)],
-        capture_output=True, text=True, timeout=300,
-    )
+    result = run_recipe("sentiment.sh", "--smoke", "--data", str(IMDB), "--out", str(out), timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
     last = result.stdout.strip().splitlines()[-1]
     assert last.startswith("accuracy ") and "macro-F1" in last and "(500 examples)" in last
@@ -318,9 +314,9 @@ def test_sentiment_smoke_recipe_end_to_end(tmp_path):
 
 
 def test_sentiment_recipe_rejects_bad_options():
-    result = subprocess.run(["bash", str(ROOT / "recipes" / "sentiment.sh"), "--nope"], capture_output=True, text=True)
+    result = run_recipe("sentiment.sh", "--nope")
     assert result.returncode == 2 and "unknown option '--nope'" in result.stderr
-    result = subprocess.run(["bash", str(ROOT / "recipes" / "sentiment.sh"), "--cell", "lstn"], capture_output=True, text=True)
+    result = run_recipe("sentiment.sh", "--cell", "lstn")
     assert result.returncode == 2 and "--cell must be rnn, gru or lstm" in result.stderr
 
 

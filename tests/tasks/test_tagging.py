@@ -7,23 +7,23 @@ import json
 import logging
 import random
 import shutil
-import subprocess
 import sys
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
 import torch
+from conftest import check_against_seqeval, run_recipe
 
-from s2s import checkpoint, config as config_lib
+from s2s import checkpoint
+from s2s import config as config_lib
 from s2s.cli import main
 from s2s.config import Config, EncoderConfig
 from s2s.data.conll import read_conll
 from s2s.data.schemes import check_tags, convert, spans, to_tags
 from s2s.data.tokenize import tokenize
 from s2s.errors import S2SError
-from s2s.tasks.tagging import SequenceTagger, TaggerEnsemble, Tagger, Task, TagVocab, build_model, make_batch, runs_of
-from conftest import check_against_seqeval
+from s2s.tasks.tagging import SequenceTagger, Tagger, TaggerEnsemble, TagVocab, Task, build_model, make_batch, runs_of
 
 ROOT = Path(__file__).resolve().parents[2]
 CONLL = ROOT.parent / "shared" / "data" / "conll2003"
@@ -237,10 +237,7 @@ def test_resume_reloads_the_vocabulary(run_dir, tmp_path):
 @pytest.mark.skipif(not (CONLL / "train.txt").is_file(), reason=f"CoNLL-2003 not found at {CONLL} (the shared data folder)")
 def test_ner_smoke_recipe_end_to_end(tmp_path):
     out = tmp_path / "run"
-    result = subprocess.run(
-        ["bash", str(ROOT / "recipes" / "ner.sh"), "--smoke", "--data", str(CONLL), "--out", str(out)],
-        capture_output=True, text=True, timeout=300,
-    )
+    result = run_recipe("ner.sh", "--smoke", "--data", str(CONLL), "--out", str(out), timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
     last = result.stdout.strip().splitlines()[-1]
     assert last.startswith("F1 ") and "micro" in last
@@ -256,7 +253,7 @@ def test_ner_smoke_recipe_end_to_end(tmp_path):
 
 
 def test_ner_recipe_rejects_unknown_option():
-    result = subprocess.run(["bash", str(ROOT / "recipes" / "ner.sh"), "--nope"], capture_output=True, text=True)
+    result = run_recipe("ner.sh", "--nope")
     assert result.returncode == 2 and "unknown option '--nope'" in result.stderr
 
 
