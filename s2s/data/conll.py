@@ -39,11 +39,13 @@ def read_conll(path: str | Path, scheme: str = "iob1", tagged: bool = True, stri
 
 
 def parse_conll(lines: list[str], scheme: str = "iob1", where: str = "<input>", tagged: bool = True,
-                strict: bool = False) -> list[Sentence]:
+                strict: bool = False, first_line: int = 1, width: int = 0) -> list[Sentence]:
+    """Sentences of CoNLL lines (see read_conll). A part of a longer input (s2s tag reads it in chunks) gives
+    the number of its first line in `where` (for messages and Sentence.line) and the column count of the
+    token lines before it (`width`, 0: fixed by its first token line)."""
     sentences: list[Sentence] = []
     slipped: list[tuple[int, str]] = []  # (line, reason) of every tag slip
     current: list[tuple[int, list[str]]] = []
-    width = 0  # columns per line, fixed by the first token line of the file
     doc = 0
 
     def flush() -> None:
@@ -68,7 +70,7 @@ def parse_conll(lines: list[str], scheme: str = "iob1", where: str = "<input>", 
         current.clear()
 
     # split() would take a carriage return for a column separator and read two lines as one.
-    for number, raw in enumerate(refuse_carriage_returns(lines, where), start=1):
+    for number, raw in enumerate(refuse_carriage_returns(lines, where, first_line), start=first_line):
         cols = raw.split()
         if not cols:
             flush()
@@ -82,7 +84,7 @@ def parse_conll(lines: list[str], scheme: str = "iob1", where: str = "<input>", 
         if not low <= len(cols) <= 4:
             what = "token ... tag" if tagged else "token first"
             raise S2SError(f"{where}:{number}: expected {low} to 4 columns ({what}), got {len(cols)}: {raw.strip()[:80]!r}")
-        width = width or len(cols)
+        width = width or len(cols)  # columns per line, fixed by the first token line of the file
         if len(cols) != width:
             raise S2SError(f"{where}:{number}: expected {width} columns like the lines before, got {len(cols)}: {raw.strip()[:80]!r}")
         current.append((number, cols))

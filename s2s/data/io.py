@@ -122,10 +122,11 @@ def _silence_stdout() -> None:
         pass  # not a real file (a test's capture): nothing is flushed at exit
 
 
-def refuse_carriage_returns(lines: list[str], where: str) -> list[str]:
+def refuse_carriage_returns(lines: list[str], where: str, first_line: int = 1) -> list[str]:
     """`lines`, unless one holds a carriage return: a file with CR-only line ends (old Mac editors) reads as
-    one long line, which would pair sentences wrongly or merge tokens, so it is refused with its line."""
-    for number, line in enumerate(lines, start=1):
+    one long line, which would pair sentences wrongly or merge tokens, so it is refused with its line
+    (`lines` starting at line `first_line` of `where`)."""
+    for number, line in enumerate(lines, start=first_line):
         if "\r" in line:
             raise S2SError(f"{where}:{number}: a carriage return inside the line (CR-only line ends?); "
                            "save the file with \\n line ends")

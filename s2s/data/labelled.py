@@ -126,10 +126,11 @@ def read_labelled(path: str | Path, fmt: str, text_field: str = "text", label_fi
     return examples
 
 
-def texts_from_jsonl(lines: list[str], where: str, text_field: str = "text") -> list[str]:
-    """The texts of JSONL input to classify; a blank line gives an empty text (an empty output line)."""
+def texts_from_jsonl(lines: list[str], where: str, text_field: str = "text", first_line: int = 1) -> list[str]:
+    """The texts of JSONL input to classify; a blank line gives an empty text (an empty output line).
+    `first_line` numbers the first of `lines` in messages (a chunk of a longer input)."""
     texts = []
-    for number, raw in enumerate(lines, start=1):
+    for number, raw in enumerate(lines, start=first_line):
         if not raw.strip():
             texts.append("")
             continue

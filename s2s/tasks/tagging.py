@@ -606,13 +606,14 @@ class Tagger:
                     covered[i] = e + start
         return out
 
-    def tag(self, texts: list[str], batch_size: int | None = None) -> list[Tagged]:
+    def tag(self, texts: list[str], batch_size: int | None = None, first_line: int = 1) -> list[Tagged]:
         """Tag raw sentences (tokenised by `tokenize`), one record per sentence, in input order.
-        Consecutive sentences are one document; an empty one ends it (see Tagger.tag_tokens)."""
+        Consecutive sentences are one document; an empty one ends it (see Tagger.tag_tokens).
+        `first_line` numbers the first sentence in warnings (a chunk of a longer input)."""
         texts = _no_string(texts, "Tagger.tag", "sentences")
         tokenized = [tokenize(t) for t in texts]
         docs = list(itertools.accumulate(not tokens for tokens, _ in tokenized))
-        return self._records(texts, tokenized, batch_size, docs, list(range(1, len(texts) + 1)))
+        return self._records(texts, tokenized, batch_size, docs, list(range(first_line, first_line + len(texts))))
 
     def tag_conll(self, sentences: list[Sentence], batch_size: int | None = None) -> list[Tagged]:
         """Tag pre-tokenised sentences; a record's text is its tokens joined by single spaces."""

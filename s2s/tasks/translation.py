@@ -180,8 +180,10 @@ class Translator:
             decode = dataclasses.replace(decode, workers=workers)
         return cls(model.to(target).eval(), sp_src, sp_tgt, dataclasses.replace(config, decode=decode), target)
 
-    def translate_ids(self, sentences: list[str], beam_size: int | None = None, batch_size: int | None = None) -> list[list[int]]:
-        """Target token ids per sentence, in input order; an empty sentence gives []."""
+    def translate_ids(self, sentences: list[str], beam_size: int | None = None, batch_size: int | None = None,
+                      first_line: int = 1) -> list[list[int]]:
+        """Target token ids per sentence, in input order; an empty sentence gives []. `first_line` numbers the
+        first sentence in warnings (a chunk of a longer input)."""
         sentences = sentence_list(sentences, "Translator.translate_ids")
         beam_size = beam_size or self.search.beam_size
         batch_size = batch_size or self.decode.batch_size
@@ -190,7 +192,7 @@ class Translator:
         for i, ids in enumerate(src):
             if len(ids) > limit:
                 log.warning("input line %d: %d subword tokens, translating only the first %d (translation.max_src_len)",
-                            i + 1, len(ids), limit)
+                            i + first_line, len(ids), limit)
                 src[i] = ids[:limit]
         todo = sorted((i for i, ids in enumerate(src) if ids), key=lambda i: len(src[i]))  # similar lengths batch well
         workers = cpu_workers(self.device, self.decode.workers)
