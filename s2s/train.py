@@ -311,7 +311,7 @@ class Trainer:
         self.net.train()
         try:
             for i in range(progress["batch"], len(batches)):
-                self.update(self.task.batch(batches[i]).to(self.device))
+                self.update(self.task.batch(batches[i].tolist()).to(self.device))
                 progress["batch"] = i + 1
                 bar.update(1)
                 if progress["step"] % t.log_every == 0 or progress["step"] == t.max_steps:

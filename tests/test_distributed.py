@@ -98,7 +98,7 @@ def test_processes_end_with_the_same_weights(ddp_runs):
 @needs_gloo
 def test_rank_0_alone_writes_the_run_directory(ddp_runs):
     a = ddp_runs["a"]
-    assert sorted(p.name for p in a.iterdir()) == ["best.pt", "config.yaml", "last.pt", "metrics.jsonl", "spm.src.model", "spm.tgt.model"]
+    assert sorted(p.name for p in a.iterdir()) == ["best.pt", "config.yaml", "last.pt", "metrics.jsonl", "spm.src.model", "spm.tgt.model", "store"]
     assert len(ddp_runs["a_stdout"].strip().splitlines()) == 1  # one summary line, not one per process
     events = metrics_events(a)
     assert [e["step"] for e in events if "train_loss" in e] == list(range(1, STEPS + 1))  # each update logged once

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import io
 import logging
+import random
 from pathlib import Path
 
 import sentencepiece as spm
@@ -38,8 +39,7 @@ def train_sentencepiece(
             bos_id=BOS,
             eos_id=EOS,
             hard_vocab_limit=False,  # tiny corpora get a smaller vocabulary instead of an error
-            input_sentence_size=2_000_000,
-            shuffle_input_sentence=True,
+            input_sentence_size=0,  # all: the lines are a bounded sample already (Sample)
             num_threads=2,
             minloglevel=2,
         )
@@ -49,6 +49,25 @@ def train_sentencepiece(
     processor = spm.SentencePieceProcessor(model_proto=model.getvalue())
     log.info("trained %s: %d pieces", path.name, processor.get_piece_size())
     return processor
+
+
+class Sample:
+    """A uniform random sample of at most `size` lines of a stream (reservoir sampling, Vitter's algorithm R):
+    SentencePiece then trains on a bounded sample of a corpus of any size. While the stream is no longer
+    than `size`, the sample is all of it, in its order."""
+
+    def __init__(self, size: int, seed: int):
+        self.size, self.rng, self.seen, self.lines = size, random.Random(seed), 0, []
+
+    def add(self, lines: list[str]) -> None:
+        room = max(self.size - len(self.lines), 0)
+        self.lines += lines[:room]
+        self.seen += min(room, len(lines))
+        for line in lines[room:]:
+            self.seen += 1
+            j = self.rng.randrange(self.seen)
+            if j < self.size:
+                self.lines[j] = line
 
 
 def load_sentencepiece(path: Path) -> spm.SentencePieceProcessor:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import logging
+import time
 from pathlib import Path
 from typing import NamedTuple
 
@@ -12,11 +13,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from s2s import checkpoint
+from s2s import checkpoint, distributed
 from s2s.config import Config
 from s2s.data.batching import pad
-from s2s.data.parallel import describe, load_split, read_parallel
-from s2s.data.sentencepiece import BOS, EOS, load_sentencepiece, model_paths, train_sentencepiece
+from s2s.data.parallel import describe, fingerprint, iter_pairs, load_split, read_parallel
+from s2s.data.sentencepiece import BOS, EOS, Sample, load_sentencepiece, model_paths, train_sentencepiece
+from s2s.data.store import StoreWriter, TokenStore, file_digest, open_store
 from s2s.device import autocast, cpu_workers, parallel_map, resolve_device
 from s2s.errors import S2SError
 from s2s.metrics import bleu_chrf
@@ -93,56 +95,111 @@ def make_batch(src: list[list[int]], tgt: list[list[int]]) -> Batch:
     return Batch(src_t, src_lengths, tgt_in, tgt_out, int(tgt_lengths.sum()))
 
 
+STORE = "store"  # the run directory's token store folder
+PROGRESS_EVERY = 1_000_000  # pairs between log lines while a store is built
+
+
+def training_pairs(data):
+    """The training split in chunks of (sources, targets), cut at data.max_train pairs when set."""
+    left = data.max_train or None
+    for src, tgt in iter_pairs(data, data.train):
+        if left is not None:
+            src, tgt = src[:left], tgt[:left]
+            left -= len(src)
+        if src:
+            yield src, tgt
+        if left == 0:
+            return
+
+
+def train_tokenizers(config: Config, src_path: Path, tgt_path: Path):
+    """SentencePiece models trained on a random sample of vocab.max_sentences training sentences per model
+    (half from each side for a joint model), read in one pass over the data."""
+    v = config.vocab
+    size = v.max_sentences // 2 if v.joint else v.max_sentences
+    samples = Sample(size, config.train.seed), Sample(size, config.train.seed + 1)
+    for src, tgt in training_pairs(config.data):
+        samples[0].add(src)
+        samples[1].add(tgt)
+    if v.joint:
+        sp = train_sentencepiece(samples[0].lines + samples[1].lines, src_path, v.src_size, v.model_type, v.character_coverage)
+        return sp, sp
+    return (train_sentencepiece(samples[0].lines, src_path, v.src_size, v.model_type, v.character_coverage),
+            train_sentencepiece(samples[1].lines, tgt_path, v.tgt_size, v.model_type, v.character_coverage))
+
+
 class Task:
-    """Training data, model and dev scoring for `s2s train` with task: translation."""
+    """Training data, model and dev scoring for `s2s train` with task: translation.
+
+    The training pairs live in a token store in the run directory (s2s.data.store), encoded once: a restart,
+    a resumed run and every torchrun rank reuse it, and batches read their pairs from disk."""
 
     metric = "bleu"
     higher_is_better = True
 
     def __init__(self, config: Config, run_dir: Path, resume: bool = False):
-        data = config.data
-        src, tgt = load_split(data, data.train)
-        if data.max_train:
-            src, tgt = src[: data.max_train], tgt[: data.max_train]
+        data, v = config.data, config.vocab
         self.dev_src, self.dev_ref = load_split(data, data.dev)
         if not self.dev_src:
             raise S2SError(f"{describe(data, data.dev)}: no dev sentences to validate on")
         self.config = config
 
-        src_path, tgt_path = model_paths(run_dir, config.vocab.joint)
-        v = config.vocab
+        src_path, tgt_path = model_paths(run_dir, v.joint)
         if resume:
             self.sp_src, self.sp_tgt = load_sentencepiece(src_path), load_sentencepiece(tgt_path)
-        elif v.joint:
-            self.sp_src = self.sp_tgt = train_sentencepiece(src + tgt, src_path, v.src_size, v.model_type, v.character_coverage)
         else:
-            self.sp_src = train_sentencepiece(src, src_path, v.src_size, v.model_type, v.character_coverage)
-            self.sp_tgt = train_sentencepiece(tgt, tgt_path, v.tgt_size, v.model_type, v.character_coverage)
+            self.sp_src, self.sp_tgt = train_tokenizers(config, src_path, tgt_path)
+        key = {"data": fingerprint(data, data.train), "tokenizers": sorted({file_digest(src_path), file_digest(tgt_path)}),
+               "max_train": data.max_train, "max_len": data.max_len}
+        folder = run_dir / STORE
+        # Rank 0 (or a single process) builds; the other torchrun ranks open what it built.
+        self.store = open_store(folder, key, verify=distributed.is_main())
+        if self.store is None:
+            if not distributed.is_main():
+                raise S2SError(f"{folder}: rank {distributed.rank()} found no token store of this data (rank 0 builds it)")
+            self.store = self.build_store(folder, key)
+        log.info("%s: %d training pairs (token store %s)", describe(data, data.train), len(self.store), folder)
+        # Batching cost of an example: its longer side (target + EOS).
+        self.lengths = self.store.lengths
+        self.model = build_model(config, self.sp_src.get_piece_size(), self.sp_tgt.get_piece_size())
 
-        self.src_ids: list[list[int]] = []
-        self.tgt_ids: list[list[int]] = []
-        empty = too_long = 0
-        for s, t in zip(self.sp_src.encode(src), self.sp_tgt.encode(tgt)):
-            if not s or not t:
-                empty += 1
-            elif len(s) > data.max_len or len(t) > data.max_len:
-                too_long += 1
-            else:
-                self.src_ids.append(s)
-                self.tgt_ids.append(t)
+    def build_store(self, folder: Path, key: dict) -> TokenStore:
+        """Encode the training pairs into a token store, skipping pairs with an empty side or a side longer than data.max_len."""
+        data = self.config.data
         where = describe(data, data.train)
+        writer = StoreWriter(folder, ["src", "tgt"], max(self.sp_src.get_piece_size(), self.sp_tgt.get_piece_size()))
+        empty = too_long = read = 0
+        start = time.monotonic()
+        try:
+            for src, tgt in training_pairs(data):
+                kept_src, kept_tgt, lengths = [], [], []
+                for s, t in zip(self.sp_src.encode(src), self.sp_tgt.encode(tgt)):
+                    if not s or not t:
+                        empty += 1
+                    elif len(s) > data.max_len or len(t) > data.max_len:
+                        too_long += 1
+                    else:
+                        kept_src.append(s)
+                        kept_tgt.append(t)
+                        lengths.append(max(len(s), len(t) + 1))
+                writer.add({"src": kept_src, "tgt": kept_tgt}, lengths)
+                read += len(src)
+                if read // PROGRESS_EVERY != (read - len(src)) // PROGRESS_EVERY:
+                    log.info("%s: %d pairs encoded, %.0f pairs/s", where, read, read / (time.monotonic() - start))
+            if not writer.count:
+                raise S2SError(f"{where}: no usable training pairs (empty data, or every pair empty or too long)")
+            store = writer.finish(key)
+        except BaseException:
+            writer.abort()
+            raise
         if empty or too_long:
             log.warning("%s: skipped %d pairs with an empty side and %d longer than data.max_len=%d subword tokens",
                         where, empty, too_long, data.max_len)
-        if not self.src_ids:
-            raise S2SError(f"{where}: no usable training pairs (empty data, or every pair empty or too long)")
-        log.info("%s: %d training pairs", where, len(self.src_ids))
-        # Batching cost of an example: its longer side (target + EOS).
-        self.lengths = [max(len(s), len(t) + 1) for s, t in zip(self.src_ids, self.tgt_ids)]
-        self.model = build_model(config, self.sp_src.get_piece_size(), self.sp_tgt.get_piece_size())
+        log.info("%s: token store of %d pairs built in %.0fs", where, len(store), time.monotonic() - start)
+        return store
 
     def batch(self, indices: list[int]) -> Batch:
-        return make_batch([self.src_ids[i] for i in indices], [self.tgt_ids[i] for i in indices])
+        return make_batch(self.store.get("src", indices), self.store.get("tgt", indices))
 
     def validate(self, model: Seq2Seq, device: torch.device) -> dict:
         translator = Translator(model, self.sp_src, self.sp_tgt, self.config, device)

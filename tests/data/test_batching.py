@@ -6,7 +6,11 @@ import random
 
 import pytest
 
-from s2s.data.batching import pad, token_batches
+from s2s.data.batching import pad, token_batches as _token_batches
+
+
+def token_batches(*args, **kwargs) -> list[list[int]]:
+    return [b.tolist() for b in _token_batches(*args, **kwargs)]
 
 
 def test_pad_single():
@@ -59,3 +63,28 @@ def test_token_batches_are_deterministic_per_seed_and_epoch_and_differ_across_ep
 
 def test_token_batches_empty():
     assert token_batches([], 20, seed=0, epoch=0) == []
+
+
+def _reference_batches(lengths: list[int], max_tokens: int, seed: int, epoch: int) -> list[list[int]]:
+    """The plain-Python batching of s2s 0.2.0, which the array version must reproduce batch for batch
+    (so runs keep their batch order across the change)."""
+    rng = random.Random(seed * 100_003 + epoch)
+    order = sorted(range(len(lengths)), key=lambda i: (lengths[i], rng.random()))
+    batches, current = [], []
+    for i in order:
+        if current and lengths[i] * (len(current) + 1) > max_tokens:
+            batches.append(current)
+            current = []
+        current.append(i)
+    if current:
+        batches.append(current)
+    rng.shuffle(batches)
+    return batches
+
+
+@pytest.mark.parametrize("max_tokens", [1, 5, 20, 64, 500, 10_000])
+def test_token_batches_equal_the_reference_batching(max_tokens):
+    rng = random.Random(max_tokens)
+    for trial in range(20):
+        lengths = [rng.randint(1, 40) for _ in range(rng.randint(1, 300))]
+        assert token_batches(lengths, max_tokens, seed=trial, epoch=2) == _reference_batches(lengths, max_tokens, trial, 2)

@@ -2,6 +2,8 @@
 model that overfits one batch, tied embeddings that are one tensor; the Translator API (lists only)."""
 from __future__ import annotations
 
+import logging
+
 import pytest
 import torch
 
@@ -167,3 +169,47 @@ def test_training_refuses_an_empty_dev_set_before_it_starts(tmp_path, corpus_wri
     data = corpus_writer(tmp_path / "data", {"train": 20, "val": 0, "test": 2})
     with pytest.raises(S2SError, match=r"val\.\{de,en\}: no dev sentences"):
         Task(tiny_config(data), tmp_path / "run")
+
+
+def _train(config_path, run, *extra) -> int:
+    from s2s.cli import main
+
+    return main(["-q", "train", str(config_path), "--out", str(run), *extra])
+
+
+def test_token_store_holds_the_training_pairs_and_is_reused_by_resume(tmp_path, corpus_writer, tiny_config, caplog):
+    """The pairs batches read from disk are the corpus encoded; --resume opens the store instead of rebuilding it."""
+    data = corpus_writer(tmp_path / "data", {"train": 30, "val": 4, "test": 2})
+    config = tiny_config(data, data={"max_train": 25}, train={"max_steps": 3})
+    path = tmp_path / "tiny.yaml"
+    config_lib.save(config, path)
+    assert _train(path, tmp_path / "run") == 0
+    task = Task(config, tmp_path / "run", resume=True)
+    sources = (data / "train.de").read_text().splitlines()[:25]
+    assert len(task.store) == 25 and task.store.get("src", range(25)) == task.sp_src.encode(sources)
+    assert list(task.lengths) == [max(len(s), len(t) + 1) for s, t in zip(task.store.get("src", range(25)), task.store.get("tgt", range(25)))]
+    built = (tmp_path / "run" / "store" / "src.ids").stat().st_mtime_ns
+    with caplog.at_level(logging.INFO):
+        assert _train(path, tmp_path / "run", "--resume", "--set", "train.max_steps=5") == 0
+    assert (tmp_path / "run" / "store" / "src.ids").stat().st_mtime_ns == built and "rebuilding" not in caplog.text
+
+
+def test_token_store_is_rebuilt_when_the_data_changed_and_a_damaged_one_is_refused(tmp_path, corpus_writer, tiny_config, capsys, caplog):
+    data = corpus_writer(tmp_path / "data", {"train": 30, "val": 4, "test": 2})
+    path = tmp_path / "tiny.yaml"
+    config_lib.save(tiny_config(data, train={"max_steps": 2}), path)
+    run = tmp_path / "run"
+    assert _train(path, run) == 0
+    with (data / "train.de").open("a") as f, (data / "train.en").open("a") as g:
+        f.write("der hund sieht ein haus\n")
+        g.write("the dog sees a house\n")
+    with caplog.at_level(logging.INFO):
+        assert _train(path, run, "--resume", "--set", "train.max_steps=4") == 0
+    assert "store: built from other data; rebuilding it" in caplog.text
+    assert len(Task(tiny_config(data), run, resume=True).store) == 31
+    ids = run / "store" / "tgt.ids"
+    ids.write_bytes(ids.read_bytes()[:-1])
+    capsys.readouterr()
+    assert _train(path, run, "--resume", "--set", "train.max_steps=6") == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"error: {ids}: truncated or damaged token store") and "rebuilt" in err and "\n" not in err
