@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 from s2s.errors import S2SError
 
 BOM = "\ufeff"
+CARRIAGE_RETURN = "a carriage return inside the line (CR-only line ends?); save the file with \\n line ends"
 
 
 def read_text(path: str | Path) -> str:
@@ -128,7 +130,32 @@ def refuse_carriage_returns(lines: list[str], where: str, first_line: int = 1) -
     (`lines` starting at line `first_line` of `where`)."""
     for number, line in enumerate(lines, start=first_line):
         if "\r" in line:
-            raise S2SError(f"{where}:{number}: a carriage return inside the line (CR-only line ends?); "
-                           "save the file with \\n line ends")
+            raise S2SError(f"{where}:{number}: {CARRIAGE_RETURN}")
     return lines
 
+
+def iter_file_lines(path: str | Path) -> Iterator[str]:
+    """The lines of a UTF-8 text file one at a time, read as they are needed (constant memory), with the
+    checks of read_lines and refuse_carriage_returns: the file and line of the first problem."""
+    try:
+        handle = open(path, "rb")
+    except FileNotFoundError:
+        raise S2SError(f"{path}: no such file") from None
+    except OSError as e:
+        raise S2SError(f"{path}: cannot read ({e.strerror or e})") from None
+    with handle:
+        number = 0
+        try:
+            for number, raw in enumerate(handle, start=1):  # binary files split at \n only
+                line = raw.decode("utf-8")
+                if line.endswith("\n"):
+                    line = line[:-2] if line.endswith("\r\n") else line[:-1]
+                if BOM in line:
+                    line = line.replace(BOM, "")
+                if "\r" in line:
+                    raise S2SError(f"{path}:{number}: {CARRIAGE_RETURN}")
+                yield line
+        except UnicodeDecodeError as e:
+            raise S2SError(f"{path}:{number}: not valid UTF-8 (byte {raw[e.start]:#04x})") from None
+        except OSError as e:
+            raise S2SError(f"{path}: cannot read ({e.strerror or e})") from None
