@@ -135,3 +135,21 @@ def test_carriage_returns_inside_lines_are_refused_with_the_line():
     assert refuse_carriage_returns(["a", "b"], "f") == ["a", "b"]
     with pytest.raises(S2SError, match=r"^f:2: a carriage return inside the line \(CR-only line ends\?\)"):
         refuse_carriage_returns(["a", "b\rc"], "f")
+
+
+@pytest.mark.parametrize("data", [b"a\nb\n", b"a\r\nb", b"\xef\xbb\xbfa\n\n b \n", b"", b"\n", b"x\xe2\x80\xa8y\n",
+                                  b"ok\nbad \xff\n", b"ok\nmid\rline\n", b"a\n\xef\xbb\xbfb\n"])
+def test_iter_file_lines_reads_as_read_lines_does(tmp_path, data):
+    """The streaming reader gives the same lines, or fails with the same message, as reading the file whole."""
+    from s2s.data.io import iter_file_lines, read_lines, refuse_carriage_returns
+
+    path = tmp_path / "f.txt"
+    path.write_bytes(data)
+    try:
+        expected = refuse_carriage_returns(read_lines(path), str(path))
+    except S2SError as e:
+        with pytest.raises(S2SError) as streamed:
+            list(iter_file_lines(path))
+        assert str(streamed.value) == str(e)
+    else:
+        assert list(iter_file_lines(path)) == expected
