@@ -134,9 +134,9 @@ def refuse_carriage_returns(lines: list[str], where: str, first_line: int = 1) -
     return lines
 
 
-def iter_file_lines(path: str | Path) -> Iterator[str]:
-    """The lines of a UTF-8 text file one at a time, read as they are needed (constant memory), with the
-    checks of read_lines and refuse_carriage_returns: the file and line of the first problem."""
+def iter_file_lines(path: str | Path, block_size: int = 1 << 20) -> Iterator[str]:
+    """The lines of a UTF-8 text file one at a time, read a block at a time as they are needed (constant
+    memory), with the checks of read_lines and refuse_carriage_returns: the file and line of the first problem."""
     try:
         handle = open(path, "rb")
     except FileNotFoundError:
@@ -144,18 +144,37 @@ def iter_file_lines(path: str | Path) -> Iterator[str]:
     except OSError as e:
         raise S2SError(f"{path}: cannot read ({e.strerror or e})") from None
     with handle:
-        number = 0
-        try:
-            for number, raw in enumerate(handle, start=1):  # binary files split at \n only
-                line = raw.decode("utf-8")
-                if line.endswith("\n"):
-                    line = line[:-2] if line.endswith("\r\n") else line[:-1]
-                if BOM in line:
-                    line = line.replace(BOM, "")
-                if "\r" in line:
-                    raise S2SError(f"{path}:{number}: {CARRIAGE_RETURN}")
-                yield line
-        except UnicodeDecodeError as e:
-            raise S2SError(f"{path}:{number}: not valid UTF-8 (byte {raw[e.start]:#04x})") from None
-        except OSError as e:
-            raise S2SError(f"{path}: cannot read ({e.strerror or e})") from None
+        done, rest = 0, b""  # lines yielded; the start of a line the last block cut
+        while True:
+            try:
+                block = handle.read(block_size)
+            except OSError as e:
+                raise S2SError(f"{path}: cannot read ({e.strerror or e})") from None
+            if not block:
+                break
+            block = rest + block
+            cut = block.rfind(b"\n") + 1  # no UTF-8 sequence holds the byte \n: a cut there splits no character
+            block, rest = block[:cut], block[cut:]
+            if block:
+                lines = _block_lines(block, path, done)
+                done += len(lines)
+                yield from lines
+        if rest:
+            yield from _block_lines(rest + b"\n", path, done)
+
+
+def _block_lines(block: bytes, path: str | Path, done: int) -> list[str]:
+    """The lines of `block` (whole lines, each ending in \n), the file's lines done + 1 on."""
+    try:
+        text = block.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = done + block[: e.start].count(b"\n") + 1
+        raise S2SError(f"{path}:{line}: not valid UTF-8 (byte {block[e.start]:#04x})") from None
+    if BOM in text:
+        text = text.replace(BOM, "")
+    lines = text.split("\n")
+    lines.pop()  # after the last \n
+    if "\r" in text:
+        lines = [line[:-1] if line.endswith("\r") else line for line in lines]
+        refuse_carriage_returns(lines, str(path), first_line=done + 1)
+    return lines

@@ -138,9 +138,11 @@ def test_carriage_returns_inside_lines_are_refused_with_the_line():
 
 
 @pytest.mark.parametrize("data", [b"a\nb\n", b"a\r\nb", b"\xef\xbb\xbfa\n\n b \n", b"", b"\n", b"x\xe2\x80\xa8y\n",
-                                  b"ok\nbad \xff\n", b"ok\nmid\rline\n", b"a\n\xef\xbb\xbfb\n"])
+                                  b"ok\nbad \xff\n", b"ok\nmid\rline\n", b"a\n\xef\xbb\xbfb\n",
+                                  "zwölf\nüber\r\n".encode(), b"1\n2\n3\n\xc3"])
 def test_iter_file_lines_reads_as_read_lines_does(tmp_path, data):
-    """The streaming reader gives the same lines, or fails with the same message, as reading the file whole."""
+    """The streaming reader gives the same lines, or fails with the same message, as reading the file whole,
+    whatever its blocks (3 bytes: lines and characters cut across blocks)."""
     from s2s.data.io import iter_file_lines, read_lines, refuse_carriage_returns
 
     path = tmp_path / "f.txt"
@@ -148,8 +150,9 @@ def test_iter_file_lines_reads_as_read_lines_does(tmp_path, data):
     try:
         expected = refuse_carriage_returns(read_lines(path), str(path))
     except S2SError as e:
-        with pytest.raises(S2SError) as streamed:
-            list(iter_file_lines(path))
-        assert str(streamed.value) == str(e)
+        for block_size in (3, 1 << 20):
+            with pytest.raises(S2SError) as streamed:
+                list(iter_file_lines(path, block_size))
+            assert str(streamed.value) == str(e)
     else:
-        assert list(iter_file_lines(path)) == expected
+        assert list(iter_file_lines(path, 3)) == list(iter_file_lines(path)) == expected
