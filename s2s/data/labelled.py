@@ -6,15 +6,17 @@ must name file and line.
 """
 from __future__ import annotations
 
+import array
 import csv
 import io
 import json
 import math
 import random
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from s2s.data.io import read_text, split_lines
+from s2s.data.io import BOM, read_text
 from s2s.errors import S2SError
 
 FORMATS = ("jsonl", "tsv", "csv")
@@ -72,10 +74,42 @@ def _names(names) -> str:
     return ", ".join(n if isinstance(n, str) and n.isprintable() and n.strip() == n and n else repr(n) for n in names)
 
 
-def _rows(path: Path, fmt: str, text: str):
-    """(line, row dict) per record of a JSONL, TSV or CSV text; blank lines are not records."""
+def _open(path: Path):
+    try:
+        return open(path, "rb")
+    except FileNotFoundError:
+        raise S2SError(f"{path}: no such file") from None
+    except OSError as e:
+        raise S2SError(f"{path}: cannot read ({e.strerror or e})") from None
+
+
+def _json_lines(path: Path):
+    """(line number, line) of a JSONL file, read as needed: split at \\n only, one \\r before it dropped, U+FEFF removed."""
+    with _open(path) as f:
+        for number, raw in enumerate(f, start=1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                raise S2SError(f"{path}:{number}: not valid UTF-8 (byte {raw[e.start]:#04x})") from None
+            line = line[:-1] if line.endswith("\n") else line
+            yield number, (line[:-1] if line.endswith("\r") else line).replace(BOM, "")
+
+
+def _table_lines(path: Path):
+    """A TSV/CSV file's lines for csv.reader, read as needed (line ends kept: csv needs them inside quoted fields)."""
+    with _open(path) as f, io.TextIOWrapper(f, encoding="utf-8", newline="") as text:
+        try:
+            for line in text:
+                yield line.replace(BOM, "")
+        except UnicodeDecodeError:
+            read_text(path)  # reads the whole file once more, only to name the line of the bad byte
+            raise
+
+
+def _rows(path: Path, fmt: str):
+    """(line, row dict) per record of a JSONL, TSV or CSV file, read as needed; blank lines are not records."""
     if fmt == "jsonl":
-        for number, raw in enumerate(split_lines(text), start=1):
+        for number, raw in _json_lines(path):
             if not raw.strip():
                 continue
             row = _json(raw, f"{path}:{number}")
@@ -87,9 +121,9 @@ def _rows(path: Path, fmt: str, text: str):
         raise S2SError(f"{path}: unknown format {fmt!r} for labelled text; valid: {', '.join(FORMATS)}")
     # TSV cells are literal (no quoting, as in s2s.data); CSV follows RFC 4180 quoting.
     if fmt == "tsv":
-        reader = csv.reader(io.StringIO(text, newline=""), delimiter="\t", quoting=csv.QUOTE_NONE, strict=True)
+        reader = csv.reader(_table_lines(path), delimiter="\t", quoting=csv.QUOTE_NONE, strict=True)
     else:
-        reader = csv.reader(io.StringIO(text, newline=""), strict=True)
+        reader = csv.reader(_table_lines(path), strict=True)
     header = None
     try:
         for row in reader:
@@ -105,12 +139,11 @@ def _rows(path: Path, fmt: str, text: str):
         raise S2SError(f"{path}:{reader.line_num}: not a valid {fmt.upper()} row ({e})") from None
 
 
-def read_labelled(path: str | Path, fmt: str, text_field: str = "text", label_field: str = "label") -> list[Example]:
-    """Every row of a labelled file, checked: a row that cannot be parsed, or has no text or no
-    label, fails with file:line and why. Nothing is skipped except blank lines."""
+def iter_labelled(path: str | Path, fmt: str, text_field: str = "text", label_field: str = "label") -> Iterator[Example]:
+    """The rows of a labelled file one at a time, read as needed, checked: a row that cannot be parsed, or
+    has no text or no label, fails with file:line and why. Nothing is skipped except blank lines."""
     path = Path(path)
-    examples = []
-    for number, row in _rows(path, fmt, read_text(path)):
+    for number, row in _rows(path, fmt):
         text = row.get(text_field)
         if not isinstance(text, str) or not text.strip():
             found = f"; keys: {_names(row)}" if text_field not in row else ""
@@ -120,7 +153,12 @@ def read_labelled(path: str | Path, fmt: str, text_field: str = "text", label_fi
             found = f"; keys: {_names(row)}" if label_field not in row else f", got {row[label_field]!r}"
             raise S2SError(f"{path}:{number}: no label in {label_field!r}{found}")
         where = f"{path}:{number}"
-        examples.append(Example(_text(text, "text", where), _text(label, "label", where), number))
+        yield Example(_text(text, "text", where), _text(label, "label", where), number)
+
+
+def read_labelled(path: str | Path, fmt: str, text_field: str = "text", label_field: str = "label") -> list[Example]:
+    """Every row of a labelled file (see iter_labelled); a file without rows fails."""
+    examples = list(iter_labelled(path, fmt, text_field, label_field))
     if not examples:
         raise S2SError(f"{path}: no labelled rows")
     return examples
@@ -141,10 +179,12 @@ def texts_from_jsonl(lines: list[str], where: str, text_field: str = "text", fir
     return texts
 
 
-def hold_out(examples: list[Example], size: int, seed: int, where: str) -> tuple[list[Example], list[Example]]:
-    """(train, dev): the rows shuffled by `seed`, dev the first `size` of them, train the rest in that order."""
-    if not 0 < size < len(examples):
-        raise S2SError(f"{where}: data.dev_size={size} must be between 1 and the number of rows minus one ({len(examples) - 1})")
-    order = list(range(len(examples)))
+def hold_out_order(count: int, size: int, seed: int, where: str) -> array.array:
+    """Row indices 0..count-1 shuffled by `seed`: the first `size` are the held-out dev rows, the rest the
+    training rows (4 bytes a row, so that millions of rows can be split)."""
+    if not 0 < size < count:
+        raise S2SError(f"{where}: data.dev_size={size} must be between 1 and the number of rows minus one ({count - 1})")
+    order = array.array("l", range(count))
     random.Random(seed).shuffle(order)
-    return [examples[i] for i in order[size:]], [examples[i] for i in order[:size]]
+    return order
+

@@ -122,20 +122,15 @@ def load_split(data: DataConfig, split: str) -> tuple[list[str], list[str]]:
 def fingerprint(data: DataConfig, split: str) -> list:
     """What a split's content is, for keying what was built from it: the size and SHA-256 of each file,
     or a hub set's name and the `datasets` fingerprint of its cached table."""
-    from s2s.data.store import file_digest
+    from s2s.data import store
 
     match data.format:
         case "text":
-            paths = [Path(data.dir) / f"{split}.{lang}" for lang in (data.src_lang, data.tgt_lang)]
+            return store.fingerprint(*(Path(data.dir) / f"{split}.{lang}" for lang in (data.src_lang, data.tgt_lang)))
         case "tsv" | "jsonl":
-            paths = [Path(data.dir) / f"{split}.{data.format}"]
-        case _:
-            table, where = _table(data, split)
-            return [where, table._fingerprint]
-    for path in paths:
-        if not path.is_file():
-            raise S2SError(f"{path}: no such file")
-    return [[path.name, path.stat().st_size, file_digest(path)] for path in paths]
+            return store.fingerprint(Path(data.dir) / f"{split}.{data.format}")
+    table, where = _table(data, split)
+    return [where, table._fingerprint]
 
 
 def describe(data: DataConfig, split: str) -> str:

@@ -4,10 +4,10 @@ Training then reads each batch's examples from disk, so its memory does not grow
 restart (`--resume`, a crash, every torchrun rank) opens the store instead of reading and encoding the
 corpus again. A folder holds:
 
-    meta.json       what the store was built from (its key), the fields, the example count, and the size
-                    and SHA-256 of every file below
+    meta.json       what the store was built from (its key), the fields and their id types, the example
+                    count, and the size and SHA-256 of every file below
     lengths.npy     (N,) the batching cost of each example, read into memory (2 or 4 bytes per example)
-    FIELD.ids       every example's ids of that field end to end (uint16 when the vocabulary allows, else int32)
+    FIELD.ids       every example's ids of that field end to end (uint16 when its vocabulary allows, else int32)
     FIELD.offsets   (N + 1,) int64: example i of the field is ids[offsets[i] : offsets[i + 1]]
 
 Examples are read with positioned reads (os.pread), not through a memory map: mapped pages count in the
@@ -36,6 +36,16 @@ META = "meta.json"
 LENGTHS = "lengths.npy"
 
 
+def fingerprint(*paths: str | Path) -> list:
+    """What files hold, for a store's key: each one's name, size and SHA-256."""
+    out = []
+    for path in map(Path, paths):
+        if not path.is_file():
+            raise S2SError(f"{path}: no such file")
+        out.append([path.name, path.stat().st_size, file_digest(path)])
+    return out
+
+
 def file_digest(path: str | Path) -> str:
     """SHA-256 of a file's bytes, read in blocks (constant memory)."""
     digest = hashlib.sha256()
@@ -50,7 +60,7 @@ class TokenStore:
 
     def __init__(self, folder: Path, meta: dict, lengths: np.ndarray):
         self.folder, self.meta, self.lengths = folder, meta, lengths
-        self.dtype = np.dtype(meta["dtype"])
+        self.dtypes = {field: np.dtype(dtype) for field, dtype in meta["fields"].items()}
         self._files: dict[str, tuple[int, int]] = {}  # field -> (ids fd, offsets fd), opened on first use
 
     def __len__(self) -> int:
@@ -63,11 +73,12 @@ class TokenStore:
     def get(self, field: str, indices) -> list[list[int]]:
         """The ids of examples `indices` in `field`, as lists."""
         ids_fd, offsets_fd = self._open(field)
-        size = self.dtype.itemsize
+        dtype = self.dtypes[field]
+        size = dtype.itemsize
         out = []
         for i in indices:
             start, end = np.frombuffer(os.pread(offsets_fd, 16, int(i) * 8), dtype=np.int64)
-            out.append(np.frombuffer(os.pread(ids_fd, int(end - start) * size, int(start) * size), dtype=self.dtype).tolist())
+            out.append(np.frombuffer(os.pread(ids_fd, int(end - start) * size, int(start) * size), dtype=dtype).tolist())
         return out
 
     def _open(self, field: str) -> tuple[int, int]:
@@ -141,16 +152,18 @@ def _difference(before: dict | None, now: dict) -> str:
 
 
 class StoreWriter:
-    """Build a store chunk by chunk: `add(columns, lengths)` then `finish(key)`. Files are written into
+    """Build a store chunk by chunk: `add(columns, lengths)` then `finish(key)`. `fields` maps each field
+    to its vocabulary size; `meta` takes anything else to keep in meta.json. Files are written into
     FOLDER.tmp and renamed into place by finish."""
 
-    def __init__(self, folder: str | Path, fields: list[str], vocab_size: int):
+    def __init__(self, folder: str | Path, fields: dict[str, int]):
         self.folder = Path(folder)
         self.tmp = self.folder.with_name(self.folder.name + ".tmp")
         shutil.rmtree(self.tmp, ignore_errors=True)  # a build that was killed
         self.tmp.mkdir(parents=True)
+        self.dtypes = {f: np.dtype(np.uint16 if size <= 2**16 else np.int32) for f, size in fields.items()}
         self.fields = list(fields)
-        self.dtype = np.dtype(np.uint16 if vocab_size <= 2**16 else np.int32)
+        self.meta: dict = {}
         self.ids = {f: open(self.tmp / f"{f}.ids", "wb") for f in fields}
         self.offsets = {f: open(self.tmp / f"{f}.offsets", "wb") for f in fields}
         self.ends = dict.fromkeys(fields, 0)  # ids written so far per field
@@ -166,7 +179,7 @@ class StoreWriter:
             seqs = columns[f]
             sizes = np.fromiter(map(len, seqs), dtype=np.int64, count=n)
             total = int(sizes.sum())
-            np.fromiter(chain.from_iterable(seqs), dtype=self.dtype, count=total).tofile(self.ids[f])
+            np.fromiter(chain.from_iterable(seqs), dtype=self.dtypes[f], count=total).tofile(self.ids[f])
             (self.ends[f] + np.cumsum(sizes)).tofile(self.offsets[f])
             self.ends[f] += total
         self.lengths.append(np.asarray(lengths, dtype=np.int32))
@@ -182,7 +195,8 @@ class StoreWriter:
             lengths = lengths.astype(np.int16)
         np.save(self.tmp / LENGTHS, lengths, allow_pickle=False)
         files = {p.name: (p.stat().st_size, file_digest(p)) for p in sorted(self.tmp.iterdir())}
-        meta = {"version": VERSION, "key": key, "fields": self.fields, "count": self.count, "dtype": self.dtype.str, "files": files}
+        meta = {**self.meta, "version": VERSION, "key": key, "fields": {f: d.str for f, d in self.dtypes.items()}, "count": self.count,
+                "files": files}
         (self.tmp / META).write_text(json.dumps(meta, indent=1) + "\n", encoding="utf-8")
         if self.folder.exists():
             shutil.rmtree(self.folder)

@@ -7,22 +7,26 @@ data.max_text_tokens is cut by data.truncate (`s2s.data.tokenize.truncate`).
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import logging
 import random
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from s2s import checkpoint
+from s2s import checkpoint, distributed
 from s2s.config import Config
 from s2s.data.batching import pad
-from s2s.data.labelled import FORMATS, Example, format_of, hold_out, read_labelled
+from s2s.data.labelled import FORMATS, Example, format_of, hold_out_order, iter_labelled, read_labelled
+from s2s.data.store import StoreWriter, TokenStore, file_digest, fingerprint, open_store
 from s2s.data.tokenize import text_tokens, truncate
 from s2s.data.vocab import Vocabulary, load_json, save_json
 from s2s.device import resolve_device
@@ -100,9 +104,8 @@ class LabelVocab:
         self.words, self.labels = Vocabulary(words), Vocabulary(labels)
 
     @classmethod
-    def build(cls, tokens: list[list[str]], labels: list[str], min_freq: int = 1, max_words: int = 0) -> "LabelVocab":
-        words = Vocabulary.from_counts(Counter(w for ts in tokens for w in ts), min_freq, max_words)
-        return cls(words.items, _sort_labels(set(labels)))
+    def from_counts(cls, words: Counter, labels: Counter, min_freq: int = 1, max_words: int = 0) -> "LabelVocab":
+        return cls(Vocabulary.from_counts(words, min_freq, max_words).items, _sort_labels(set(labels)))
 
     def save(self, path: Path) -> None:
         save_json(path, {"words": self.words.items, "labels": self.labels.items})
@@ -141,59 +144,132 @@ def split_path(config: Config, split: str) -> Path:
     return Path(config.data.dir) / f"{split}.{config.data.format}"
 
 
-def read_split(config: Config, split: str) -> tuple[list[Example], str]:
+class Split(NamedTuple):
+    """Which rows of the training file are training rows (a mask; None: all of them) and which are the
+    held-out dev rows (in hold_out_order's order), with data.dev_size and data.max_train applied."""
+
+    train: np.ndarray | None
+    dev: list[int]
+
+
+def split_rows(config: Config) -> Split:
+    """The Split of the training file, after one pass that counts its rows (none without data.dev_size).
+    Held-out rows are hold_out_order's choice, and max_train takes the first rows of its shuffled order, so a
+    file sorted by label still gives a subset with every label."""
+    data = config.data
+    if not data.dev_size:
+        return Split(None, [])
+    path = split_path(config, data.train)
+    count = sum(1 for _ in iter_labelled(path, data.format, data.text_field, data.label_field))
+    order = np.asarray(hold_out_order(count, data.dev_size, data.dev_seed, str(path)))
+    train = np.zeros(count, dtype=bool)
+    train[order[data.dev_size :][: data.max_train or None]] = True
+    return Split(train, order[: data.dev_size].tolist())
+
+
+def read_split(config: Config, split: str, rows: Split | None = None) -> tuple[list[Example], str]:
     """The examples of the split named `split` and where they were read; with data.dev_size the dev
-    split is the rows held out of the training file."""
+    split is the rows held out of the training file (in hold_out_order's order; `rows` is computed when not given)."""
     data = config.data
     if data.dev_size and split in (data.train, data.dev):
         path = split_path(config, data.train)
-        train, dev = hold_out(read_labelled(path, data.format, data.text_field, data.label_field), data.dev_size, data.dev_seed, str(path))
-        return (train if split == data.train else dev), str(path)  # held-out rows keep their line numbers
+        rows = rows or split_rows(config)
+        if split == data.train:
+            return list(training_rows(config, rows)), str(path)
+        held = dict.fromkeys(rows.dev)
+        for i, e in enumerate(iter_labelled(path, data.format, data.text_field, data.label_field)):
+            if i in held:
+                held[i] = e
+        return list(held.values()), str(path)  # held-out rows keep their line numbers
     path = split_path(config, split)
     return read_labelled(path, data.format, data.text_field, data.label_field), str(path)
 
 
+def training_rows(config: Config, rows: Split) -> Iterator[Example]:
+    """The training rows of the training file, read as needed (the first data.max_train without data.dev_size)."""
+    data = config.data
+    examples = iter_labelled(split_path(config, data.train), data.format, data.text_field, data.label_field)
+    if rows.train is None:
+        return itertools.islice(examples, data.max_train or None)
+    return (e for i, e in enumerate(examples) if rows.train[i])
+
+
+STORE = "store"  # the run directory's token store folder
+CHUNK = 10_000  # rows encoded at a time into the store
+
+
 class Task:
-    """Training data, model and dev scoring for `s2s train` with task: classification."""
+    """Training data, model and dev scoring for `s2s train` with task: classification.
+
+    The training texts live in a token store in the run directory (s2s.data.store), encoded once; the
+    vocabulary is counted in a pass over the file, so no part of the corpus is held in memory."""
 
     metric = "accuracy"
     higher_is_better = True
 
     def __init__(self, config: Config, run_dir: Path, resume: bool = False):
         data, v = config.data, config.vocab
-        train, train_path = read_split(config, data.train)
-        dev, dev_where = read_split(config, data.dev)
-        if data.max_train:
-            train = train[: data.max_train]
+        train_path = split_path(config, data.train)
+        rows = split_rows(config)
+        dev, dev_where = read_split(config, data.dev, rows)
         if data.max_dev:
             dev = dev[: data.max_dev]
 
-        tokens = [text_tokens(e.text, v.lowercase) for e in train]
         vocab_path = run_dir / VOCAB_FILE
         if resume:
             self.vocab = LabelVocab.load(vocab_path)
         else:
-            self.vocab = LabelVocab.build(tokens, [e.label for e in train], v.min_freq, v.max_words)
+            words, labels = Counter(), Counter()
+            for e in training_rows(config, rows):
+                words.update(text_tokens(e.text, v.lowercase))
+                labels[e.label] += 1
+            if not labels:
+                raise S2SError(f"{train_path}: no labelled rows")
+            self.vocab = LabelVocab.from_counts(words, labels, v.min_freq, v.max_words)
             self.vocab.save(vocab_path)
         vocab = self.vocab
-        counts = Counter(e.label for e in train)
-        log.info("%s: %d training rows (%s), %d dev rows; %d words", train_path, len(train),
-                 ", ".join(f"{label}: {counts[label]}" for label in vocab.labels), len(dev), len(vocab.words))
         if len(vocab.labels) < 2:
             raise S2SError(f"{train_path}: the training rows have a single label ({vocab.labels[0]!r}); classification needs two or more")
 
         self.budget, self.mode = data.max_text_tokens, data.truncate
-        self.ids = [vocab.encode(truncate(ts, self.budget, self.mode)) for ts in tokens]
-        self.labels = [vocab.label_id(e, str(train_path)) for e in train]
-        self.lengths = [len(x) for x in self.ids]
+        key = {"data": fingerprint(train_path), "vocab": file_digest(vocab_path),
+               "settings": [data.max_train, data.dev_size, data.dev_seed, data.max_text_tokens, data.truncate, v.lowercase,
+                            data.text_field, data.label_field]}
+        folder = run_dir / STORE
+        self.store = open_store(folder, key, verify=distributed.is_main())
+        if self.store is None:
+            if not distributed.is_main():
+                raise S2SError(f"{folder}: rank {distributed.rank()} found no token store of this data (rank 0 builds it)")
+            self.store = self.build_store(config, folder, key, rows)
+        self.lengths = self.store.lengths
+        counts = self.store.meta["label_counts"]
+        log.info("%s: %d training rows (%s), %d dev rows; %d words", train_path, len(self.store),
+                 ", ".join(f"{label}: {counts.get(label, 0)}" for label in vocab.labels), len(dev), len(vocab.words))
         self.dev_ids = [vocab.encode(truncate(text_tokens(e.text, v.lowercase), self.budget, self.mode)) for e in dev]
         self.dev_labels = [vocab.label_id(e, dev_where) for e in dev]
         self.word_dropout, self.trim = config.train.word_dropout, config.train.trim_batches
         self.batch_size = config.decode.batch_size
         self.model = build_model(config, len(vocab.words), len(vocab.labels))
 
+    def build_store(self, config: Config, folder: Path, key: dict, rows: Split) -> TokenStore:
+        """Encode the training rows (cut to data.max_text_tokens) and their labels into a token store."""
+        vocab, lowercase, where = self.vocab, config.vocab.lowercase, str(split_path(config, config.data.train))
+        writer = StoreWriter(folder, {"text": len(vocab.words), "label": len(vocab.labels)})
+        labels = Counter()
+        try:
+            examples = training_rows(config, rows)
+            while chunk := list(itertools.islice(examples, CHUNK)):
+                ids = [vocab.encode(truncate(text_tokens(e.text, lowercase), self.budget, self.mode)) for e in chunk]
+                writer.add({"text": ids, "label": [[vocab.label_id(e, where)] for e in chunk]}, [len(x) for x in ids])
+                labels.update(e.label for e in chunk)
+            writer.meta["label_counts"] = dict(labels)
+            return writer.finish(key)
+        except BaseException:
+            writer.abort()
+            raise
+
     def batch(self, indices: list[int]) -> TextBatch:
-        ids = [self.ids[i] for i in indices]
+        ids = self.store.get("text", indices)
         if self.trim:
             # On CPU, torch's RNN backward over a packed batch of unequal lengths is far slower than
             # over equal lengths (torch 2.13: slice_backward fills a full-size gradient at every time
@@ -204,7 +280,7 @@ class Task:
         if self.word_dropout:
             unk = self.vocab.words.unk
             ids = [[unk if random.random() < self.word_dropout else w for w in x] for x in ids]
-        return make_batch(ids, [self.labels[i] for i in indices])
+        return make_batch(ids, [label for (label,) in self.store.get("label", indices)])
 
     def validate(self, model: TextClassifier, device: torch.device) -> dict:
         probs = predict_probs(model, self.dev_ids, self.batch_size, device)

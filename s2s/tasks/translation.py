@@ -167,7 +167,7 @@ class Task:
         """Encode the training pairs into a token store, skipping pairs with an empty side or a side longer than data.max_len."""
         data = self.config.data
         where = describe(data, data.train)
-        writer = StoreWriter(folder, ["src", "tgt"], max(self.sp_src.get_piece_size(), self.sp_tgt.get_piece_size()))
+        writer = StoreWriter(folder, {"src": self.sp_src.get_piece_size(), "tgt": self.sp_tgt.get_piece_size()})
         empty = too_long = read = 0
         start = time.monotonic()
         try:

@@ -5,9 +5,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import random
+
 import pytest
 
-from s2s.data.labelled import hold_out, read_labelled
+from s2s.data.labelled import hold_out_order, read_labelled
 from s2s.errors import S2SError
 
 
@@ -60,10 +62,12 @@ def test_non_utf8_names_file_and_line(tmp_path):
         read_labelled(path, "jsonl")
 
 
-def test_dev_hold_out_is_seeded_and_disjoint():
-    rows = list(range(100))
-    train, dev = hold_out(rows, 10, seed=5, where="x")
-    assert len(dev) == 10 and sorted(train + dev) == rows
-    assert hold_out(rows, 10, seed=5, where="x") == (train, dev) and hold_out(rows, 10, seed=6, where="x")[1] != dev
+def test_dev_hold_out_is_seeded_and_a_permutation():
+    order = list(hold_out_order(100, 10, seed=5, where="x"))
+    assert sorted(order) == list(range(100)) and order != list(range(100))
+    # The split never moves: the order of random.shuffle, as s2s 0.2.0 held rows out.
+    expected = list(range(100))
+    random.Random(5).shuffle(expected)
+    assert order == expected and list(hold_out_order(100, 10, seed=6, where="x"))[:10] != order[:10]
     with pytest.raises(S2SError, match="data.dev_size=100"):
-        hold_out(rows, 100, seed=5, where="x")
+        hold_out_order(100, 100, seed=5, where="x")

@@ -22,7 +22,7 @@ def _examples(n: int, vocab: int, seed: int = 0) -> list[list[int]]:
 
 
 def _build(folder, src, tgt, vocab=50, chunk=7, key=KEY):
-    writer = StoreWriter(folder, ["src", "tgt"], vocab)
+    writer = StoreWriter(folder, {"src": vocab, "tgt": vocab})
     for start in range(0, len(src), chunk):
         s, t = src[start : start + chunk], tgt[start : start + chunk]
         writer.add({"src": s, "tgt": t}, [max(len(a), len(b) + 1) for a, b in zip(s, t)])
@@ -34,7 +34,7 @@ def test_store_reads_back_every_example_in_any_order(tmp_path, vocab):
     src, tgt = _examples(40, vocab, 1), _examples(40, vocab, 2)
     built = _build(tmp_path / "store", src, tgt, vocab)
     store = open_store(tmp_path / "store", KEY)
-    assert len(store) == len(built) == 40 and store.dtype == (np.uint16 if vocab <= 2**16 else np.int32)
+    assert len(store) == len(built) == 40 and store.dtypes["src"] == (np.uint16 if vocab <= 2**16 else np.int32)
     order = list(range(40))
     random.Random(0).shuffle(order)
     assert store.get("src", order) == [src[i] for i in order]
@@ -84,7 +84,7 @@ def test_damaged_store_fails_with_one_line_naming_it(tmp_path, damage):
 
 
 def test_a_failed_build_leaves_no_store(tmp_path):
-    writer = StoreWriter(tmp_path / "store", ["src"], 50)
+    writer = StoreWriter(tmp_path / "store", {"src": 50})
     writer.add({"src": [[1, 2]]}, [2])
     writer.abort()
     assert not (tmp_path / "store").exists() and not (tmp_path / "store.tmp").exists()

@@ -272,19 +272,20 @@ def test_dev_held_out_of_train(data_dir, tmp_path):
     for name in "ab":
         (tmp_path / name).mkdir()
     task, again = (Task(config, tmp_path / name) for name in "ab")
-    assert len(task.dev_ids) == 9 and len(task.ids) == 51
+    assert len(task.dev_ids) == 9 and len(task.store) == 51
     assert again.dev_ids == task.dev_ids and again.dev_labels == task.dev_labels
 
 
 def test_training_batches_are_cut_to_their_shortest_text(data_dir, tmp_path):
     task = Task(tiny(data_dir), tmp_path)
-    rows = sorted(range(len(task.ids)), key=lambda i: len(task.ids[i]))[-4:] + [0]
+    ids = task.store.get("text", range(len(task.store)))
+    rows = sorted(range(len(ids)), key=lambda i: len(ids[i]))[-4:] + [0]
     b = task.batch(rows)
-    shortest = min(len(task.ids[i]) for i in rows)
+    shortest = min(len(ids[i]) for i in rows)
     assert b.tokens.shape == (5, shortest) and b.lengths.tolist() == [shortest] * 5 and b.tokens.ne(0).all()
-    assert b.tokens[0].tolist() == truncate(task.ids[rows[0]], shortest, "head_tail")
+    assert b.tokens[0].tolist() == truncate(ids[rows[0]], shortest, "head_tail")
     task = Task(tiny(data_dir, train={"trim_batches": False}), tmp_path, resume=True)
-    assert task.batch(rows).lengths.tolist() == [len(task.ids[i]) for i in rows]
+    assert task.batch(rows).lengths.tolist() == [len(ids[i]) for i in rows]
 
 
 def test_resume_equals_uninterrupted(data_dir, tmp_path):
@@ -393,3 +394,29 @@ def test_classify_a_very_long_line_is_cut_as_in_training(run_dir, tmp_path, caps
     assert code == 0, err
     assert [line.split("\t")[0] for line in out.splitlines()] == ["neg", "pos"]
     assert max(widths) == 12  # data.max_text_tokens of the tiny run
+
+
+def test_token_store_holds_the_encoded_training_rows_and_follows_the_data(tmp_path, caplog):
+    """A label-sorted file: max_train with dev_size still takes rows of every label (hold_out_order's
+    shuffled order); the store holds those rows encoded, is reused as it is, and rebuilt when the file changes."""
+    import logging
+
+    from s2s.data.labelled import read_labelled
+    from s2s.data.tokenize import text_tokens
+
+    data = tmp_path / "data"
+    data.mkdir()
+    write_jsonl(data / "train.jsonl", sorted(make_reviews(60, 0), key=lambda r: r["label"]))
+    config = tiny(data, data={"dev_size": 9, "dev": "missing", "max_train": 30})
+    (tmp_path / "run").mkdir()
+    task = Task(config, tmp_path / "run")
+    labels = [label for (label,) in task.store.get("label", range(len(task.store)))]
+    assert len(task.store) == 30 and len(set(labels)) == 3
+    encoded = {tuple(task.vocab.encode(truncate(text_tokens(e.text), 12, "head_tail"))) for e in read_labelled(data / "train.jsonl", "jsonl")}
+    assert all(tuple(t) in encoded for t in task.store.get("text", range(30)))
+    with caplog.at_level(logging.INFO):
+        Task(config, tmp_path / "run", resume=True)
+        assert "rebuilding" not in caplog.text
+        write_jsonl(data / "train.jsonl", make_reviews(61, 0))
+        assert len(Task(config, tmp_path / "run", resume=True).store) == 30
+    assert "store: built from other data; rebuilding it" in caplog.text
