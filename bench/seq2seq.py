@@ -1,6 +1,7 @@
 """The fixed seq2seq speed benchmark of ../shared/bench/README.md, run on s2s.
 
     python bench/seq2seq.py [--runs 2] [--amp] [--workers 0] [--no-in-flight] [--data bench-data] [--steps 300] [--no-heads] [--json-only]
+    python bench/seq2seq.py --device cuda --batch-size 1024 --decode-batch-size 500 [--amp] --runs 1 --no-heads   # on a GPU
 
 Synthetic Multi30k-shaped corpus (../shared/bench/make_synthetic.py, generated if missing), whitespace
 tokens with the full vocabulary, emb 256, 1-layer Bi-LSTM encoder 2x256, 1-layer LSTM decoder 512,
@@ -12,6 +13,11 @@ Each run trains in a fresh process (so peak RSS is its own) and decodes the trai
 (as `s2s translate` does), with --workers batches at once (default: one per thread); with --runs N the
 table shows the median of N.
 --amp trains and decodes in bf16 mixed precision (needs a CPU with native bf16, e.g. AMX; fp32 otherwise).
+--device cuda runs both on the GPU (bf16 with --amp; "fp32" is torch's default there, which runs cuDNN's
+RNNs in TF32), timing between CUDA synchronisations and after one untimed decoding batch; --batch-size
+and --decode-batch-size set the sentences per training and decoding batch (64 each: the CPU workload),
+--warmup the untimed training steps, --decode-sentences decodes only the shortest N test sentences.
+The results then also give the device, the amp dtype, the batch sizes and, on a GPU, its name and peak memory.
 Unless --no-heads, it also times the other two heads at the same thread count with untrained models of
 the default configs: tagging (bench/tagging.py, CoNLL-2003 test sentences/s) and classification
 (bench/classify.py, IMDB reviews/s).
@@ -34,7 +40,7 @@ import torch
 from s2s.config import Config, EncoderConfig, TrainConfig, TranslationConfig
 from s2s.data.batching import pad
 from s2s.data.sentencepiece import BOS, EOS
-from s2s.device import autocast, cpu_workers, parallel_map
+from s2s.device import amp_dtype, autocast, cpu_workers, parallel_map, resolve_device
 from s2s.search import beam_search, greedy_search, in_flight_groups
 from s2s.tasks.translation import build_model, make_batch
 from s2s.train import build_optimizer
@@ -54,6 +60,12 @@ def encode(lines: list[str], vocab: dict[str, int]) -> list[list[int]]:
 
 def peak_rss_gib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # Linux reports KiB
+
+
+def sync(device: torch.device) -> None:
+    """Wait for the GPU's queued work, so that a clock reading covers it (nothing to wait for on a CPU)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
 
 
 def setup(args: argparse.Namespace):
@@ -77,32 +89,40 @@ def setup(args: argparse.Namespace):
 def train_run(args: argparse.Namespace) -> dict:
     """Train in this process; saves the weights to args.weights for decode_run."""
     src, tgt, _, model = setup(args)
-    cpu = torch.device("cpu")
+    device = resolve_device(args.device)
+    model.to(device)
     optimizer = build_optimizer(model, 1e-3)
 
-    # Length-bucketed batches of 64 sentences, in shuffled order.
+    # Length-bucketed batches of 64 sentences (--batch-size), in shuffled order.
+    size = args.batch_size
     order = sorted(range(len(src)), key=lambda i: (len(tgt[i]), len(src[i])))
-    batches = [order[i : i + 64] for i in range(0, len(order), 64)]
+    batches = [order[i : i + size] for i in range(0, len(order), size)]
     random.shuffle(batches)
 
     model.train()
     timed_tokens, t0 = 0, 0.0
     for step in range(1, args.steps + 1):
         idx = batches[(step - 1) % len(batches)]
-        batch = make_batch([src[i] for i in idx], [tgt[i] for i in idx])
-        if step == 51:
+        batch = make_batch([src[i] for i in idx], [tgt[i] for i in idx]).to(device)
+        if step == args.warmup + 1:
+            sync(device)
             t0 = time.perf_counter()
-        with autocast(cpu, args.amp):
+        with autocast(device, args.amp):
             out = model(batch)
         optimizer.zero_grad(set_to_none=True)
         out.loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
         optimizer.step()
-        if step > 50:
+        if step > args.warmup:
             timed_tokens += out.num_tokens
+    sync(device)
     train_tok_s = timed_tokens / (time.perf_counter() - t0)
     torch.save(model.state_dict(), args.weights)
-    return {"train_tgt_tok_s": round(train_tok_s), "train_peak_rss_gib": round(peak_rss_gib(), 2)}
+    results = {"train_tgt_tok_s": round(train_tok_s), "train_peak_rss_gib": round(peak_rss_gib(), 2)}
+    if device.type == "cuda":
+        results["train_peak_gpu_gib"] = round(torch.cuda.max_memory_allocated(device) / 2**30, 2)
+        results["train_final_loss"] = round(out.loss.item(), 3)  # a NaN here is a broken mixed-precision path
+    return results
 
 
 def decode_run(args: argparse.Namespace) -> dict:
@@ -110,36 +130,54 @@ def decode_run(args: argparse.Namespace) -> dict:
     would (in the training process decoding ran ~10% slower: oneDNN's kernel cache and the heap
     are full of training's shapes)."""
     _, _, test, model = setup(args)
-    cpu = torch.device("cpu")
+    device = resolve_device(args.device)
     model.load_state_dict(torch.load(args.weights, weights_only=True))
-    model.eval()
+    model.to(device).eval()
     order = sorted(range(len(test)), key=lambda i: len(test[i]))
-    batches = [order[start : start + 64] for start in range(0, len(order), 64)]
-    workers = cpu_workers(cpu, args.workers)
-    in_flight = 0 if args.no_in_flight else 64
+    if args.decode_sentences:
+        order = order[: args.decode_sentences]
+    size = args.decode_batch_size
+    batches = [order[start : start + size] for start in range(0, len(order), size)]
+    workers = cpu_workers(device, args.workers)
+    in_flight = 0 if args.no_in_flight else size
     results = {}
     for name, beam in (("greedy", 1), ("beam5", 5)):
-        # As `s2s translate`: greedy decodes batches, beam search groups of them with 64 sentences in flight.
-        units = batches if beam == 1 or not in_flight else in_flight_groups(order, 64, workers)
+        # As `s2s translate`: greedy decodes batches, beam search groups of them with a batch of sentences in flight.
+        units = batches if beam == 1 or not in_flight else in_flight_groups(order, size, workers)
 
         def decode(rows: list[int], beam: int = beam) -> list[list[int]]:
             tokens, lengths = pad([test[i] for i in rows])
             limits = torch.full_like(lengths, 100)
-            with autocast(cpu, args.amp):
+            tokens, lengths = tokens.to(device), lengths.to(device)  # as Translator does (the limits stay on the CPU)
+            with autocast(device, args.amp):
                 if beam == 1:
                     return greedy_search(model, tokens, lengths, limits, BOS, EOS)
                 return beam_search(model, tokens, lengths, limits, BOS, EOS, beam, alpha=1.0, in_flight=in_flight)
 
+        if device.type == "cuda":  # the first kernels of a fresh process load and tune: not decoding's speed
+            decode(units[0][:8])
+        sync(device)
         t0 = time.perf_counter()
         hyps = [h for unit in parallel_map(decode, units, workers) for h in unit]
+        sync(device)
         seconds = time.perf_counter() - t0
         generated = sum(len(h) + 1 for h in hyps)  # + EOS
         results[f"{name}_tok_s"] = round(generated / seconds)
-        results[f"{name}_sent_s"] = round(len(test) / seconds, 1)
+        results[f"{name}_sent_s"] = round(len(order) / seconds, 1)
         results[f"{name}_tokens"] = generated
     results["decode_workers"] = workers
     results["decode_peak_rss_gib"] = round(peak_rss_gib(), 2)
+    if device.type == "cuda":
+        results["decode_peak_gpu_gib"] = round(torch.cuda.max_memory_allocated(device) / 2**30, 2)
     return results
+
+
+# Options added for GPUs; when all keep their defaults the output is the CPU benchmark's, key for key.
+NEW_OPTIONS = ("device", "batch_size", "decode_batch_size", "warmup", "decode_sentences")
+
+
+def read_lines(path: Path) -> list[str]:
+    return path.read_text(encoding="utf-8").splitlines()
 
 
 def run_script(script: str, args: list[str]) -> dict:
@@ -160,11 +198,18 @@ def main() -> None:
     parser.add_argument("--no-in-flight", action="store_true", help="beam search decodes each batch of 64 to its end "
                         "(the previous releases' way) instead of starting new sentences as others finish")
     parser.add_argument("--no-heads", action="store_true", help="skip the tagging and classification lines")
+    parser.add_argument("--device", default="cpu", choices=("cpu", "cuda", "auto"), help="where to train and decode (default cpu)")
+    parser.add_argument("--batch-size", type=int, default=64, help="sentences per training batch")
+    parser.add_argument("--decode-batch-size", type=int, default=64, help="sentences per decoding batch (beam search: in flight)")
+    parser.add_argument("--warmup", type=int, default=50, help="untimed training steps before the timed ones")
+    parser.add_argument("--decode-sentences", type=int, default=0, help="decode only the N shortest test sentences (0 = all)")
     parser.add_argument("--json-only", action="store_true")
     parser.add_argument("--train-run", action="store_true", help=argparse.SUPPRESS)  # what each fresh process does
     parser.add_argument("--decode-run", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--weights", help=argparse.SUPPRESS)  # where --train-run leaves the model for --decode-run
     args = parser.parse_args()
+    if args.steps <= args.warmup:
+        parser.error(f"--steps ({args.steps}) must be more than --warmup ({args.warmup}): throughput is over steps {args.warmup + 1}..N")
     if args.train_run or args.decode_run:
         print(json.dumps(train_run(args) if args.train_run else decode_run(args)))
         return
@@ -173,7 +218,9 @@ def main() -> None:
     if not (data / "train.de").is_file():
         maker = ROOT.parent / "shared" / "bench" / "make_synthetic.py"
         subprocess.run([sys.executable, str(maker), str(data)], check=True)
-    common = ["--data", str(data), "--steps", str(args.steps), "--threads", str(args.threads), "--workers", str(args.workers)]
+    common = ["--data", str(data), "--steps", str(args.steps), "--threads", str(args.threads), "--workers", str(args.workers),
+              "--device", args.device, "--batch-size", str(args.batch_size), "--decode-batch-size", str(args.decode_batch_size),
+              "--warmup", str(args.warmup), "--decode-sentences", str(args.decode_sentences)]
     common += ["--amp"] if args.amp else []
     common += ["--no-in-flight"] if args.no_in_flight else []
     runs = []
@@ -191,6 +238,14 @@ def main() -> None:
     results["amp"] = args.amp
     results["threads"] = args.threads
     results["torch"] = torch.__version__
+    if any(getattr(args, name) != parser.get_default(name) for name in NEW_OPTIONS):
+        device = resolve_device(args.device)
+        dtype = amp_dtype(device, args.amp)
+        results |= {"device": device.type, "amp_dtype": str(dtype).removeprefix("torch.") if dtype else "float32",
+                    "batch_size": args.batch_size, "decode_batch_size": args.decode_batch_size, "steps": args.steps,
+                    "warmup": args.warmup, "decode_sentences": args.decode_sentences or len(read_lines(data / "test.de"))}
+        if device.type == "cuda":
+            results |= {"gpu": torch.cuda.get_device_name(device), "cuda": torch.version.cuda}
 
     if not args.json_only:
         print(f"{'metric':<24}{'value':>12}")

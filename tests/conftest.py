@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import random
 import subprocess
 import zipfile
@@ -20,6 +21,34 @@ def pytest_configure(config):
     # Tensors here are tiny: a second intra-op thread only adds synchronisation, and on a busy
     # 2-core machine that costs 100x (measured: one beam search 4 ms with 1 thread, 0.8 s with 2).
     torch.set_num_threads(1)
+    if device_under_test().type == "cuda":
+        if not torch.cuda.is_available():
+            raise pytest.UsageError("S2S_TEST_DEVICE=cuda, but torch sees no CUDA GPU (unset it to test on the CPU)")
+        # The invariants here compare fp32 results to 1e-5; torch's default runs cuDNN's RNNs (and convs)
+        # in TF32, which rounds to ~1e-3. Full fp32 everywhere, so a difference is a bug, not rounding.
+        if hasattr(torch.backends, "fp32_precision"):
+            torch.backends.fp32_precision = "ieee"
+        else:
+            torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+
+
+def device_under_test() -> torch.device:
+    """The device that tests which take the `device` fixture run on: S2S_TEST_DEVICE (cpu or cuda), cpu when unset."""
+    name = os.environ.get("S2S_TEST_DEVICE", "cpu") or "cpu"
+    if name not in ("cpu", "cuda"):
+        raise pytest.UsageError(f"S2S_TEST_DEVICE={name!r}: valid values are cpu and cuda")
+    return torch.device(name)
+
+
+def pytest_report_header(config):
+    return f"s2s test device: {device_under_test()} (S2S_TEST_DEVICE)"
+
+
+@pytest.fixture(scope="session")
+def device() -> torch.device:
+    """Where the nn and search tests put their modules and tensors: cpu, or cuda with S2S_TEST_DEVICE=cuda
+    (`S2S_TEST_DEVICE=cuda pytest tests/nn tests/test_search.py`, as bench/gpu.sh does). No test needs a GPU."""
+    return device_under_test()
 
 # A made-up language pair with a word-for-word mapping, so that even a few updates learn something.
 LEXICON = {

@@ -14,24 +14,35 @@ SEEDS = [0, 1, 2, 3]
 
 
 @pytest.fixture
-def sharp_model(tiny_seq2seq):
+def sharp_model(tiny_seq2seq, device):
     """A random tiny model with large weights, so that outputs depend on the input and end
-    (with EOS) at different lengths instead of repeating one token to the limit."""
+    (with EOS) at different lengths instead of repeating one token to the limit. On the test device
+    (the weights drawn on the CPU first, so they are the same on every device)."""
     def make(seed: int):
         model = tiny_seq2seq(seed=seed, dropout=0.3)
         with torch.no_grad():
             for p in model.parameters():
                 p.normal_(0.0, 0.8)
-        return model.eval()
+        return model.eval().to(device)
 
     return make
 
 
-def _sources(seed: int, lengths=(1, 3, 5, 7, 2, 6, 4, 4)):
-    g = torch.Generator().manual_seed(seed)
-    sentences = [torch.randint(4, 20, (n,), generator=g).tolist() for n in lengths]
-    src, src_lengths = pad(sentences)
-    return sentences, src, src_lengths
+@pytest.fixture
+def sources(device):
+    """sources(seed, lengths=...) -> (sentences as id lists, padded ids (B, S) and lengths (B,) on the test device)."""
+    def make(seed: int, lengths=(1, 3, 5, 7, 2, 6, 4, 4)):
+        g = torch.Generator().manual_seed(seed)
+        sentences = [torch.randint(4, 20, (n,), generator=g).tolist() for n in lengths]
+        src, src_lengths = pad(sentences)
+        return sentences, src.to(device), src_lengths.to(device)
+
+    return make
+
+
+def _one(sentence: list[int], device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """One sentence as a batch of one: ids (1, S) and lengths (1,) on `device`."""
+    return torch.tensor([sentence], device=device), torch.tensor([len(sentence)], device=device)
 
 
 def _decode(model, src, src_lengths, limits, beam_size):
@@ -41,9 +52,9 @@ def _decode(model, src, src_lengths, limits, beam_size):
 
 
 @pytest.mark.parametrize("seed", SEEDS)
-def test_beam_size_1_equals_greedy(sharp_model, seed):
+def test_beam_size_1_equals_greedy(sharp_model, sources, seed):
     model = sharp_model(seed)
-    _, src, src_lengths = _sources(seed)
+    _, src, src_lengths = sources(seed)
     limits = max_lengths(src_lengths, 1.0, 3)
     greedy = greedy_search(model, src, src_lengths, limits, BOS, EOS)
     assert beam_search(model, src, src_lengths, limits, BOS, EOS, beam_size=1) == greedy
@@ -52,14 +63,14 @@ def test_beam_size_1_equals_greedy(sharp_model, seed):
 
 @pytest.mark.parametrize("beam_size", [0, 3], ids=["greedy", "beam3"])
 @pytest.mark.parametrize("seed", SEEDS)
-def test_batch_decoding_equals_decoding_alone(sharp_model, seed, beam_size):
+def test_batch_decoding_equals_decoding_alone(sharp_model, sources, device, seed, beam_size):
     model = sharp_model(seed)
-    sentences, src, src_lengths = _sources(seed)
+    sentences, src, src_lengths = sources(seed)
     limits = max_lengths(src_lengths, 1.0, 3)
     batch = _decode(model, src, src_lengths, limits, beam_size)
     assert len(batch) == len(sentences)
     for i, s in enumerate(sentences):
-        alone = _decode(model, torch.tensor([s]), torch.tensor([len(s)]), limits[i : i + 1], beam_size)
+        alone = _decode(model, *_one(s, device), limits[i : i + 1], beam_size)
         assert alone == [batch[i]], f"sentence {i}"
 
 
@@ -89,14 +100,14 @@ class InterfaceOnly:
 @pytest.mark.parametrize("beam_size, in_flight", [(0, 0), (1, 0), (3, 0), (3, 2), (30, 0), (30, 3)],
                          ids=["greedy", "beam1", "beam3", "beam3-in-flight", "beam30", "beam30-in-flight"])
 @pytest.mark.parametrize("seed", SEEDS)
-def test_search_uses_only_the_model_interface(sharp_model, seed, beam_size, in_flight):
+def test_search_uses_only_the_model_interface(sharp_model, sources, seed, beam_size, in_flight):
     """Search decodes any object with encode / init_state / step / vocab_size: a wrapper exposing only
     those gives what the Seq2Seq itself gives (beam 30, wider than the vocabulary, starts without
     fanning out; in flight, new sentences join a running batch)."""
     model = sharp_model(seed)
     wrapper = InterfaceOnly(model)
     assert not hasattr(wrapper, "decoder") and not hasattr(wrapper, "encoder") and not hasattr(wrapper, "forward")
-    _, src, src_lengths = _sources(seed)
+    _, src, src_lengths = sources(seed)
     limits = max_lengths(src_lengths, 1.0, 3)
     if beam_size == 0:
         expected = greedy_search(model, src, src_lengths, limits, BOS, EOS)
@@ -108,12 +119,12 @@ def test_search_uses_only_the_model_interface(sharp_model, seed, beam_size, in_f
 
 @pytest.mark.parametrize("in_flight", [1, 2, 3, 5, 7])
 @pytest.mark.parametrize("seed", SEEDS)
-def test_in_flight_batching_decodes_as_all_at_once(sharp_model, seed, in_flight):
+def test_in_flight_batching_decodes_as_all_at_once(sharp_model, sources, seed, in_flight):
     """With at most `in_flight` sentences decoding at a time, sentences that start as others finish
     (shorter or longer sources than the running ones, at their own length limits) decode as they do
     in one batch. A beam of 30 (wider than the 20-type vocabulary) starts even the first with 30 rows."""
     model = sharp_model(seed)
-    _, src, src_lengths = _sources(seed)
+    _, src, src_lengths = sources(seed)
     limits = max_lengths(src_lengths, 1.0, 3)
     for beam_size in (3, 30):
         at_once = beam_search(model, src, src_lengths, limits, BOS, EOS, beam_size)
@@ -131,11 +142,11 @@ def test_in_flight_groups_deal_batches_round_robin():
     assert in_flight_groups([], batch_size=4, workers=2) == []
 
 
-def test_sharp_models_end_outputs_at_different_lengths(sharp_model):
+def test_sharp_models_end_outputs_at_different_lengths(sharp_model, sources):
     """The fixture is useful only if some outputs end (EOS) before their limit, at several lengths."""
     ended_early, lengths = 0, set()
     for seed in SEEDS:
-        _, src, src_lengths = _sources(seed)
+        _, src, src_lengths = sources(seed)
         limits = max_lengths(src_lengths, 1.0, 3)
         for hyp, limit in zip(greedy_search(sharp_model(seed), src, src_lengths, limits, BOS, EOS), limits.tolist()):
             ended_early += len(hyp) < limit - 1
@@ -145,10 +156,10 @@ def test_sharp_models_end_outputs_at_different_lengths(sharp_model):
 
 @pytest.mark.parametrize("beam_size", [0, 1, 3, 5], ids=["greedy", "beam1", "beam3", "beam5"])
 @pytest.mark.parametrize("seed", SEEDS)
-def test_outputs_respect_their_own_length_limit(sharp_model, seed, beam_size):
+def test_outputs_respect_their_own_length_limit(sharp_model, sources, seed, beam_size):
     """Limits count tokens including EOS, so a hypothesis (without EOS) has at most limit - 1 tokens."""
     model = sharp_model(seed)
-    _, src, src_lengths = _sources(seed)
+    _, src, src_lengths = sources(seed)
     limits = torch.tensor([1, 2, 3, 4, 5, 6, 1, 2])  # per sentence, unrelated to the source lengths
     hyps = _decode(model, src, src_lengths, limits, beam_size)
     for hyp, limit in zip(hyps, limits.tolist()):
@@ -158,16 +169,16 @@ def test_outputs_respect_their_own_length_limit(sharp_model, seed, beam_size):
 
 
 @pytest.mark.parametrize("seed", SEEDS)
-def test_greedy_stops_at_the_limit_or_where_the_model_says_eos(sharp_model, seed):
+def test_greedy_stops_at_the_limit_or_where_the_model_says_eos(sharp_model, sources, device, seed):
     """Check greedy against a plain step-by-step argmax decode of each sentence."""
     model = sharp_model(seed)
-    sentences, src, src_lengths = _sources(seed)
+    sentences, src, src_lengths = sources(seed)
     limits = max_lengths(src_lengths, 1.0, 3)
     hyps = greedy_search(model, src, src_lengths, limits, BOS, EOS)
     with torch.no_grad():
         for s, hyp, limit in zip(sentences, hyps, limits.tolist()):
-            memory = model.encode(torch.tensor([s]), torch.tensor([len(s)]))
-            state, prev, out = model.init_state(memory), torch.tensor([BOS]), []
+            memory = model.encode(*_one(s, device))
+            state, prev, out = model.init_state(memory), torch.tensor([BOS], device=device), []
             for _ in range(limit - 1):
                 logits, state, _ = model.step(prev, state, memory)
                 prev = logits.argmax(-1)
@@ -179,19 +190,20 @@ def test_greedy_stops_at_the_limit_or_where_the_model_says_eos(sharp_model, seed
 
 def _log_prob(model, source: list[int], hyp: list[int]) -> float:
     """log p(hyp + EOS | source) under the model, by teacher forcing."""
+    device = next(model.parameters()).device
     with torch.no_grad():
-        enc = model.encoder(torch.tensor([source]), torch.tensor([len(source)]))
-        logits = model.decoder(torch.tensor([[BOS] + hyp]), enc)[0]
+        enc = model.encoder(*_one(source, device))
+        logits = model.decoder(torch.tensor([[BOS] + hyp], device=device), enc)[0]
         logp = torch.log_softmax(logits.float(), -1)
-        return float(logp.gather(1, torch.tensor(hyp + [EOS]).unsqueeze(1)).sum())
+        return float(logp.gather(1, torch.tensor(hyp + [EOS], device=device).unsqueeze(1)).sum())
 
 
 @pytest.mark.parametrize("seed", SEEDS)
-def test_beam_finds_at_least_greedy_score_on_these_inputs(sharp_model, seed):
+def test_beam_finds_at_least_greedy_score_on_these_inputs(sharp_model, sources, seed):
     """Not a theorem (the greedy prefix can fall out of the beam), but it holds on these inputs:
     with no length penalty, beam 5 finds a hypothesis at least as likely as greedy's."""
     model = sharp_model(seed)
-    sentences, src, src_lengths = _sources(seed)
+    sentences, src, src_lengths = sources(seed)
     limits = max_lengths(src_lengths, 1.0, 3)
     greedy = greedy_search(model, src, src_lengths, limits, BOS, EOS)
     beam = beam_search(model, src, src_lengths, limits, BOS, EOS, beam_size=5, alpha=0.0)
@@ -204,14 +216,15 @@ def _plain_beam_search(model, source: list[int], limit: int, beam_size: int, alp
     every live beam offers all V extensions (only EOS at the length limit); the K best are kept; an
     EOS among them is a finished hypothesis (scored by log p / length penalty); the sentence ends when
     the best of the K is EOS or the limit is reached."""
+    device = next(model.parameters()).device
     with torch.no_grad():
-        memory = model.encode(torch.tensor([source]), torch.tensor([len(source)]))
+        memory = model.encode(*_one(source, device))
         beams = [(0.0, [], model.init_state(memory))]  # (log p, tokens, state)
         finished = []
         for t in range(limit):
             candidates = []
             for score, tokens, state in beams:
-                prev = torch.tensor([tokens[-1] if tokens else BOS])
+                prev = torch.tensor([tokens[-1] if tokens else BOS], device=device)
                 logits, new_state, _ = model.step(prev, state, memory)
                 logp = torch.log_softmax(logits.float(), -1)[0].tolist()
                 allowed = [EOS] if t + 1 >= limit else range(len(logp))
@@ -229,7 +242,7 @@ def _plain_beam_search(model, source: list[int], limit: int, beam_size: int, alp
 @pytest.mark.parametrize("chunk", [64, 3], ids=["one-chunk", "chunks-of-3"])
 @pytest.mark.parametrize("beam_size", [2, 5])
 @pytest.mark.parametrize("seed", range(8))
-def test_batched_beam_search_equals_the_plain_one(tiny_seq2seq, monkeypatch, seed, beam_size, chunk):
+def test_batched_beam_search_equals_the_plain_one(tiny_seq2seq, sources, device, monkeypatch, seed, beam_size, chunk):
     """The batched search (all sentences and beams at once, K best tokens per beam, one row per
     sentence at the first step, finished sentences dropped) finds what the textbook search finds.
     Weights of std 0.5, room to grow (2 x source + 6) and a strong length penalty make the
@@ -241,7 +254,8 @@ def test_batched_beam_search_equals_the_plain_one(tiny_seq2seq, monkeypatch, see
     with torch.no_grad():
         for p in model.parameters():
             p.normal_(0.0, 0.5)
-    sentences, src, src_lengths = _sources(seed)
+    model.to(device)
+    sentences, src, src_lengths = sources(seed)
     limits = max_lengths(src_lengths, 2.0, 6)
     hyps = beam_search(model, src, src_lengths, limits, BOS, EOS, beam_size, alpha=2.0)
     for s, hyp, limit in zip(sentences, hyps, limits.tolist()):
@@ -251,7 +265,7 @@ def test_batched_beam_search_equals_the_plain_one(tiny_seq2seq, monkeypatch, see
 @pytest.mark.parametrize("vocab", [1, 5, 64, 100, 130])
 @pytest.mark.parametrize("width", [1, 4])
 @pytest.mark.parametrize("chunk", [1, 8, 64])
-def test_best_extensions_equal_a_top_k_over_all_extensions(vocab, width, chunk):
+def test_best_extensions_equal_a_top_k_over_all_extensions(vocab, width, chunk, device):
     """Chunks that divide the vocabulary, do not, or are larger than it; one beam or several; dead
     beams (score -inf) and rows at the length limit (-inf but for one token)."""
     g = torch.Generator().manual_seed(vocab * 100 + width * 10 + chunk)
@@ -263,7 +277,7 @@ def test_best_extensions_equal_a_top_k_over_all_extensions(vocab, width, chunk):
         scores[1, 0] = float("-inf")
     logp[2 * width] = float("-inf")
     logp[2 * width, 0] = -0.5
-    top, beam, token = best_extensions(logp, scores, k, chunk)
+    top, beam, token = (x.cpu() for x in best_extensions(logp.to(device), scores.to(device), k, chunk))
     everything = (scores.view(-1, 1) + logp).view(n, width * vocab)
     expected, index = everything.topk(k, dim=1)
     assert torch.equal(top, expected)
@@ -279,10 +293,10 @@ def test_max_lengths_and_length_penalty():
     assert length_penalty(3, 0.5) < length_penalty(4, 0.5)
 
 
-def test_beam_wider_than_the_vocabulary(tiny_seq2seq):
+def test_beam_wider_than_the_vocabulary(tiny_seq2seq, sources, device):
     """A beam of 30 over a 20-type vocabulary still decodes every sentence within its limit."""
-    model = tiny_seq2seq(seed=1).eval()
-    sentences, src, src_lengths = _sources(0)
+    model = tiny_seq2seq(seed=1).eval().to(device)
+    sentences, src, src_lengths = sources(0)
     limits = torch.full_like(src_lengths, 6)
     hyps = beam_search(model, src, src_lengths, limits, BOS, EOS, 30)
     assert len(hyps) == len(sentences) and all(len(h) < 6 for h in hyps)

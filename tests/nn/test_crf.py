@@ -1,6 +1,7 @@
 """The CRF against brute-force enumeration; padding invariance; forbidden transitions (the scheme's, from s2s.data.schemes)."""
 from __future__ import annotations
 
+import copy
 import itertools
 
 import torch
@@ -41,14 +42,15 @@ def _brute_force(crf: CRF, emissions: torch.Tensor) -> tuple[torch.Tensor, list[
     return scores.logsumexp(0), list(paths[int(scores.argmax())]), marginals
 
 
-def test_forward_viterbi_and_marginals_equal_brute_force():
+def test_forward_viterbi_and_marginals_equal_brute_force(device):
     k, t_len = 3, 4
     crf = _random_crf(k)
     emissions = torch.randn(2, t_len, k)
     mask = torch.ones(2, t_len, dtype=torch.bool)
-    log_z = crf.log_partition(emissions, mask)
-    paths = crf.decode(emissions, mask)
-    marginals = crf.marginals(emissions, mask)
+    on_device = copy.deepcopy(crf).to(device)  # brute force on the CPU, the CRF on the test device
+    log_z = on_device.log_partition(emissions.to(device), mask.to(device)).cpu()
+    paths = on_device.decode(emissions.to(device), mask.to(device))
+    marginals = on_device.marginals(emissions.to(device), mask.to(device)).cpu()
     for b in range(2):
         ref_z, ref_path, ref_marg = _brute_force(crf, emissions[b])
         assert torch.allclose(log_z[b], ref_z, atol=1e-5)
@@ -57,16 +59,16 @@ def test_forward_viterbi_and_marginals_equal_brute_force():
     # The gold-path score is consistent with log Z: NLL of every path >= 0 and their probabilities sum to 1.
     all_paths = torch.tensor(list(itertools.product(range(k), repeat=t_len)))
     e = emissions[0].expand(len(all_paths), -1, -1)
-    nll = crf.nll(e, all_paths, torch.ones_like(all_paths, dtype=torch.bool))
+    nll = on_device.nll(e.to(device), all_paths.to(device), torch.ones_like(all_paths, dtype=torch.bool).to(device)).cpu()
     assert (nll >= -1e-5).all() and torch.allclose((-nll).exp().sum(), torch.tensor(1.0), atol=1e-4)
 
 
-def test_padding_changes_nothing():
-    crf = _random_crf(len(TAGS), _allowed(TAGS, "bioes"), seed=1)
+def test_padding_changes_nothing(device):
+    crf = _random_crf(len(TAGS), _allowed(TAGS, "bioes"), seed=1).to(device)
     lengths = [5, 2, 1, 4]
-    emissions = torch.randn(len(lengths), 5, len(TAGS))
-    mask = torch.arange(5)[None, :] < torch.tensor(lengths)[:, None]
-    tags = torch.randint(len(TAGS), (len(lengths), 5))
+    emissions = torch.randn(len(lengths), 5, len(TAGS)).to(device)
+    mask = (torch.arange(5)[None, :] < torch.tensor(lengths)[:, None]).to(device)
+    tags = torch.randint(len(TAGS), (len(lengths), 5)).to(device)
     padded_junk = emissions.masked_fill(~mask.unsqueeze(2), 123.0)  # padding values must not leak in
     batch = (crf.log_partition(padded_junk, mask), crf.score(padded_junk, tags, mask), crf.decode(padded_junk, mask), crf.marginals(padded_junk, mask))
     for b, n in enumerate(lengths):
@@ -78,17 +80,17 @@ def test_padding_changes_nothing():
         assert (batch[3][b, n:] == 0).all()
 
 
-def test_forbidden_transitions_are_never_decoded():
+def test_forbidden_transitions_are_never_decoded(device):
     allowed = _allowed(TAGS, "bioes")
     assert not allowed[0][TAGS.index("O"), TAGS.index("I-PER")]
     assert not allowed[0][TAGS.index("B-PER"), TAGS.index("E-LOC")]
     assert allowed[0][TAGS.index("B-PER"), TAGS.index("E-PER")]
     assert not allowed[1][TAGS.index("E-LOC")] and not allowed[2][TAGS.index("B-LOC")]
-    crf = _random_crf(len(TAGS), allowed, seed=2)
+    crf = _random_crf(len(TAGS), allowed, seed=2).to(device)
     torch.manual_seed(3)
     emissions = torch.randn(64, 7, len(TAGS)) * 5
     emissions[..., [TAGS.index("I-PER"), TAGS.index("E-LOC")]] += 8  # the best tokens alone would be invalid
     lengths = torch.randint(1, 8, (64,))
     mask = torch.arange(7)[None, :] < lengths[:, None]
-    for path in crf.decode(emissions, mask):
+    for path in crf.decode(emissions.to(device), mask.to(device)):
         assert check_tags([TAGS[i] for i in path], "bioes") is None
