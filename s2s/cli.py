@@ -3,7 +3,10 @@ calls the library, prints."""
 from __future__ import annotations
 
 import argparse
+import contextlib
+import dataclasses
 import hashlib
+import itertools
 import json
 import logging
 import signal
@@ -12,6 +15,7 @@ from collections import Counter
 from pathlib import Path
 
 from s2s.data.io import flush_stdout, write_stdout
+from s2s.data.stream import PROGRESS_EVERY
 from s2s.errors import S2SError
 
 log = logging.getLogger(__name__)
@@ -19,13 +23,6 @@ log = logging.getLogger(__name__)
 EPILOG = "Configs are YAML; `s2s config TASK` prints every key of a task. Errors print one line and exit 2; Ctrl-C exits 130."
 WORKERS_HELP = ("batches decoded at once, sharing the torch threads (default: the config's decode.workers; 0 = one batch "
                 "per thread on a CPU, which beats one batch on all threads for these small recurrent steps)")
-
-
-def _read_input(path: str | None) -> list[str]:
-    from s2s.data.io import read_lines, read_stdin_lines, refuse_carriage_returns
-
-    lines = read_stdin_lines() if path is None or path == "-" else read_lines(path)
-    return refuse_carriage_returns(lines, _where(path))
 
 
 def _where(path: str | None) -> str:
@@ -62,11 +59,12 @@ def cmd_translate(args: argparse.Namespace) -> None:
     from s2s.tasks.translation import Translator
 
     translator = Translator.load(args.model, device=args.device, amp=args.amp, workers=args.workers)
-    sentences = _read_input(args.input)
-    ids = translator.translate_ids(sentences, args.beam_size, args.batch_size)
-    _write_lines(args.output, [translator.sp_tgt.decode(x) for x in ids])
-    if args.raw_output:
-        _write_lines(args.raw_output, [translator.pieces(x) for x in ids])
+    with _streamed(args, "translate", args.output, args.raw_output) as (chunks, out, raw):
+        for first, sentences in chunks:
+            ids = translator.translate_ids(sentences, args.beam_size, args.batch_size, first_line=first)
+            out.write([translator.sp_tgt.decode(x) for x in ids])
+            if raw is not None:
+                raw.write([translator.pieces(x) for x in ids])
 
 
 def cmd_tag(args: argparse.Namespace) -> None:
@@ -74,23 +72,65 @@ def cmd_tag(args: argparse.Namespace) -> None:
     from s2s.tasks.tagging import Tagger, tagged_conll
 
     tagger = Tagger.load(args.model, device=args.device, workers=args.workers)
-    lines = _read_input(args.input)
-    if args.input_format == "conll":
-        sentences = parse_conll(lines, where=_where(args.input), tagged=False)
-        records = tagger.tag_conll(sentences, args.batch_size)
-        if args.format == "conll":  # the input's lines, each token line with its predicted tag
-            _write_lines(args.output, tagged_conll(lines, sentences, records, args.tag_scheme))
-            return
-    else:
-        records = tagger.tag(lines, args.batch_size)
-    match args.format:
-        case "json":
-            out = [r.to_json() for r in records]
-        case "inline":
-            out = [r.to_inline() for r in records]
-        case _:
-            out = [line for r in records for line in r.to_conll(args.tag_scheme)]
-    _write_lines(args.output, out)
+    conll, where, width = args.input_format == "conll", _where(args.input), 0
+    with _streamed(args, "tag", args.output, cut=_tag_cut(tagger.context_tokens, conll)) as (chunks, out):
+        for first, lines in chunks:
+            if not conll:
+                records = tagger.tag(lines, args.batch_size, first_line=first)
+            else:
+                sentences = parse_conll(lines, where=where, tagged=False, first_line=first, width=width)
+                # The column count the first token line fixed, which the token lines of later chunks must keep.
+                width = width or next((len(c) for c in map(str.split, lines) if c and c[0] != "-DOCSTART-"), 0)
+                records = tagger.tag_conll(sentences, args.batch_size)
+                if args.format == "conll":  # the input's lines, each token line with its predicted tag
+                    in_chunk = [dataclasses.replace(s, line=s.line - first + 1) for s in sentences]
+                    out.write(tagged_conll(lines, in_chunk, records, args.tag_scheme))
+                    continue
+            match args.format:
+                case "json":
+                    out.write([r.to_json() for r in records])
+                case "inline":
+                    out.write([r.to_inline() for r in records])
+                case _:
+                    out.write([line for r in records for line in r.to_conll(args.tag_scheme)])
+
+
+def _tag_cut(context_tokens: int, conll: bool):
+    """How many lines of a chunk `s2s tag` tags now (see s2s.data.stream.chunks), so that tagging chunk by chunk
+    gives what tagging all at once does: whole runs of sentences (what the tagger reads as one text, see runs_of;
+    a chunk's last run may go on after it) and, in CoNLL input, a chunk ending at a blank line."""
+    from s2s.data.tokenize import tokenize
+    from s2s.tasks.tagging import runs_of
+
+    if not conll and not context_tokens:
+        return None  # every sentence is read alone
+
+    def cut(lines: list[str], at_end: bool) -> int:
+        if not conll:
+            lengths = [len(tokenize(line)[0]) for line in lines]
+            runs = runs_of(lengths, list(itertools.accumulate(not n for n in lengths)), context_tokens)
+            return runs[-1][0] if runs else len(lines)
+        rows = [line.split() for line in lines]
+        token = [bool(cols) and cols[0] != "-DOCSTART-" for cols in rows]
+        starts, lengths, docs, doc = [], [], [], 0  # each sentence's first line, tokens and document
+        for i, cols in enumerate(rows):
+            if not token[i]:
+                doc += bool(cols)  # a -DOCSTART- line
+            elif i and token[i - 1]:
+                lengths[-1] += 1
+            else:
+                starts.append(i)
+                lengths.append(1)
+                docs.append(doc)
+        for end in [starts[run[0]] for run in reversed(runs_of(lengths, docs, context_tokens))] or [len(lines)]:
+            for j in range(end - 1, -1, -1):  # back over the -DOCSTART- and blank lines before the run
+                if token[j]:
+                    break
+                if not rows[j]:
+                    return j + 1
+        return 0
+
+    return cut
 
 
 def cmd_classify(args: argparse.Namespace) -> None:
@@ -98,29 +138,45 @@ def cmd_classify(args: argparse.Namespace) -> None:
     from s2s.tasks.classification import Classifier
 
     classifier = Classifier.load(args.model, device=args.device)
-    lines = _read_input(args.input)
     input_format, where = args.input_format, _where(args.input)
-    if input_format == "auto":
-        if args.input and args.input.lower().endswith(".jsonl"):
-            input_format = "jsonl"
-        elif _looks_like_jsonl(lines, classifier.text_field):
-            # Labelled JSONL piped in (`s2s classify < test.jsonl`) would otherwise be classified as raw
-            # JSON text, its label included.
-            log.info("%s: read as JSONL: its first line is a JSON object with the text field %r "
-                     "(--input-format text reads it as text)", where, classifier.text_field)
-            input_format = "jsonl"
-        else:
-            input_format = "text"
-    if input_format == "jsonl":
-        texts = texts_from_jsonl(lines, where, classifier.text_field)
-    else:
-        texts = lines
-    predictions = classifier.predict(texts, args.batch_size)
-    if args.format == "json":
-        out = [p.to_json() if p is not None else "" for p in predictions]
-    else:
-        out = [p.to_tsv() if p is not None else "" for p in predictions]
-    _write_lines(args.output, out)
+    if input_format == "auto" and args.input and args.input.lower().endswith(".jsonl"):
+        input_format = "jsonl"
+    with _streamed(args, "classify", args.output) as (chunks, out):
+        for first, lines in chunks:
+            # Decided by the first non-blank line (blank lines give empty output lines either way).
+            if input_format == "auto" and any(line.strip() for line in lines):
+                input_format = "jsonl" if _looks_like_jsonl(lines, classifier.text_field) else "text"
+                if input_format == "jsonl":  # labelled JSONL piped in (`s2s classify < test.jsonl`) would
+                    # otherwise be classified as raw JSON text, its label included
+                    log.info("%s: read as JSONL: its first line is a JSON object with the text field %r "
+                             "(--input-format text reads it as text)", where, classifier.text_field)
+            texts = texts_from_jsonl(lines, where, classifier.text_field, first) if input_format == "jsonl" else lines
+            predictions = classifier.predict(texts, args.batch_size)
+            if args.format == "json":
+                out.write([p.to_json() if p is not None else "" for p in predictions])
+            else:
+                out.write([p.to_tsv() if p is not None else "" for p in predictions])
+
+
+@contextlib.contextmanager
+def _streamed(args: argparse.Namespace, what: str, *outputs: str | None, cut=None):
+    """The input of a prediction command (--input FILE or stdin) in chunks of (number of the first line, lines)
+    with progress on stderr (see s2s.data.stream.chunks), and a LineWriter for each output: the first to stdout
+    when None, the others only when given (else None)."""
+    from s2s.data.stream import LineReader, LineWriter, Progress, chunks
+
+    files = [Path(p) for p in (args.input, *outputs) if p not in (None, "-")]
+    for i, path in enumerate(files):
+        for other in files[:i]:
+            if path.resolve() == other.resolve() or (path.exists() and other.exists() and path.samefile(other)):
+                raise S2SError(f"{path}: the same file as {other}: output is written while the input is read, so each "
+                               "output needs a file of its own")
+    with LineReader(args.input) as reader, contextlib.ExitStack() as stack:
+        writers = [stack.enter_context(LineWriter(p)) if p or i == 0 else None for i, p in enumerate(outputs)]
+        # No bar when the output itself goes to the terminal: it shows how far the run is, and a bar would garble it.
+        to_terminal = outputs[0] in (None, "-") and sys.stdout is not None and sys.stdout.isatty()
+        progress = Progress(what, reader, bar=not to_terminal)
+        yield stack.enter_context(contextlib.closing(chunks(reader, cut, progress))), *writers
 
 
 def cmd_forecast(args: argparse.Namespace) -> None:
@@ -238,8 +294,12 @@ def cmd_upgrade(args: argparse.Namespace) -> None:
 
 
 def _predict_command(sub, name: str, help: str, description: str, model_help: str, inputs: str, outputs: str,
-                     ensemble: bool = False) -> argparse.ArgumentParser:
-    """A subcommand that reads input with a trained run and writes one record per input."""
+                     ensemble: bool = False, streamed: bool = True) -> argparse.ArgumentParser:
+    """A subcommand that reads input with a trained run and writes one record per input (`streamed`: chunk by chunk)."""
+    if streamed:
+        description += (" The input is read in chunks (stdin as it arrives) and each chunk's output is written as soon as it is "
+                        "done: output starts at once, and what is written stays if the run is stopped. Progress goes to stderr: "
+                        f"a bar on a terminal, else a log line every {PROGRESS_EVERY:.0f} s; none with -q.")
     p = sub.add_parser(name, help=help, description=description)
     p.add_argument("--model", required=True, nargs="+" if ensemble else None, metavar="RUN_DIR", help=model_help)
     p.add_argument("--input", metavar="FILE", help=f"{inputs} (default: stdin)")
@@ -292,7 +352,7 @@ def build_parser() -> argparse.ArgumentParser:
                          "default) into detokenized text, one output line per input line, in input order. An empty line gives an empty "
                          "line; inputs longer than translation.max_src_len subword tokens are truncated with a warning.",
                          "a run directory made by `s2s train` with task: translation", "source sentences", "translations")
-    p.add_argument("--raw-output", metavar="FILE", help="also write the raw subword output here")
+    p.add_argument("--raw-output", metavar="FILE", help="also write the raw subword output here, chunk by chunk with --output")
     p.add_argument("--beam-size", type=int, metavar="N", help="beam size, 1 = greedy (default: the config's translation.beam_size)")
     _run_options(p, "sentences per batch; beam search keeps N in flight, starting the next as others finish")
     p.add_argument("--amp", action="store_true", help="decode in bf16 mixed precision (CUDA, or a CPU with native bf16 such as "
@@ -336,7 +396,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = _predict_command(sub, "forecast", "forecast the rows after a history CSV", "Forecast the next forecasting.horizon "
                          "rows after the last forecasting.seq_len rows of a CSV with the model's timestamp column and variables; "
                          "writes a CSV of the forecast rows, with timestamps one step (the history's last) apart, in original units.",
-                         "a run directory made by `s2s train` with task: forecasting", "history CSV", "forecast CSV")
+                         "a run directory made by `s2s train` with task: forecasting", "history CSV", "forecast CSV", streamed=False)
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="default: auto (CUDA when present)")
     p.set_defaults(func=cmd_forecast)
 

@@ -2,12 +2,14 @@
 output line per input line; evaluate follows the run's task; training logs without a terminal."""
 from __future__ import annotations
 
+import io
 import json
 import logging
 import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -454,3 +456,198 @@ def test_translate_refuses_cr_only_line_ends(tmp_path, capsys, trained_run):
     (tmp_path / "in.txt").write_bytes(b"der hund\rdie katze\r")
     assert main(["-q", "translate", "--model", str(trained_run), "--input", str(tmp_path / "in.txt")]) == 2
     _one_line_error(capsys, "in.txt:1: a carriage return inside the line")
+
+
+# --- issue 18: streaming prediction: chunk by chunk, each chunk's output written as soon as it is done ---------
+
+
+@pytest.fixture
+def chunked(monkeypatch):
+    """chunked(first, cap): prediction commands read their input in chunks of first, 2 * first, ... cap lines."""
+    from s2s.data import stream
+
+    def set_sizes(first: int, cap: int) -> None:
+        monkeypatch.setattr(stream, "FIRST_CHUNK", first)
+        monkeypatch.setattr(stream, "MAX_CHUNK", cap)
+
+    return set_sizes
+
+
+def _train_tiny(root: Path, config: dict) -> Path:
+    """A run trained for a few updates: its predictions are arbitrary, which is all these tests need."""
+    from s2s import config as config_lib
+    from s2s.train import train
+
+    train(config_lib.from_dict(config), root / "run")
+    return root / "run"
+
+
+TAG_SENTENCES = [["Alan", "Shearer", "visited", "Paris", "."], ["the", "EU", "said", "on", "Monday"], ["Peter", "left", "."],
+                 ["Ann", "Lee", "visited", "New", "York", "."], ["Reuters", "said", "."]]
+
+
+@pytest.fixture(scope="module", params=[0, 12], ids=["alone", "context"])
+def tagging_run(request, tmp_path_factory) -> Path:
+    """A tiny tagger reading each sentence alone, or (context) runs of sentences of up to 12 tokens as one text."""
+    root = tmp_path_factory.mktemp("tagging")
+    rows = ["-DOCSTART- -X- -X- O", ""]
+    for i in range(12):
+        rows += [f"{w} NN O {'I-PER' if w[0].isupper() else 'O'}" for w in TAG_SENTENCES[i % 5]] + [""]
+    for split in ("train", "valid", "test"):
+        (root / f"{split}.txt").write_text("\n".join(rows) + "\n", encoding="utf-8")
+    return _train_tiny(root, {
+        "task": "tagging", "data": {"format": "conll", "dir": str(root), "train": "train", "dev": "valid", "test": "test"},
+        "encoder": {"emb_dim": 8, "hidden_size": 8, "dropout": 0.0},
+        "tagging": {"char_emb_dim": 4, "char_filters": 4, "case_dim": 2, "context_tokens": request.param},
+        "train": {"epochs": 1, "max_tokens": 60, "threads": 1, "device": "cpu"}})
+
+
+@pytest.fixture(scope="module")
+def classification_run(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("classification")
+    rows = [{"text": f"{w} movie {i}", "label": label} for i in range(8) for w, label in (("great", "pos"), ("awful", "neg"))]
+    for split in ("train", "dev"):
+        (root / f"{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    return _train_tiny(root, {
+        "task": "classification", "data": {"format": "jsonl", "dir": str(root), "train": "train", "dev": "dev"},
+        "vocab": {"min_freq": 1}, "encoder": {"emb_dim": 8, "hidden_size": 8, "dropout": 0.0},
+        "classification": {"attn_size": 8}, "train": {"epochs": 1, "max_tokens": 60, "threads": 1, "device": "cpu"}})
+
+
+TRANSLATE_LINES = ["der hund sieht ein haus", "", "die katze mag der hund", "die frau", "   ", "ein mann sieht die katze",
+                   "der hund", "die katze sieht ein rote ball", "", "der mann mag ein kleine haus", "die frau sieht der hund"]
+
+
+@pytest.mark.parametrize("first, cap", [(1, 1), (2, 2), (1, 4)])
+def test_translate_in_chunks_gives_what_translating_all_at_once_gives(tmp_path, capsys, chunked, trained_run, first, cap):
+    chunked(first, cap)
+    src, out, raw = tmp_path / "in.de", tmp_path / "out.en", tmp_path / "out.raw"
+    src.write_text("\n".join(TRANSLATE_LINES) + "\n", encoding="utf-8")
+    argv = ["-q", "translate", "--model", str(trained_run), "--input", str(src), "--output", str(out), "--raw-output", str(raw),
+            "--beam-size", "3", "--batch-size", "2", "--workers", "2"]
+    assert main(argv) == 0
+    translator = Translator.load(trained_run, device="cpu", workers=2)
+    ids = translator.translate_ids(TRANSLATE_LINES, 3, 2)
+    assert out.read_text(encoding="utf-8") == "".join(translator.sp_tgt.decode(x) + "\n" for x in ids)
+    assert raw.read_text(encoding="utf-8") == "".join(translator.pieces(x) + "\n" for x in ids)
+
+
+TAG_TEXT = ["Alan Shearer visited Paris .", "the EU said on Monday", "", "Peter left .", "Ann Lee visited New York .",
+            "Reuters said .", "Alan Shearer visited Paris .", "", "", "the EU said on Monday", "Peter left ."]
+# Documents, sentences without a blank line before a -DOCSTART-, a 1-column (token only) input.
+TAG_CONLL = ["-DOCSTART-", "", "Alan", "Shearer", "visited", "Paris", ".", "", "the", "EU", "said", "", "", "Peter", "left",
+             "-DOCSTART-", "Ann", "Lee", "visited", "New", "York", ".", "", "-DOCSTART-", "", "Reuters", "said", ".", "",
+             "Peter", "left", ".", "", "the", "EU"]
+
+
+@pytest.mark.parametrize("first, cap", [(1, 1), (2, 2), (3, 8)])
+@pytest.mark.parametrize("input_format, fmt", [("text", "json"), ("text", "inline"), ("conll", "json"), ("conll", "conll")])
+def test_tag_in_chunks_gives_what_tagging_all_at_once_gives(tmp_path, capsys, chunked, tagging_run, first, cap, input_format, fmt):
+    """Chunks end between the runs of sentences the tagger reads as one text, and in CoNLL input at a blank line."""
+    from s2s.data.conll import parse_conll
+    from s2s.tasks.tagging import Tagger, tagged_conll
+
+    chunked(first, cap)
+    lines = TAG_TEXT if input_format == "text" else TAG_CONLL
+    src = tmp_path / "in.txt"
+    src.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    assert main(["-q", "tag", "--model", str(tagging_run), "--input", str(src), "--input-format", input_format,
+                 "--format", fmt, "--batch-size", "2"]) == 0
+    tagger = Tagger.load(tagging_run, device="cpu")
+    if input_format == "text":
+        records = tagger.tag(lines, 2)
+    else:
+        sentences = parse_conll(lines, where=str(src), tagged=False)
+        records = tagger.tag_conll(sentences, 2)
+    if fmt == "json":
+        expected = [r.to_json() for r in records]
+    elif fmt == "inline":
+        expected = [r.to_inline() for r in records]
+    else:
+        expected = tagged_conll(lines, sentences, records) if input_format == "conll" else [x for r in records for x in r.to_conll()]
+    assert any(r.entities for r in records)  # (not vacuous: the tiny model does find entities)
+    assert capsys.readouterr().out == "".join(line + "\n" for line in expected)
+
+
+@pytest.mark.parametrize("first, cap", [(1, 1), (2, 4)])
+@pytest.mark.parametrize("input_format", ["text", "jsonl"])
+def test_classify_in_chunks_gives_what_classifying_all_at_once_gives(capsys, monkeypatch, chunked, classification_run,
+                                                                    first, cap, input_format):
+    """JSONL on stdin is still recognised by its first non-blank line, here after blank lines longer than a chunk."""
+    from s2s.tasks.classification import Classifier
+
+    chunked(first, cap)
+    texts = ["", "", "", "great movie", "awful movie 3", "", "great", "awful awful"]
+    lines = texts if input_format == "text" else [json.dumps({"text": t, "label": "pos"}) if t else "" for t in texts]
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO("".join(x + "\n" for x in lines).encode()), encoding="utf-8"))
+    assert main(["-q", "classify", "--model", str(classification_run), "--format", "json"]) == 0
+    predictions = Classifier.load(classification_run, device="cpu").predict(texts)
+    assert capsys.readouterr().out == "".join((p.to_json() if p else "") + "\n" for p in predictions)
+
+
+def test_the_first_chunk_is_on_disk_before_the_input_ends(tmp_path, trained_run):
+    """stdin is read as it comes: lines piped in get their translation written while the input is still open."""
+    out = tmp_path / "out.en"
+    proc = subprocess.Popen([sys.executable, "-m", "s2s", "-q", "translate", "--model", str(trained_run), "--output", str(out)],
+                            stdin=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        proc.stdin.write(b"der hund sieht ein haus\ndie katze\n")
+        proc.stdin.flush()
+        deadline = time.monotonic() + 120
+        while not (out.exists() and out.read_text(encoding="utf-8").count("\n") == 2) and time.monotonic() < deadline:
+            assert proc.poll() is None, proc.stderr.read()
+            time.sleep(0.05)
+        assert out.read_text(encoding="utf-8").count("\n") == 2 and proc.poll() is None  # written, the input still open
+        proc.stdin.write(b"der mann\n")
+        proc.stdin.close()
+        assert proc.wait(timeout=120) == 0 and proc.stderr.read() == b""
+    finally:
+        proc.kill()
+    assert out.read_text(encoding="utf-8").count("\n") == 3
+
+
+def test_translate_into_head_ends_quietly_without_translating_the_rest(tmp_path, trained_run):
+    """`s2s translate ... | head -1`: the pipeline exits 0 with nothing on stderr; s2s itself stops at its next write
+    into the closed pipe (exit 1, as `s2s config` does; only `set -o pipefail` shows it) instead of translating on."""
+    src = tmp_path / "in.de"
+    src.write_text("der hund sieht ein haus\n" * 100_000, encoding="utf-8")
+    result = subprocess.run(["bash", "-c", '"$@" < "$0" | head -n 1; echo "${PIPESTATUS[0]}" > "$0.status"', str(src),
+                             sys.executable, "-m", "s2s", "translate", "--model", str(trained_run), "--beam-size", "1"],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0 and result.stderr == ""
+    assert result.stdout.count("\n") == 1
+    assert (tmp_path / "in.de.status").read_text() == "1\n"
+
+
+@pytest.mark.parametrize("bad, reason", [(b"\xff\xfe", "not valid UTF-8"), (b"der\rhund", "a carriage return inside the line")])
+def test_a_bad_line_mid_input_keeps_the_output_before_it(tmp_path, capsys, chunked, trained_run, bad, reason):
+    chunked(4, 8)
+    good = TRANSLATE_LINES * 3  # 33 lines, then the bad one
+    src, out = tmp_path / "in.de", tmp_path / "out.en"
+    src.write_bytes("".join(x + "\n" for x in good).encode() + bad + b"\nder hund\n")
+    assert main(["-q", "translate", "--model", str(trained_run), "--input", str(src), "--output", str(out), "--beam-size", "1"]) == 2
+    _one_line_error(capsys, f"{src}:34: {reason}")
+    translator = Translator.load(trained_run, device="cpu")
+    assert out.read_text(encoding="utf-8") == "".join(x + "\n" for x in translator.translate(good, 1))
+
+
+def test_conll_errors_in_a_later_chunk_name_their_line(tmp_path, capsys, chunked, tagging_run):
+    """Line numbers count from the start of the input, and the column count stays the first token line's."""
+    chunked(2, 2)
+    src = tmp_path / "in.conll"
+    for bad, message in (("Peter NN O", "expected 1 columns like the lines before, got 3"), ("a b c d e", "expected 1 to 4 columns")):
+        src.write_text("\n".join(TAG_CONLL[:12] + [bad] + TAG_CONLL[12:]) + "\n", encoding="utf-8")
+        assert main(["-q", "tag", "--model", str(tagging_run), "--input", str(src), "--input-format", "conll"]) == 2
+        _one_line_error(capsys, f"{src}:13: {message}")
+
+
+def test_writing_over_the_input_or_another_output_is_refused(tmp_path, capsys, trained_run):
+    """Each chunk's output is written as it is done: into the input file, it would destroy what is still to be read."""
+    src = tmp_path / "in.de"
+    src.write_text("der hund\n", encoding="utf-8")
+    assert main(["-q", "translate", "--model", str(trained_run), "--input", str(src), "--output", str(tmp_path / "." / "in.de")]) == 2
+    _one_line_error(capsys, "the same file as", "a file of its own")
+    assert src.read_text(encoding="utf-8") == "der hund\n"
+    argv = ["-q", "translate", "--model", str(trained_run), "--input", str(src), "--output", str(tmp_path / "o"), "--raw-output", str(tmp_path / "o")]
+    assert main(argv) == 2
+    _one_line_error(capsys, "the same file as")
