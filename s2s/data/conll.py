@@ -8,10 +8,11 @@ anywhere else (a file with CR-only line ends) is refused. Tag schemes: s2s.data.
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from s2s.data.io import read_lines, refuse_carriage_returns
+from s2s.data.io import iter_file_lines, refuse_carriage_returns
 from s2s.data.schemes import SCHEMES, Span, bad_tag, slips, spans, to_tags
 from s2s.errors import S2SError
 
@@ -32,10 +33,15 @@ def read_conll(path: str | Path, scheme: str = "iob1", tagged: bool = True, stri
     tagged=False reads input to tag: 1 to 4 columns, the first is the token, tags are not read.
     Tag slips (see s2s.data.schemes) are kept as written and read as conlleval reads them, with one
     warning for the file; strict=True refuses the first one instead."""
-    path = Path(path)
+    return list(iter_conll(path, scheme, tagged, strict))
+
+
+def iter_conll(path: str | Path, scheme: str = "iob1", tagged: bool = True, strict: bool = False, warn: bool = True) -> Iterator[Sentence]:
+    """The sentences of read_conll one at a time, the file read as they are needed (constant memory);
+    warn=False leaves out the warning about tag slips (a second pass over a file)."""
     if scheme not in SCHEMES:
         raise S2SError(f"unknown tag scheme {scheme!r}; valid: {', '.join(SCHEMES)}")
-    return parse_conll(read_lines(path), scheme, str(path), tagged, strict)
+    return _sentences(enumerate(iter_file_lines(path), start=1), scheme, str(path), tagged, strict, 0, warn)
 
 
 def parse_conll(lines: list[str], scheme: str = "iob1", where: str = "<input>", tagged: bool = True,
@@ -43,18 +49,21 @@ def parse_conll(lines: list[str], scheme: str = "iob1", where: str = "<input>", 
     """Sentences of CoNLL lines (see read_conll). A part of a longer input (s2s tag reads it in chunks) gives
     the number of its first line in `where` (for messages and Sentence.line) and the column count of the
     token lines before it (`width`, 0: fixed by its first token line)."""
-    sentences: list[Sentence] = []
+    numbered = enumerate(refuse_carriage_returns(lines, where, first_line), start=first_line)
+    return list(_sentences(numbered, scheme, where, tagged, strict, width))
+
+
+def _sentences(numbered_lines, scheme: str, where: str, tagged: bool, strict: bool, width: int, warn: bool = True) -> Iterator[Sentence]:
+    """Sentences of (line number, line) pairs, checked; one warning at the end for the tag slips read."""
     slipped: list[tuple[int, str]] = []  # (line, reason) of every tag slip
     current: list[tuple[int, list[str]]] = []
-    doc = 0
+    doc, last_doc = 0, None  # the document of the sentences now; that of the last sentence made
 
-    def flush() -> None:
-        if not current:
-            return
+    def sentence() -> Sentence:
+        nonlocal last_doc
+        last_doc = doc
         if not tagged:
-            sentences.append(Sentence([c[0] for _, c in current], [], [], current[0][0], doc))
-            current.clear()
-            return
+            return Sentence([c[0] for _, c in current], [], [], current[0][0], doc)
         tags = [cols[-1] for _, cols in current]
         bad = bad_tag(tags, scheme)
         found = slips(tags, scheme) if bad is None else []
@@ -64,20 +73,16 @@ def parse_conll(lines: list[str], scheme: str = "iob1", where: str = "<input>", 
             i, reason = bad
             raise S2SError(f"{where}:{current[i][0]}: {reason}")
         slipped.extend((current[i][0], reason) for i, reason in found)
-        sentences.append(
-            Sentence([c[0] for _, c in current], tags, [c[1:-1] for _, c in current], current[0][0], doc)
-        )
-        current.clear()
+        return Sentence([c[0] for _, c in current], tags, [c[1:-1] for _, c in current], current[0][0], doc)
 
     # split() would take a carriage return for a column separator and read two lines as one.
-    for number, raw in enumerate(refuse_carriage_returns(lines, where, first_line), start=first_line):
+    for number, raw in numbered_lines:
         cols = raw.split()
-        if not cols:
-            flush()
-            continue
-        if cols[0] == "-DOCSTART-":
-            flush()
-            if sentences and sentences[-1].doc == doc:  # a new document, unless this one has no sentences yet
+        if not cols or cols[0] == "-DOCSTART-":
+            if current:
+                yield sentence()
+                current = []
+            if cols and last_doc == doc:  # a new document, unless this one has no sentences yet
                 doc += 1
             continue
         low = 2 if tagged else 1
@@ -88,13 +93,13 @@ def parse_conll(lines: list[str], scheme: str = "iob1", where: str = "<input>", 
         if len(cols) != width:
             raise S2SError(f"{where}:{number}: expected {width} columns like the lines before, got {len(cols)}: {raw.strip()[:80]!r}")
         current.append((number, cols))
-    flush()
-    if slipped:
+    if current:
+        yield sentence()
+    if slipped and warn:
         line, reason = slipped[0]
         log.warning("%s: %d tag slip%s read as conlleval reads them (a tag that cannot continue an entity starts one); "
                     "first at line %d: %s. data.strict_tags: true refuses them", where, len(slipped),
                     "s" if len(slipped) > 1 else "", line, reason)
-    return sentences
 
 
 def format_conll(sentences: list[Sentence]) -> list[str]:

@@ -7,8 +7,9 @@ corpus again. A folder holds:
     meta.json       what the store was built from (its key), the fields and their id types, the example
                     count, and the size and SHA-256 of every file below
     lengths.npy     (N,) the batching cost of each example, read into memory (2 or 4 bytes per example)
-    FIELD.ids       every example's ids of that field end to end (uint16 when its vocabulary allows, else int32)
+    FIELD.ids       every example's ids of that field end to end (uint8 or uint16 when its vocabulary allows, else int32)
     FIELD.offsets   (N + 1,) int64: example i of the field is ids[offsets[i] : offsets[i + 1]]
+    NAME.npy        arrays a task keeps beside the examples (e.g. each sentence's document), read into memory
 
 Examples are read with positioned reads (os.pread), not through a memory map: mapped pages count in the
 process's resident memory once an epoch has touched them, which would make it grow with the corpus again.
@@ -58,8 +59,8 @@ def file_digest(path: str | Path) -> str:
 class TokenStore:
     """Read side: `len(store)`, `store.lengths`, `store.get(field, indices)`."""
 
-    def __init__(self, folder: Path, meta: dict, lengths: np.ndarray):
-        self.folder, self.meta, self.lengths = folder, meta, lengths
+    def __init__(self, folder: Path, meta: dict, lengths: np.ndarray, arrays: dict[str, np.ndarray]):
+        self.folder, self.meta, self.lengths, self.arrays = folder, meta, lengths, arrays
         self.dtypes = {field: np.dtype(dtype) for field, dtype in meta["fields"].items()}
         self._files: dict[str, tuple[int, int]] = {}  # field -> (ids fd, offsets fd), opened on first use
 
@@ -100,10 +101,10 @@ class TokenStore:
 
     # Each process opens the files for itself (a store handed to a worker process reopens them there).
     def __getstate__(self) -> dict:
-        return {"folder": self.folder, "meta": self.meta, "lengths": self.lengths}
+        return {"folder": self.folder, "meta": self.meta, "lengths": self.lengths, "arrays": self.arrays}
 
     def __setstate__(self, state: dict) -> None:
-        self.__init__(state["folder"], state["meta"], state["lengths"])
+        self.__init__(state["folder"], state["meta"], state["lengths"], state["arrays"])
 
 
 def rebuild_hint(folder: Path) -> str:
@@ -137,10 +138,14 @@ def open_store(folder: str | Path, key: dict, verify: bool = True) -> TokenStore
             raise S2SError(f"{path}: truncated or damaged token store ({state}); {rebuild_hint(folder)}")
         if verify and file_digest(path) != digest:
             raise S2SError(f"{path}: corrupt token store (its checksum does not match); {rebuild_hint(folder)}")
-    lengths = np.load(folder / LENGTHS, allow_pickle=False)
+    try:
+        lengths = np.load(folder / LENGTHS, allow_pickle=False)
+        arrays = {name: np.load(folder / f"{name}.npy", allow_pickle=False) for name in meta.get("arrays", [])}
+    except (OSError, ValueError) as e:
+        raise S2SError(f"{folder}: unreadable token store ({e}); {rebuild_hint(folder)}") from None
     if lengths.shape != (count,):
         raise S2SError(f"{folder / LENGTHS}: {lengths.shape} lengths for {count} examples; {rebuild_hint(folder)}")
-    return TokenStore(folder, meta, lengths)
+    return TokenStore(folder, meta, lengths, arrays)
 
 
 def _difference(before: dict | None, now: dict) -> str:
@@ -153,17 +158,18 @@ def _difference(before: dict | None, now: dict) -> str:
 
 class StoreWriter:
     """Build a store chunk by chunk: `add(columns, lengths)` then `finish(key)`. `fields` maps each field
-    to its vocabulary size; `meta` takes anything else to keep in meta.json. Files are written into
-    FOLDER.tmp and renamed into place by finish."""
+    to its vocabulary size; `meta` takes anything else to keep in meta.json and `arrays` numpy arrays to
+    keep beside the examples. Files are written into FOLDER.tmp and renamed into place by finish."""
 
     def __init__(self, folder: str | Path, fields: dict[str, int]):
         self.folder = Path(folder)
         self.tmp = self.folder.with_name(self.folder.name + ".tmp")
         shutil.rmtree(self.tmp, ignore_errors=True)  # a build that was killed
         self.tmp.mkdir(parents=True)
-        self.dtypes = {f: np.dtype(np.uint16 if size <= 2**16 else np.int32) for f, size in fields.items()}
+        self.dtypes = {f: np.dtype(np.uint8 if size <= 2**8 else np.uint16 if size <= 2**16 else np.int32) for f, size in fields.items()}
         self.fields = list(fields)
         self.meta: dict = {}
+        self.arrays: dict[str, np.ndarray] = {}
         self.ids = {f: open(self.tmp / f"{f}.ids", "wb") for f in fields}
         self.offsets = {f: open(self.tmp / f"{f}.offsets", "wb") for f in fields}
         self.ends = dict.fromkeys(fields, 0)  # ids written so far per field
@@ -194,14 +200,16 @@ class StoreWriter:
         if lengths.size and lengths.max() < 2**15:
             lengths = lengths.astype(np.int16)
         np.save(self.tmp / LENGTHS, lengths, allow_pickle=False)
+        for name, array in self.arrays.items():
+            np.save(self.tmp / f"{name}.npy", array, allow_pickle=False)
         files = {p.name: (p.stat().st_size, file_digest(p)) for p in sorted(self.tmp.iterdir())}
         meta = {**self.meta, "version": VERSION, "key": key, "fields": {f: d.str for f, d in self.dtypes.items()}, "count": self.count,
-                "files": files}
+                "arrays": list(self.arrays), "files": files}
         (self.tmp / META).write_text(json.dumps(meta, indent=1) + "\n", encoding="utf-8")
         if self.folder.exists():
             shutil.rmtree(self.folder)
         os.replace(self.tmp, self.folder)
-        return TokenStore(self.folder, meta, lengths)
+        return TokenStore(self.folder, meta, lengths, dict(self.arrays))
 
     def abort(self) -> None:
         for handle in chain(self.ids.values(), self.offsets.values()):

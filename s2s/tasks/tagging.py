@@ -8,24 +8,28 @@ from __future__ import annotations
 import argparse
 import array
 import copy
+import hashlib
 import itertools
 import json
 import logging
 import random
 from collections import Counter
+from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import NamedTuple
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from s2s import checkpoint
+from s2s import checkpoint, distributed
 from s2s.config import Config, DecodeConfig
-from s2s.data.conll import Sentence, gold_and_predicted, read_conll
+from s2s.data.conll import Sentence, gold_and_predicted, iter_conll, read_conll
 from s2s.data.features import CASES, case_id, clip_word
 from s2s.data.schemes import Span, allowed_transitions, convert, split_tag, spans, to_tags
+from s2s.data.store import StoreWriter, TokenStore, fingerprint, open_store
 from s2s.data.tokenize import normalize, tokenize
 from s2s.data.vocab import PAD, UNK, Vocabulary, load_json, save_json
 from s2s.data.word_vectors import init_embedding, read_word_vectors
@@ -68,15 +72,23 @@ class TagVocab:
         return found
 
     @classmethod
-    def build(cls, sentences: list[Sentence], scheme: str, target: str, lowercase: bool, min_freq: int, extra_words: list[str] = ()) -> "TagVocab":
-        """Training words seen at least `min_freq` times, then `extra_words` (those of pretrained vectors) not yet in."""
-        counts = Counter(normalize(w, lowercase) for s in sentences for w in s.tokens)
+    def build(cls, sentences: Iterable[Sentence], scheme: str, target: str, lowercase: bool, min_freq: int, extra_words: list[str] = ()) -> "TagVocab":
+        """Training words seen at least `min_freq` times, then `extra_words` (those of pretrained vectors) not yet in.
+        One pass over `sentences`, which may be a stream."""
+        counts, chars, types = Counter(), set(), set()
+        for s in sentences:
+            counts.update(normalize(w, lowercase) for w in s.tokens)
+            chars.update(*s.tokens)
+            types.update(kind for _, _, kind in spans(s.tags, scheme))
         words = Vocabulary.from_counts(counts, min_freq, extra=extra_words)
-        chars = [PAD, UNK] + sorted({c for s in sentences for w in s.tokens for c in w})
-        types = sorted({kind for s in sentences for _, _, kind in spans(s.tags, scheme)})
         prefixes = "BIES" if target == "bioes" else "BI"
-        tags = ["O"] + [f"{p}-{k}" for k in types for p in prefixes]  # every tag of every type, seen or not
-        return cls(words.items, chars, tags, lowercase)
+        tags = ["O"] + [f"{p}-{k}" for k in sorted(types) for p in prefixes]  # every tag of every type, seen or not
+        return cls(words.items, [PAD, UNK] + sorted(chars), tags, lowercase)
+
+    def digest(self) -> str:
+        """SHA-256 of the vocabularies, for keying what was built with them."""
+        items = [self.words.items, self.chars.items, self.tags.items, self.lowercase]
+        return hashlib.sha256(json.dumps(items, ensure_ascii=False).encode("utf-8")).hexdigest()
 
     def save(self, path: Path) -> None:
         save_json(path, {"words": self.words.items, "chars": self.chars.items, "tags": self.tags.items, "lowercase": self.lowercase})
@@ -318,23 +330,34 @@ def conll_path(config: Config, split: str) -> Path:
     return Path(config.data.dir) / f"{split}.txt"
 
 
+STORE = "store"  # the run directory's token store folder
+CHUNK = 10_000  # sentences encoded at a time into the store
+
+
+def training_sentences(config: Config, skipped: list[int] | None = None, warn: bool = True) -> Iterator[Sentence]:
+    """The training file's sentences, read as needed: of the first data.max_train, those of at most data.max_len
+    tokens (each longer one counted in `skipped`); warn=False: no warning about tag slips (read in another pass)."""
+    data = config.data
+    sentences = iter_conll(conll_path(config, data.train), data.scheme, strict=data.strict_tags, warn=warn)
+    for s in itertools.islice(sentences, data.max_train or None):
+        if len(s.tokens) <= data.max_len:
+            yield s
+        elif skipped is not None:
+            skipped.append(s.line)
+
+
 class Task:
-    """Training data, model and dev scoring for `s2s train` with task: tagging."""
+    """Training data, model and dev scoring for `s2s train` with task: tagging.
+
+    The training sentences live in a token store in the run directory (s2s.data.store): word ids, tag ids
+    and the tokens' text (for characters and word shapes), with each sentence's document and the training
+    word counts. The CoNLL file is read as a stream, once for the vocabularies and once into the store."""
 
     metric = "f1"
     higher_is_better = True
 
     def __init__(self, config: Config, run_dir: Path, resume: bool = False):
         data, m = config.data, config.tagging
-        train = read_conll(conll_path(config, data.train), data.scheme, strict=data.strict_tags)
-        if data.max_train:
-            train = train[: data.max_train]
-        too_long = sum(len(s.tokens) > data.max_len for s in train)
-        if too_long:
-            log.warning("%s: skipped %d sentences longer than data.max_len=%d tokens", conll_path(config, data.train), too_long, data.max_len)
-            train = [s for s in train if len(s.tokens) <= data.max_len]
-        if not train:
-            raise S2SError(f"{conll_path(config, data.train)}: no training sentences")
         self.dev = read_conll(conll_path(config, data.dev), data.scheme, strict=data.strict_tags)
         if data.max_dev:
             self.dev = self.dev[: data.max_dev]
@@ -342,6 +365,7 @@ class Task:
         self.dev_path = conll_path(config, data.dev)
         if not self.dev:
             raise S2SError(f"{self.dev_path}: no dev sentences to validate on")
+        train_path = conll_path(config, data.train)
 
         vocab_path = run_dir / VOCAB_FILE
         vectors = None
@@ -351,29 +375,37 @@ class Task:
             if config.vocab.word_vectors:
                 vectors = read_word_vectors(config.vocab.word_vectors, config.vocab.lowercase)
             extra = vectors[0] if vectors else []
-            self.vocab = TagVocab.build(train, data.scheme, m.tag_scheme, config.vocab.lowercase, config.vocab.min_freq, extra)
+            self.vocab = TagVocab.build(training_sentences(config, warn=False), data.scheme, m.tag_scheme, config.vocab.lowercase,
+                                        config.vocab.min_freq, extra)
         v = self.vocab
-        log.info("%s: %d sentences; %d words, %d characters, %d tags", conll_path(config, data.train), len(train), len(v.words), len(v.chars), len(v.tags))
+        key = {"data": fingerprint(train_path), "vocab": v.digest(),
+               "settings": [data.max_train, data.max_len, data.scheme, m.tag_scheme, data.strict_tags]}
+        folder = run_dir / STORE
+        self.store = open_store(folder, key, verify=distributed.is_main())
+        if self.store is None:
+            if not distributed.is_main():
+                raise S2SError(f"{folder}: rank {distributed.rank()} found no token store of this data (rank 0 builds it)")
+            self.store = self.build_store(config, folder, key)
+        log.info("%s: %d sentences; %d words, %d characters, %d tags", train_path, len(self.store), len(v.words), len(v.chars), len(v.tags))
         unknown = unknown_types(self.dev, data.scheme, v.tags)
         if unknown:
             (line, kind, tag), count = unknown
             log.warning("%s: %d entit%s of types the training data does not have (first at line %d: %r, tag %s); "
                         "dev F1 counts them as missed", self.dev_path, count, "ies" if count > 1 else "y", line, kind, tag)
 
-        self.tokens = [s.tokens for s in train]
-        self.words = [v.encode_words(s.tokens) for s in train]
-        self.tags = [v.tags.encode(convert(s.tags, data.scheme, m.tag_scheme)) for s in train]
-        counts = Counter(w for ids in self.words for w in ids)
-        self.singletons = {w for w, n in counts.items() if n == 1}
+        counts = self.store.arrays["word_counts"]
+        self.singletons = set(np.flatnonzero(counts == 1).tolist())
         # tagging.lm_vocab: the side objective's classes, the lm_vocab - 1 most frequent training words (1, 2, ...)
         # and 0 for every other word (none without the side objective: nothing to sort at start-up).
-        frequent = sorted(counts, key=lambda w: (-counts[w], w))[: m.lm_vocab - 1] if m.lm_vocab > 0 else []
+        seen = np.flatnonzero(counts)
+        frequent = seen[np.lexsort((seen, -counts[seen]))][: m.lm_vocab - 1].tolist() if m.lm_vocab > 0 else []
         self.lm_class = {w: i + 1 for i, w in enumerate(frequent)}
         self.unk_replace = config.train.unk_replace
         self.word_dropout = config.train.word_dropout
         # The training examples are runs of consecutive sentences (tagging.context_tokens; 0: single sentences).
-        self.runs = runs_of([len(s) for s in self.tokens], [s.doc for s in train], m.context_tokens)
-        self.lengths = [sum(len(self.tokens[i]) for i in run) for run in self.runs]
+        sentence_lengths = self.store.lengths.tolist()
+        self.runs = runs_of(sentence_lengths, self.store.arrays["docs"].tolist(), m.context_tokens)
+        self.lengths = [sum(sentence_lengths[i] for i in run) for run in self.runs]
         self.model = build_model(config, len(v.words), len(v.tags), len(v.chars), v.tags)
         if vectors:
             found = init_embedding(self.model.encoder.embed.weight, v.words.items, *vectors, pad_id=v.words.ids[PAD])
@@ -382,22 +414,56 @@ class Task:
         if not resume:
             v.save(vocab_path)  # once the model is built: a config error leaves no half-made run behind
 
+    def build_store(self, config: Config, folder: Path, key: dict) -> TokenStore:
+        """Encode the training sentences into a token store: words, tags (in tagging.tag_scheme) and the tokens as UTF-8."""
+        v, data, target = self.vocab, config.data, config.tagging.tag_scheme
+        writer = StoreWriter(folder, {"words": len(v.words), "tags": len(v.tags), "text": 256})
+        skipped: list[int] = []
+        docs: list[int] = []
+        counts = np.zeros(len(v.words), dtype=np.int64)
+        try:
+            sentences = training_sentences(config, skipped)
+            while chunk := list(itertools.islice(sentences, CHUNK)):
+                words = [v.encode_words(s.tokens) for s in chunk]
+                counts += np.bincount(np.fromiter(itertools.chain.from_iterable(words), dtype=np.int64), minlength=len(v.words))
+                # CoNLL tokens hold no whitespace: joined by spaces, they split back exactly.
+                writer.add({"words": words, "tags": [v.tags.encode(convert(s.tags, data.scheme, target)) for s in chunk],
+                            "text": [" ".join(s.tokens).encode("utf-8") for s in chunk]}, [len(s.tokens) for s in chunk])
+                docs += (s.doc for s in chunk)
+            if not writer.count:
+                raise S2SError(f"{conll_path(config, data.train)}: no training sentences")
+            writer.arrays.update(docs=np.asarray(docs, dtype=np.int64), word_counts=counts)
+            store = writer.finish(key)
+        except BaseException:
+            writer.abort()
+            raise
+        if skipped:
+            log.warning("%s: skipped %d sentences longer than data.max_len=%d tokens (the first at line %d)", conll_path(config, data.train),
+                        len(skipped), data.max_len, skipped[0])
+        return store
+
     def batch(self, indices: list[int]) -> TagBatch:
         """The batch of the runs `indices` (see runs_of)."""
         unk = self.vocab.words.unk
         sentences = [i for r in indices for i in self.runs[r]]
-        words = [self.words[i] for i in sentences]
+        original = self.store.get("words", sentences)
+        words = original
         if self.unk_replace:
             # Words seen once stand in for unseen ones, so the UNK embedding gets trained.
             words = [[unk if w in self.singletons and random.random() < self.unk_replace else w for w in s] for s in words]
         if self.word_dropout:
             words = [[unk if random.random() < self.word_dropout else w for w in s] for s in words]
-        batch = make_batch(self.vocab, [self.tokens[i] for i in sentences], [len(self.runs[r]) for r in indices], words, [self.tags[i] for i in sentences])
+        tokens = [bytes(text).decode("utf-8").split(" ") for text in self.store.get("text", sentences)]
+        batch = make_batch(self.vocab, tokens, [len(self.runs[r]) for r in indices], words, self.store.get("tags", sentences))
         if not self.lm_class:
             return batch
         # The language-modelling targets are the words as written, not the UNK-replaced inputs.
         t = batch.words.size(1)
-        rows = [[self.lm_class.get(w, 0) for i in self.runs[r] for w in self.words[i]] for r in indices]
+        rows, start = [], 0
+        for r in indices:
+            run = original[start : start + len(self.runs[r])]
+            start += len(self.runs[r])
+            rows.append([self.lm_class.get(w, 0) for s in run for w in s])
         return batch._replace(lm_words=torch.tensor([row + [-100] * (t - len(row)) for row in rows]))
 
     def validate(self, model: SequenceTagger, device: torch.device) -> dict:
