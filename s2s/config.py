@@ -78,7 +78,7 @@ class VocabConfig:
     tgt_size: int = key(8000, "target side", TR, at_least=4)
     model_type: str = key("unigram", "SentencePiece model", TR, choices=("unigram", "bpe"))
     character_coverage: float = key(1.0, "share of characters SentencePiece covers", TR, at_least=0.5)
-    max_sentences: int = key(1_000_000, "SentencePiece trains on a random sample of at most this many sentences per model", TR,
+    max_sentences: int = key(300_000, "SentencePiece trains on a random sample of at most this many sentences per model", TR,
                              at_least=1)
     lowercase: bool = key(True, "words lowercased (tagging: digits mapped to 0 too; characters keep the case)", TAG + CLS)
     min_freq: int = key(1, "training words seen fewer times map to UNK", TAG + CLS, at_least=1)
