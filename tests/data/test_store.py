@@ -29,12 +29,12 @@ def _build(folder, src, tgt, vocab=50, chunk=7, key=KEY):
     return writer.finish(key)
 
 
-@pytest.mark.parametrize("vocab", [50, 70_000])  # uint16 ids, and int32 past 65,536
-def test_store_reads_back_every_example_in_any_order(tmp_path, vocab):
+@pytest.mark.parametrize("vocab, dtype", [(50, np.uint8), (300, np.uint16), (70_000, np.int32)])
+def test_store_reads_back_every_example_in_any_order(tmp_path, vocab, dtype):
     src, tgt = _examples(40, vocab, 1), _examples(40, vocab, 2)
     built = _build(tmp_path / "store", src, tgt, vocab)
     store = open_store(tmp_path / "store", KEY)
-    assert len(store) == len(built) == 40 and store.dtypes["src"] == (np.uint16 if vocab <= 2**16 else np.int32)
+    assert len(store) == len(built) == 40 and store.dtypes["src"] == dtype
     order = list(range(40))
     random.Random(0).shuffle(order)
     assert store.get("src", order) == [src[i] for i in order]
