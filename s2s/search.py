@@ -9,6 +9,13 @@ Both decode a whole batch at once, stop each sentence at its own length limit
 (so a sentence decodes the same alone or in any batch), and drop finished
 sentences from the batch so that short outputs stop costing compute; beam search
 can also keep a number of sentences in flight, starting the next as others finish.
+
+Lengths count generated tokens including EOS, i.e. the decoder steps a sentence costs: a limit of L
+allows at most L - 1 tokens before EOS, and min_len = L keeps EOS out of the first L - 1 steps. With
+min_len equal to every limit, each sentence decodes exactly L steps (L - 1 tokens, then EOS), so that a
+benchmark's sentences cost the same whatever the model would have said. OpenNMT-py counts neither BOS
+nor EOS: its -min_length m (EOS not allowed before m tokens) is min_len = m + 1 here, and its
+-max_length m stops after m steps without EOS; `-min_length L -max_length L` decodes L steps too.
 """
 from __future__ import annotations
 
@@ -24,9 +31,11 @@ def max_lengths(src_lengths: torch.Tensor, a: float, b: int) -> torch.Tensor:
 
 @torch.no_grad()
 def greedy_search(
-    model: Any, src: torch.Tensor, src_lengths: torch.Tensor, max_lens: torch.Tensor, bos: int, eos: int
+    model: Any, src: torch.Tensor, src_lengths: torch.Tensor, max_lens: torch.Tensor, bos: int, eos: int,
+    min_len: int = 0,
 ) -> list[list[int]]:
-    """src (B, S) -> B token-id lists (without EOS), in batch order."""
+    """src (B, S) -> B token-id lists (without EOS), in batch order. EOS is not chosen before step
+    min_len (so outputs have at least min_len - 1 tokens), unless a sentence's limit comes first."""
     memory = model.encode(src, src_lengths)
     state = model.init_state(memory)
     alive = torch.arange(src.size(0), device=src.device)  # batch rows still decoding
@@ -36,6 +45,8 @@ def greedy_search(
     t = 0
     while alive.numel():
         logits, state, _ = model.step(prev, state, memory)
+        if t + 1 < min_len:  # too early to end; logits are this step's own tensor
+            logits[:, eos] = float("-inf")
         tokens = logits.max(-1).indices  # (n,); the same first-maximum as argmax, and cheaper on a CPU
         tokens = torch.where(limits <= t + 1, torch.full_like(tokens, eos), tokens)
         steps.append((alive, tokens))
@@ -127,12 +138,14 @@ def beam_search(
     beam_size: int,
     alpha: float = 1.0,
     in_flight: int = 0,
+    min_len: int = 0,
 ) -> list[list[int]]:
     """Beam search over all sentences and beams at once (beam_size 1 gives greedy's output).
 
     A sentence is finished when its best-scoring candidate ends in EOS (or at its
     length limit); its answer is the finished hypothesis with the best
-    length-normalised score.
+    length-normalised score. No hypothesis ends (EOS scores -inf) before its sentence's step min_len,
+    unless the sentence's limit comes first.
 
     in_flight > 0 decodes at most that many sentences at a time and starts the next ones (in the
     order given) as others finish, so that the batch stays full instead of ending with the beams of
@@ -158,6 +171,7 @@ def beam_search(
     state = memory = scores = None  # decoder state, attention memory, beam scores (n, width)
     finished: list[list[tuple[float, list[int]]]] = [[] for _ in range(total)]
     started = 0  # sentences src[:started] have begun
+    youngest = 0  # the step the last sentences started at
     width = K
     t = 0
     while True:
@@ -186,6 +200,7 @@ def beam_search(
             history = torch.cat([history, history.new_zeros(count * width, history.size(1))])
             prev = torch.cat([prev, torch.full((count * width,), bos, dtype=torch.long, device=device)])
             started += count
+            youngest = t
             n = alive.numel()
         if n == 0:
             break
@@ -193,6 +208,10 @@ def beam_search(
         # log_softmax in fp32 is one fused pass (also over bf16 logits), faster than a cast then logsumexp.
         logp = torch.log_softmax(logits, dim=-1, dtype=torch.float32)  # (n*width, V)
         at_limit = deadline <= t + 1  # (n,)
+        if t + 1 - youngest < min_len:  # some sentence may be too young to end
+            early = (born > t + 1 - min_len) & ~at_limit  # (n,); at its limit EOS is all a sentence may take
+            rows = early.repeat_interleave(width).nonzero().squeeze(1)
+            logp[rows, eos] = float("-inf")
         if bool(at_limit.any()):  # only EOS may follow at the limit
             rows = at_limit.repeat_interleave(width).nonzero().squeeze(1)
             eos_logp = logp[rows, eos]

@@ -211,11 +211,11 @@ def test_beam_finds_at_least_greedy_score_on_these_inputs(sharp_model, sources, 
         assert _log_prob(model, s, b) >= _log_prob(model, s, g) - 1e-5
 
 
-def _plain_beam_search(model, source: list[int], limit: int, beam_size: int, alpha: float) -> list[int]:
+def _plain_beam_search(model, source: list[int], limit: int, beam_size: int, alpha: float, min_len: int = 0) -> list[int]:
     """The textbook beam search, one sentence and one beam at a time, with the batched search's rules:
     every live beam offers all V extensions (only EOS at the length limit); the K best are kept; an
     EOS among them is a finished hypothesis (scored by log p / length penalty); the sentence ends when
-    the best of the K is EOS or the limit is reached."""
+    the best of the K is EOS or the limit is reached; before step min_len EOS is not offered (but at the limit)."""
     device = next(model.parameters()).device
     with torch.no_grad():
         memory = model.encode(*_one(source, device))
@@ -227,7 +227,7 @@ def _plain_beam_search(model, source: list[int], limit: int, beam_size: int, alp
                 prev = torch.tensor([tokens[-1] if tokens else BOS], device=device)
                 logits, new_state, _ = model.step(prev, state, memory)
                 logp = torch.log_softmax(logits.float(), -1)[0].tolist()
-                allowed = [EOS] if t + 1 >= limit else range(len(logp))
+                allowed = [EOS] if t + 1 >= limit else [w for w in range(len(logp)) if w != EOS or t + 1 >= min_len]
                 candidates += [(score + logp[w], tokens + [w], new_state) for w in allowed]
             best = sorted(candidates, key=lambda c: -c[0])[:beam_size]
             for score, tokens, _ in best:
@@ -300,3 +300,98 @@ def test_beam_wider_than_the_vocabulary(tiny_seq2seq, sources, device):
     limits = torch.full_like(src_lengths, 6)
     hyps = beam_search(model, src, src_lengths, limits, BOS, EOS, 30)
     assert len(hyps) == len(sentences) and all(len(h) < 6 for h in hyps)
+
+
+@pytest.mark.parametrize("beam_size, in_flight", [(0, 0), (1, 0), (3, 0), (3, 3), (30, 0)],
+                         ids=["greedy", "beam1", "beam3", "beam3-in-flight", "beam30"])
+@pytest.mark.parametrize("seed", SEEDS)
+def test_min_len_equal_to_the_limits_decodes_exactly_that_many_steps(sharp_model, sources, seed, beam_size, in_flight):
+    """min_len = limit = L: every output has L - 1 tokens (then EOS), whatever the model prefers,
+    also for sentences that join a running batch (in flight) and beams wider than the vocabulary."""
+    model = sharp_model(seed)
+    _, src, src_lengths = sources(seed)
+    for L in (1, 2, 5):
+        limits = torch.full_like(src_lengths, L).cpu()
+        if beam_size == 0:
+            hyps = greedy_search(model, src, src_lengths, limits, BOS, EOS, min_len=L)
+        else:
+            hyps = beam_search(model, src, src_lengths, limits, BOS, EOS, beam_size, in_flight=in_flight, min_len=L)
+        assert [len(h) for h in hyps] == [L - 1] * len(hyps), L
+        assert all(EOS not in h for h in hyps)
+
+
+@pytest.mark.parametrize("beam_size", [0, 1, 3], ids=["greedy", "beam1", "beam3"])
+@pytest.mark.parametrize("seed", SEEDS)
+def test_min_len_below_and_above_the_limits(sharp_model, sources, seed, beam_size):
+    """Outputs have at least min_len - 1 tokens; a limit below min_len still ends the sentence at the limit;
+    min_len 0 and 1 (EOS allowed from the first step) decode as the call without it."""
+    model = sharp_model(seed)
+    _, src, src_lengths = sources(seed)
+    limits = torch.tensor([1, 2, 3, 4, 5, 6, 9, 12])
+
+    def decode(**kwargs):
+        if beam_size == 0:
+            return greedy_search(model, src, src_lengths, limits, BOS, EOS, **kwargs)
+        return beam_search(model, src, src_lengths, limits, BOS, EOS, beam_size, **kwargs)
+
+    free = decode()
+    assert decode(min_len=0) == free and decode(min_len=1) == free
+    for hyp, limit in zip(decode(min_len=6), limits.tolist()):
+        assert min(5, limit - 1) <= len(hyp) <= limit - 1
+
+
+@pytest.mark.parametrize("beam_size", [0, 3], ids=["greedy", "beam3"])
+def test_min_len_changes_outputs_that_would_end_early(sharp_model, sources, beam_size):
+    """The tests above mean something only if min_len lengthens outputs that end early when free."""
+    lengthened = 0
+    for seed in SEEDS:
+        model = sharp_model(seed)
+        _, src, src_lengths = sources(seed)
+        limits = torch.full_like(src_lengths, 8).cpu()
+        free = _decode(model, src, src_lengths, limits, beam_size)
+        if beam_size == 0:
+            forced = greedy_search(model, src, src_lengths, limits, BOS, EOS, min_len=8)
+        else:
+            forced = beam_search(model, src, src_lengths, limits, BOS, EOS, beam_size, min_len=8)
+        lengthened += sum(len(f) > len(h) for f, h in zip(forced, free))
+    assert lengthened >= 5
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_beam_size_1_equals_greedy_under_min_len(sharp_model, sources, seed):
+    model = sharp_model(seed)
+    _, src, src_lengths = sources(seed)
+    limits = max_lengths(src_lengths, 1.0, 4)
+    for min_len in (3, 6):
+        greedy = greedy_search(model, src, src_lengths, limits, BOS, EOS, min_len=min_len)
+        assert beam_search(model, src, src_lengths, limits, BOS, EOS, 1, min_len=min_len) == greedy
+        assert beam_search(model, src, src_lengths, limits, BOS, EOS, 1, in_flight=3, min_len=min_len) == greedy
+
+
+@pytest.mark.parametrize("in_flight", [1, 3])
+@pytest.mark.parametrize("seed", SEEDS)
+def test_min_len_counts_from_each_sentences_own_start(sharp_model, sources, device, seed, in_flight):
+    """In flight, sentences start at different steps: each decodes under min_len as it does alone."""
+    model = sharp_model(seed)
+    sentences, src, src_lengths = sources(seed)
+    limits = max_lengths(src_lengths, 1.0, 5)
+    batch = beam_search(model, src, src_lengths, limits, BOS, EOS, 3, in_flight=in_flight, min_len=4)
+    for i, s in enumerate(sentences):
+        assert beam_search(model, *_one(s, device), limits[i : i + 1], BOS, EOS, 3, min_len=4) == [batch[i]], i
+
+
+@pytest.mark.parametrize("beam_size", [2, 5])
+@pytest.mark.parametrize("seed", range(4))
+def test_batched_beam_search_under_min_len_equals_the_plain_one(tiny_seq2seq, sources, device, monkeypatch, seed, beam_size):
+    """The textbook search with EOS's log-probability -inf before step min_len finds the same hypotheses."""
+    monkeypatch.setattr(s2s.search, "VOCAB_CHUNK", 3)
+    model = tiny_seq2seq(seed=seed).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.normal_(0.0, 0.5)
+    model.to(device)
+    sentences, src, src_lengths = sources(seed)
+    limits = max_lengths(src_lengths, 2.0, 6)
+    hyps = beam_search(model, src, src_lengths, limits, BOS, EOS, beam_size, alpha=2.0, min_len=5)
+    for s, hyp, limit in zip(sentences, hyps, limits.tolist()):
+        assert hyp == _plain_beam_search(model, s, limit, beam_size, alpha=2.0, min_len=5)
