@@ -1,10 +1,16 @@
-"""Device selection (`auto` takes a CUDA GPU when there is one), mixed precision, and
-independent inference batches spread over CPU workers."""
+"""Device selection (`auto` takes a CUDA GPU when there is one), mixed precision,
+independent inference batches spread over CPU workers, and a one-line account of the CPU's ISA."""
 from __future__ import annotations
 
 import contextlib
 import functools
+import os
+import platform
+import re
+import subprocess
+import sys
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Callable, Sequence, TypeVar
 
 import torch
@@ -79,3 +85,78 @@ def parallel_map(fn: Callable[[T], R], items: Sequence[T], workers: int) -> list
             return list(pool.map(fn, items))
     finally:
         torch.set_num_threads(threads)  # new threads take the last value set in any thread
+
+
+# torch's vector ISAs on x86, weakest first (torch.backends.cpu.get_cpu_capability()).
+X86_LEVELS = ("DEFAULT", "AVX2", "AVX512")
+# ONEDNN_MAX_CPU_ISA values (oneDNN's dnnl_cpu_isa names) below AVX-512, where AMX and AVX-512 bf16 go unused.
+ONEDNN_BELOW_AVX512 = ("SSE41", "AVX", "AVX2", "AVX2_VNNI", "AVX2_VNNI_2")
+
+
+def cpu_model_and_flags(cpuinfo: str | None = None) -> tuple[str, set[str]]:
+    """The CPU's model name and feature flags from /proc/cpuinfo (or the text given); elsewhere
+    platform.processor() and no flags."""
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
+        except OSError:
+            cpuinfo = ""
+    model, flags = "", set()
+    for line in cpuinfo.splitlines():
+        key, _, value = line.partition(":")
+        key = key.strip()
+        if key == "model name" and not model:
+            model = value.strip()
+        elif key in ("flags", "Features") and not flags:  # x86 / ARM
+            flags = set(value.split())
+    return model or platform.processor() or platform.machine() or "unknown CPU", flags
+
+
+def native_level(flags: set[str]) -> str | None:
+    """The vector ISA torch would pick on an x86 CPU with these flags; None where unknown (not x86)."""
+    if {"avx512f", "avx512bw", "avx512vl", "avx512dq"} <= flags:
+        return "AVX512"
+    if {"avx2", "fma"} <= flags:
+        return "AVX2"
+    return "DEFAULT" if "sse2" in flags else None
+
+
+def describe_cpu(model: str, flags: set[str], capability: str, onednn_max_isa: str = "", onednn_isa: str = "") -> str:
+    """One line: the CPU model, the vector ISA torch's kernels run (`runs as`, `emulated` when it is below
+    what the CPU has), oneDNN's limit (ONEDNN_MAX_CPU_ISA) and the ISA oneDNN reports when known, and
+    whether AMX and AVX-512 bf16 are there (and used: oneDNN limited below AVX-512 leaves both idle)."""
+    native = native_level(flags)
+    runs_as = capability
+    if native in X86_LEVELS and capability in X86_LEVELS and X86_LEVELS.index(capability) < X86_LEVELS.index(native):
+        runs_as += f" (emulated on {native})"
+    limit = onednn_max_isa.strip().upper()
+    onednn = f"limited to {limit} (ONEDNN_MAX_CPU_ISA)" if limit and limit not in ("ALL", "DEFAULT") else "not limited"
+    if onednn_isa:
+        onednn += f", reports {onednn_isa}"
+    idle = limit in ONEDNN_BELOW_AVX512
+    amx = "yes" + (", unused" if idle else "") if {"amx_tile", "amx_bf16"} <= flags else "no"
+    bf16 = "yes" + (", unused" if idle else "") if "avx512_bf16" in flags else "no"
+    return f"CPU: {model} | runs as {runs_as} | oneDNN: {onednn} | AMX: {amx} | AVX-512 bf16: {bf16}"
+
+
+def cpu_description(onednn_isa: str = "") -> str:
+    """describe_cpu for this process's CPU and environment; onednn_isa from probe_onednn_isa() if wanted."""
+    model, flags = cpu_model_and_flags()
+    return describe_cpu(model, flags, torch.backends.cpu.get_cpu_capability(), os.environ.get("ONEDNN_MAX_CPU_ISA", ""),
+                        onednn_isa)
+
+
+# Runs one LSTM step, a oneDNN primitive in torch's CPU builds, with oneDNN's verbose log on.
+_ONEDNN_PROBE = "import torch\nwith torch.no_grad(): torch.nn.LSTM(8, 8)(torch.zeros(1, 1, 8))"
+
+
+def probe_onednn_isa(timeout: float = 60.0) -> str:
+    """The ISA oneDNN itself reports it runs (its ONEDNN_VERBOSE `isa:` line), from a fresh Python
+    process in this environment (oneDNN prints it once per process, on stdout); "" if it says nothing."""
+    try:
+        done = subprocess.run([sys.executable, "-c", _ONEDNN_PROBE], env=os.environ | {"ONEDNN_VERBOSE": "1"},
+                              capture_output=True, text=True, timeout=timeout)
+    except (OSError, subprocess.SubprocessError):
+        return ""
+    found = re.search(r"info,cpu,isa:(.+)", done.stdout)
+    return found.group(1).strip() if found else ""

@@ -4,14 +4,20 @@ several CPU workers come out as decoding them one after another, and the trainin
 (fused Adam, train.cpu_amp) match the plain ones."""
 from __future__ import annotations
 
+import os
+import platform
+import re
+import subprocess
+import sys
 import threading
+from pathlib import Path
 
 import pytest
 import torch
 
 from s2s.data.batching import pad
 from s2s.data.sentencepiece import BOS, EOS
-from s2s.device import amp_dtype, autocast, cpu_has_fast_bf16, cpu_workers, parallel_map
+from s2s.device import amp_dtype, autocast, cpu_description, cpu_has_fast_bf16, cpu_model_and_flags, cpu_workers, describe_cpu, parallel_map
 from s2s.errors import S2SError
 from s2s.search import beam_search, greedy_search
 from s2s.tasks.translation import make_batch
@@ -119,3 +125,42 @@ def test_an_error_in_one_batch_stops_the_others():
         parallel_map(work, list(range(200)), workers=2)
     assert len(started) < 200
     assert torch.get_num_threads() == threads
+
+
+XEON = """processor\t: 0
+model name\t: Intel(R) Xeon(R) Platinum 8480+
+flags\t\t: fpu sse2 avx avx2 fma avx512f avx512dq avx512bw avx512vl avx512_bf16 amx_bf16 amx_tile amx_int8
+"""
+EPYC = "model name\t: AMD EPYC 7B13 64-Core Processor\nflags\t\t: fpu sse2 avx avx2 fma\n"
+LINE = re.compile(r"CPU: .+ \| runs as [A-Z0-9 ]+( \(emulated on [A-Z0-9]+\))? \| oneDNN: (not limited|limited to \S+ \(ONEDNN_MAX_CPU_ISA\))"
+                  r"(, reports .+)? \| AMX: (yes|yes, unused|no) \| AVX-512 bf16: (yes|yes, unused|no)")
+
+
+def test_cpu_line_names_the_model_the_isa_it_runs_and_what_is_left_unused():
+    model, flags = cpu_model_and_flags(XEON)
+    assert model == "Intel(R) Xeon(R) Platinum 8480+" and {"avx512f", "amx_tile"} <= flags
+    native = describe_cpu(model, flags, "AVX512")
+    assert native == ("CPU: Intel(R) Xeon(R) Platinum 8480+ | runs as AVX512 | oneDNN: not limited | AMX: yes | AVX-512 bf16: yes")
+    emulated = describe_cpu(model, flags, "AVX2", "AVX2", "Intel AVX2")
+    assert "runs as AVX2 (emulated on AVX512)" in emulated
+    assert "oneDNN: limited to AVX2 (ONEDNN_MAX_CPU_ISA), reports Intel AVX2" in emulated
+    assert "AMX: yes, unused | AVX-512 bf16: yes, unused" in emulated
+    epyc = describe_cpu(*cpu_model_and_flags(EPYC), "AVX2")  # a real AVX2 CPU is not emulating anything
+    assert epyc == "CPU: AMD EPYC 7B13 64-Core Processor | runs as AVX2 | oneDNN: not limited | AMX: no | AVX-512 bf16: no"
+    for line in (native, emulated, epyc, cpu_description(), describe_cpu("arm", set(), "DEFAULT")):
+        assert LINE.fullmatch(line), line
+
+
+def test_cpu_line_under_avx2_emulation():
+    """ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2, as docs/speed.md emulates an AVX2-only CPU: torch's kernels
+    and oneDNN (its own ONEDNN_VERBOSE isa line) both run AVX2, and the line says so."""
+    env = os.environ | {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2"}
+    code = "from s2s.device import cpu_description, probe_onednn_isa; print(cpu_description(probe_onednn_isa()))"
+    root = Path(__file__).resolve().parents[1]
+    line = subprocess.run([sys.executable, "-c", code], env=env, cwd=root, capture_output=True, text=True, check=True).stdout.strip()
+    assert LINE.fullmatch(line), line
+    assert "oneDNN: limited to AVX2 (ONEDNN_MAX_CPU_ISA)" in line
+    if torch.backends.mkldnn.is_available() and platform.machine().lower() in ("x86_64", "amd64"):
+        assert "reports Intel AVX2" in line  # oneDNN's own word (on x86 builds)
+    if "avx512f" in cpu_model_and_flags()[1]:
+        assert "runs as AVX2 (emulated on AVX512)" in line
