@@ -1,6 +1,7 @@
 """The fixed seq2seq speed benchmark of ../shared/bench/README.md, run on s2s.
 
     python bench/seq2seq.py [--runs 2] [--amp] [--workers 0] [--no-in-flight] [--data bench-data] [--steps 300] [--no-heads] [--json-only]
+    python bench/seq2seq.py --fixed-length 14 --runs 1 --no-heads   # also length-fair decoding: exactly 14 tokens a sentence
     python bench/seq2seq.py --device cuda --batch-size 1024 --decode-batch-size 500 [--amp] --runs 1 --no-heads   # on a GPU
 
 Synthetic Multi30k-shaped corpus (../shared/bench/make_synthetic.py, generated if missing), whitespace
@@ -18,6 +19,13 @@ RNNs in TF32), timing between CUDA synchronisations and after one untimed decodi
 and --decode-batch-size set the sentences per training and decoding batch (64 each: the CPU workload),
 --warmup the untimed training steps, --decode-sentences decodes only the shortest N test sentences.
 The results then also give the device, the amp dtype, the batch sizes and, on a GPU, its name and peak memory.
+--fixed-length L also decodes the same weights, in a third fresh process, with exactly L tokens per sentence
+(EOS counted: EOS masked until step L and forced there, i.e. L decoder steps, as OpenNMT-py's
+`-min_length L -max_length L`), and reports those as fixed_*, with every free-running figure's average
+output length (*_tok_per_sent) next to it: a model that runs on keeps batches full, which tokens/s rewards.
+Every table starts with a line naming the CPU, the vector ISA torch runs (emulated under e.g.
+ATEN_CPU_CAPABILITY=avx2), oneDNN's ISA limit (ONEDNN_MAX_CPU_ISA) and what oneDNN reports, and AMX / AVX-512 bf16;
+the JSON carries it as "cpu".
 Unless --no-heads, it also times the other two heads at the same thread count with untrained models of
 the default configs: tagging (bench/tagging.py, CoNLL-2003 test sentences/s) and classification
 (bench/classify.py, IMDB reviews/s).
@@ -40,7 +48,7 @@ import torch
 from s2s.config import Config, EncoderConfig, TrainConfig, TranslationConfig
 from s2s.data.batching import pad
 from s2s.data.sentencepiece import BOS, EOS
-from s2s.device import amp_dtype, autocast, cpu_workers, parallel_map, resolve_device
+from s2s.device import amp_dtype, autocast, cpu_description, cpu_workers, parallel_map, probe_onednn_isa, resolve_device
 from s2s.search import beam_search, greedy_search, in_flight_groups
 from s2s.tasks.translation import build_model, make_batch
 from s2s.train import build_optimizer
@@ -140,6 +148,8 @@ def decode_run(args: argparse.Namespace) -> dict:
     batches = [order[start : start + size] for start in range(0, len(order), size)]
     workers = cpu_workers(device, args.workers)
     in_flight = 0 if args.no_in_flight else size
+    fixed = args.fixed_length  # 0: free-running, to the limit of 100
+    prefix = "fixed_" if fixed else ""
     results = {}
     for name, beam in (("greedy", 1), ("beam5", 5)):
         # As `s2s translate`: greedy decodes batches, beam search groups of them with a batch of sentences in flight.
@@ -147,12 +157,12 @@ def decode_run(args: argparse.Namespace) -> dict:
 
         def decode(rows: list[int], beam: int = beam) -> list[list[int]]:
             tokens, lengths = pad([test[i] for i in rows])
-            limits = torch.full_like(lengths, 100)
+            limits = torch.full_like(lengths, fixed or 100)
             tokens, lengths = tokens.to(device), lengths.to(device)  # as Translator does (the limits stay on the CPU)
             with autocast(device, args.amp):
                 if beam == 1:
-                    return greedy_search(model, tokens, lengths, limits, BOS, EOS)
-                return beam_search(model, tokens, lengths, limits, BOS, EOS, beam, alpha=1.0, in_flight=in_flight)
+                    return greedy_search(model, tokens, lengths, limits, BOS, EOS, min_len=fixed)
+                return beam_search(model, tokens, lengths, limits, BOS, EOS, beam, alpha=1.0, in_flight=in_flight, min_len=fixed)
 
         if device.type == "cuda":  # the first kernels of a fresh process load and tune: not decoding's speed
             decode(units[0][:8])
@@ -162,9 +172,14 @@ def decode_run(args: argparse.Namespace) -> dict:
         sync(device)
         seconds = time.perf_counter() - t0
         generated = sum(len(h) + 1 for h in hyps)  # + EOS
-        results[f"{name}_tok_s"] = round(generated / seconds)
-        results[f"{name}_sent_s"] = round(len(order) / seconds, 1)
-        results[f"{name}_tokens"] = generated
+        if fixed:
+            assert generated == fixed * len(order), f"{name}: {generated} tokens, not {fixed} a sentence"
+        results[f"{prefix}{name}_tok_s"] = round(generated / seconds)
+        results[f"{prefix}{name}_sent_s"] = round(len(order) / seconds, 1)
+        results[f"{prefix}{name}_tokens"] = generated
+    if fixed:
+        results["fixed_decode_peak_rss_gib"] = round(peak_rss_gib(), 2)
+        return results
     results["decode_workers"] = workers
     results["decode_peak_rss_gib"] = round(peak_rss_gib(), 2)
     if device.type == "cuda":
@@ -203,11 +218,15 @@ def main() -> None:
     parser.add_argument("--decode-batch-size", type=int, default=64, help="sentences per decoding batch (beam search: in flight)")
     parser.add_argument("--warmup", type=int, default=50, help="untimed training steps before the timed ones")
     parser.add_argument("--decode-sentences", type=int, default=0, help="decode only the N shortest test sentences (0 = all)")
+    parser.add_argument("--fixed-length", type=int, default=0, metavar="L", help="also decode exactly L tokens per sentence "
+                        "(EOS counted; OpenNMT-py's -min_length L -max_length L) and give every free-running figure's average length")
     parser.add_argument("--json-only", action="store_true")
     parser.add_argument("--train-run", action="store_true", help=argparse.SUPPRESS)  # what each fresh process does
     parser.add_argument("--decode-run", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--weights", help=argparse.SUPPRESS)  # where --train-run leaves the model for --decode-run
     args = parser.parse_args()
+    if args.fixed_length < 0:
+        parser.error(f"--fixed-length must be 0 (off) or a length of 1 or more, got {args.fixed_length}")
     if args.steps <= args.warmup:
         parser.error(f"--steps ({args.steps}) must be more than --warmup ({args.warmup}): throughput is over steps {args.warmup + 1}..N")
     if args.train_run or args.decode_run:
@@ -223,12 +242,24 @@ def main() -> None:
               "--warmup", str(args.warmup), "--decode-sentences", str(args.decode_sentences)]
     common += ["--amp"] if args.amp else []
     common += ["--no-in-flight"] if args.no_in_flight else []
+    cpu = cpu_description(probe_onednn_isa())  # before the runs: the probe starts a process of its own
     runs = []
     with tempfile.TemporaryDirectory() as tmp:
         common += ["--weights", str(Path(tmp) / "model.pt")]
         for _ in range(args.runs):
-            runs.append(run_script("seq2seq.py", [*common, "--train-run"]) | run_script("seq2seq.py", [*common, "--decode-run"]))
+            run = run_script("seq2seq.py", [*common, "--train-run"]) | run_script("seq2seq.py", [*common, "--decode-run"])
+            if args.fixed_length:  # the same weights, in a fresh process of its own
+                run |= run_script("seq2seq.py", [*common, "--decode-run", "--fixed-length", str(args.fixed_length)])
+            runs.append(run)
     results = {key: statistics.median(run[key] for run in runs) for key in runs[0]}
+    if args.fixed_length:  # each free-running figure with its average output length, then the length-fair ones
+        sentences = args.decode_sentences or len(read_lines(data / "test.de"))
+        free, fair = {}, {"fixed_length": args.fixed_length}
+        for key, value in results.items():
+            (fair if key.startswith("fixed_") else free)[key] = value
+            if key in ("greedy_tokens", "beam5_tokens"):
+                free[key.replace("_tokens", "_tok_per_sent")] = round(value / sentences, 2)  # EOS counted, as in tok_s
+        results = free | fair
     results["runs"] = args.runs
     if not args.no_heads:
         threads = ["--threads", str(args.threads)]
@@ -248,10 +279,12 @@ def main() -> None:
             results |= {"gpu": torch.cuda.get_device_name(device), "cuda": torch.version.cuda}
 
     if not args.json_only:
-        print(f"{'metric':<24}{'value':>12}")
+        print(cpu)
+        width = max(24, *(len(key) + 2 for key in results))
+        print(f"{'metric':<{width}}{'value':>12}")
         for key, value in results.items():
-            print(f"{key:<24}{value!s:>12}")
-    print(json.dumps(results))
+            print(f"{key:<{width}}{value!s:>12}")
+    print(json.dumps(results | {"cpu": cpu}))
 
 
 if __name__ == "__main__":
