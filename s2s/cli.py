@@ -56,10 +56,12 @@ def cmd_train(args: argparse.Namespace) -> None:
 
 
 def cmd_translate(args: argparse.Namespace) -> None:
+    from s2s.device import cpu_workers
     from s2s.tasks.translation import Translator
 
     translator = Translator.load(args.model, device=args.device, amp=args.amp, workers=args.workers)
-    with _streamed(args, "translate", args.output, args.raw_output) as (chunks, out, raw):
+    in_flight = (args.batch_size or translator.decode.batch_size) * cpu_workers(translator.device, translator.decode.workers)
+    with _streamed(args, "translate", args.output, args.raw_output, in_flight=in_flight) as (chunks, out, raw):
         for first, sentences in chunks:
             ids = translator.translate_ids(sentences, args.beam_size, args.batch_size, first_line=first)
             out.write([translator.sp_tgt.decode(x) for x in ids])
@@ -69,11 +71,13 @@ def cmd_translate(args: argparse.Namespace) -> None:
 
 def cmd_tag(args: argparse.Namespace) -> None:
     from s2s.data.conll import parse_conll
+    from s2s.device import cpu_workers
     from s2s.tasks.tagging import Tagger, tagged_conll
 
     tagger = Tagger.load(args.model, device=args.device, workers=args.workers)
     conll, where, width = args.input_format == "conll", _where(args.input), 0
-    with _streamed(args, "tag", args.output, cut=_tag_cut(tagger.context_tokens, conll)) as (chunks, out):
+    in_flight = (args.batch_size or tagger.decode.batch_size) * cpu_workers(tagger.device, tagger.decode.workers)
+    with _streamed(args, "tag", args.output, cut=_tag_cut(tagger.context_tokens, conll), in_flight=in_flight) as (chunks, out):
         for first, lines in chunks:
             if not conll:
                 records = tagger.tag(lines, args.batch_size, first_line=first)
@@ -141,7 +145,7 @@ def cmd_classify(args: argparse.Namespace) -> None:
     input_format, where = args.input_format, _where(args.input)
     if input_format == "auto" and args.input and args.input.lower().endswith(".jsonl"):
         input_format = "jsonl"
-    with _streamed(args, "classify", args.output) as (chunks, out):
+    with _streamed(args, "classify", args.output, in_flight=args.batch_size or classifier.batch_size) as (chunks, out):
         for first, lines in chunks:
             # Decided by the first non-blank line (blank lines give empty output lines either way).
             if input_format == "auto" and any(line.strip() for line in lines):
@@ -159,10 +163,10 @@ def cmd_classify(args: argparse.Namespace) -> None:
 
 
 @contextlib.contextmanager
-def _streamed(args: argparse.Namespace, what: str, *outputs: str | None, cut=None):
+def _streamed(args: argparse.Namespace, what: str, *outputs: str | None, cut=None, in_flight: int = 0):
     """The input of a prediction command (--input FILE or stdin) in chunks of (number of the first line, lines)
-    with progress on stderr (see s2s.data.stream.chunks), and a LineWriter for each output: the first to stdout
-    when None, the others only when given (else None)."""
+    with progress on stderr (see s2s.data.stream.chunks: cut, in_flight), and a LineWriter for each output: the
+    first to stdout when None, the others only when given (else None)."""
     from s2s.data.stream import LineReader, LineWriter, Progress, chunks
 
     files = [Path(p) for p in (args.input, *outputs) if p not in (None, "-")]
@@ -176,7 +180,7 @@ def _streamed(args: argparse.Namespace, what: str, *outputs: str | None, cut=Non
         # No bar when the output itself goes to the terminal: it shows how far the run is, and a bar would garble it.
         to_terminal = outputs[0] in (None, "-") and sys.stdout is not None and sys.stdout.isatty()
         progress = Progress(what, reader, bar=not to_terminal)
-        yield stack.enter_context(contextlib.closing(chunks(reader, cut, progress))), *writers
+        yield stack.enter_context(contextlib.closing(chunks(reader, cut, progress, in_flight=in_flight))), *writers
 
 
 def cmd_forecast(args: argparse.Namespace) -> None:

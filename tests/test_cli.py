@@ -469,6 +469,7 @@ def chunked(monkeypatch):
     def set_sizes(first: int, cap: int) -> None:
         monkeypatch.setattr(stream, "FIRST_CHUNK", first)
         monkeypatch.setattr(stream, "MAX_CHUNK", cap)
+        monkeypatch.setattr(stream, "BATCHES_PER_CHUNK", 0)
 
     return set_sizes
 

@@ -22,10 +22,12 @@ log = logging.getLogger(__name__)
 
 BLOCK = 1 << 16  # bytes per read
 # Chunk sizes in lines: the first small, so that the first output line comes at once; doubling up to
-# MAX_CHUNK, enough for batching by length within a chunk (and for every decode worker to have batches)
-# to cost no throughput against sorting the whole input.
+# MAX_CHUNK, enough for batching by length within a chunk to cost no throughput against sorting the whole
+# input, or to BATCHES_PER_CHUNK times the sentences predicted at once (batch size x workers) where that is
+# more, so that every worker has batches to the end of a chunk and beam search keeps its batches full.
 FIRST_CHUNK = 16
 MAX_CHUNK = 4096
+BATCHES_PER_CHUNK = 16
 PROGRESS_EVERY = 30.0  # seconds between progress log lines when stderr is not a terminal
 
 
@@ -240,13 +242,14 @@ def _duration(seconds: float) -> str:
 
 
 def chunks(reader: LineReader, cut: Callable[[list[str], bool], int] | None = None, progress: Progress | None = None,
-           first: int | None = None, cap: int | None = None) -> Iterator[tuple[int, list[str]]]:
+           first: int | None = None, cap: int | None = None, in_flight: int = 0) -> Iterator[tuple[int, list[str]]]:
     """(number of its first line, lines) for each chunk of the reader's lines: `first` lines, then twice as many
     each time up to `cap` (fewer when a pipe has not delivered more yet). cut(lines, at_end) says how many of a
     chunk's lines to hand out now, the rest starting the next chunk (0: none, read more first; at the end of the
     input it must take them all); None takes them all. Each chunk counts as done in `progress` once the next is
-    asked for, that is once its output is written. `first` and `cap` default to FIRST_CHUNK and MAX_CHUNK."""
-    first, cap = first or FIRST_CHUNK, cap or MAX_CHUNK
+    asked for, that is once its output is written. `first` defaults to FIRST_CHUNK, `cap` to MAX_CHUNK or
+    BATCHES_PER_CHUNK times `in_flight`, the sentences predicted at once, whichever is more."""
+    first, cap = first or FIRST_CHUNK, cap or max(MAX_CHUNK, BATCHES_PER_CHUNK * in_flight)
     pending: list[str] = []
     size, number = first, 1
     try:

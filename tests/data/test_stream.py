@@ -92,6 +92,14 @@ def test_chunks_double_up_to_the_cap(monkeypatch):
     assert [line for _, c in got for line in c] == [str(i) for i in range(40)]
 
 
+def test_chunks_hold_enough_batches_for_what_is_predicted_at_once(monkeypatch):
+    monkeypatch.setattr(stream, "MAX_CHUNK", 4)
+    monkeypatch.setattr(stream, "BATCHES_PER_CHUNK", 3)
+    lines = [str(i) for i in range(40)]
+    assert [len(c) for _, c in _chunks_of(lines, monkeypatch, first=2)] == [2, 4, 4, 4, 4, 4, 4, 4, 4, 4, 2]
+    assert [len(c) for _, c in _chunks_of(lines, monkeypatch, first=2, in_flight=2)] == [2, 4, 6, 6, 6, 6, 6, 4]
+
+
 @pytest.mark.parametrize("first, cap", [(1, 2), (3, 4)])  # (3, 4): the first chunk leaves its "b" to the next
 def test_chunks_end_where_cut_says(monkeypatch, first, cap):
     """cut takes a chunk's lines up to its last "|" line; none there: the chunk grows (doubling) until it has one."""
