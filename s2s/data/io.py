@@ -44,21 +44,8 @@ def read_lines(path: str | Path) -> list[str]:
 
 
 def decode_lines(data: bytes, where: str) -> list[str]:
-    """UTF-8 bytes (e.g. stdin) -> lines."""
+    """UTF-8 bytes -> lines, as read_lines reads a file."""
     return split_lines(decode_text(data, where))
-
-
-def read_stdin_lines() -> list[str]:
-    """All lines of stdin; a closed stdin (`<&-`: Python sets sys.stdin to None) or one that
-    cannot be read fails with one line instead of a traceback."""
-    stream = sys.stdin
-    if stream is None:
-        raise S2SError("cannot read stdin (it is closed); give --input FILE")
-    try:
-        data = stream.buffer.read()
-    except (OSError, ValueError, AttributeError) as e:  # ValueError: a closed file object
-        raise S2SError(f"cannot read stdin ({getattr(e, 'strerror', None) or e}); give --input FILE") from None
-    return decode_lines(data, "<stdin>")
 
 
 def split_lines(text: str) -> list[str]:

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from s2s.data.io import decode_lines, flush_stdout, read_lines, read_stdin_lines, read_text, write_lines, write_stdout
+from s2s.data.io import decode_lines, flush_stdout, read_lines, read_text, write_lines, write_stdout
 from s2s.errors import S2SError
 
 
@@ -80,22 +80,6 @@ def test_bom_is_stripped_from_bytes_too():
 
 
 # --- stdin and stdout -----------------------------------------------------------------------------------------
-
-
-def test_stdin_is_read_as_utf8_lines_without_bom(monkeypatch):
-    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(f"{BOM}eins\r\nzwei\n".encode())))
-    assert read_stdin_lines() == ["eins", "zwei"]
-
-
-def test_a_closed_stdin_is_one_error(monkeypatch):
-    monkeypatch.setattr(sys, "stdin", None)  # what Python makes of `<&-`
-    with pytest.raises(S2SError, match=r"cannot read stdin \(it is closed\); give --input FILE"):
-        read_stdin_lines()
-    unreadable = io.TextIOWrapper(io.BytesIO(b"eins\n"))
-    unreadable.close()
-    monkeypatch.setattr(sys, "stdin", unreadable)
-    with pytest.raises(S2SError, match="cannot read stdin"):
-        read_stdin_lines()
 
 
 class _FullDisk(io.StringIO):
