@@ -128,6 +128,8 @@ class TrainConfig:
     unk_replace: float = key(0.0, "chance that a word seen once in training is replaced by UNK (Lample et al. 2016, sec. 4)", TAG,
                              at_least=0, at_most=1)
     trim_batches: bool = key(True, "cut each training batch's texts to the batch's shortest (see ClassificationTask.batch)", CLS)
+    tensorboard: bool = key(False, "also write metrics.jsonl's values as TensorBoard event files in RUN/tensorboard "
+                            "(needs tensorboard: pip install -e \".[tensorboard]\")")
 
 
 @dataclass(frozen=True)

@@ -26,6 +26,7 @@ import random
 import sys
 import time
 from dataclasses import replace
+from datetime import datetime, timezone
 from pathlib import Path
 
 import torch
@@ -41,6 +42,8 @@ from s2s.errors import Interrupted, S2SError
 
 log = logging.getLogger(__name__)
 METRICS = "metrics.jsonl"
+TENSORBOARD = "tensorboard"  # RUN/tensorboard: event files with metrics.jsonl's values (train.tensorboard)
+NEEDS_TENSORBOARD = 'train.tensorboard needs tensorboard: pip install -e ".[tensorboard]"'
 clock = time.monotonic  # what train.save_every is measured with (a test turns it by hand)
 
 
@@ -170,6 +173,7 @@ class Trainer:
         if self.world > 1:
             self.net = DistributedDataParallel(self.model, device_ids=[device.index] if device.type == "cuda" else None)
         self.metrics_log = self.open_metrics(resume) if self.main else None
+        self.tensorboard = self.open_tensorboard() if self.main and t.tensorboard else None
         self.start = time.time() - self.progress["seconds"]
         self.saved_at = clock()  # when last.pt was last written (train.save_every counts from here)
         # The RNG state from before the update in flight: Ctrl-C inside an update saves this one, so
@@ -224,6 +228,16 @@ class Trainer:
             return open(path, "a" if resume else "w", encoding="utf-8")
         except OSError as e:
             raise S2SError(f"{path}: cannot write ({e.strerror or e})") from None
+
+    def open_tensorboard(self):
+        """A SummaryWriter on RUN/tensorboard (rank 0). A resumed run purges the events after last.pt's step,
+        as open_metrics cuts metrics.jsonl: TensorBoard hides those of the run that stopped."""
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError:
+            raise S2SError(NEEDS_TENSORBOARD) from None
+        step = self.progress["step"]
+        return SummaryWriter(str(self.run_dir / TENSORBOARD), purge_step=step + 1 if step else None)
 
     def build_task(self, resume: bool):
         """The task's data and model. Rank 0 builds the vocabularies into run_dir; the other ranks wait,
@@ -284,11 +298,11 @@ class Trainer:
         except KeyboardInterrupt:
             if self.main:
                 self.save_last(interrupted=True)
-                self.metrics_log.close()
+                self.close_logs()
             raise Interrupted(f"interrupted at step {progress['step']}; resume with: "
                               f"s2s train {self.run_dir / checkpoint.CONFIG} --out {self.run_dir} --resume") from None
         if self.main:
-            self.metrics_log.close()
+            self.close_logs()
         distributed.barrier()  # no process returns before rank 0 has written last.pt
         progress["seconds"] = round(time.time() - self.start, 1)
         if math.isfinite(progress["best"]):
@@ -391,7 +405,7 @@ class Trainer:
             self.scheduler.step(score)
         lr = self.optimizer.param_groups[0]["lr"]
         elapsed = time.time() - self.start
-        self.record({f"dev_{k}": v for k, v in scores.items()} | {"lr": lr, "best": progress["best"], "seconds": round(elapsed, 1)})
+        self.record({f"dev_{k}": v for k, v in scores.items()} | {"lr": lr, "best": progress["best"]})
         log.info("step %d: dev %s %.2f (best %.2f at step %d), lr %.2e, %.0fs",
                  progress["step"], self.task.metric, score, progress["best"], progress["best_step"], lr, elapsed)
         stop = (t.early_stopping and progress["bad"] >= t.early_stopping) or lr < t.min_lr
@@ -404,12 +418,16 @@ class Trainer:
 
     # -- the run directory
     def record(self, event: dict) -> None:
-        """One line of metrics.jsonl (rank 0)."""
+        """One line of metrics.jsonl (rank 0), and the same values in TensorBoard (train.tensorboard). Every line
+        has "time", when it was written (ISO 8601, UTC), and "seconds" since the run started (a resumed run
+        counts on from the seconds last.pt kept, not from when it was resumed)."""
         if self.metrics_log is None:
             return
+        now = time.time()
         # "epoch": the 1-based epoch the latest update belongs to (epoch counts finished epochs).
         epoch = self.progress["epoch"] + (1 if self.progress["batch"] else 0)
-        event = {"step": self.progress["step"], "epoch": max(epoch, 1), **event}
+        stamp = datetime.fromtimestamp(now, timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
+        event = {"step": self.progress["step"], "epoch": max(epoch, 1), "time": stamp, "seconds": round(now - self.start, 1), **event}
         # JSON has no inf or NaN (json.dumps would write -Infinity): None instead, e.g. best before a dev score.
         event = {k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in event.items()}
         try:
@@ -417,6 +435,16 @@ class Trainer:
             self.metrics_log.flush()
         except OSError as e:
             raise S2SError(f"{self.run_dir / METRICS}: cannot write ({e.strerror or e})") from None
+        if self.tensorboard is not None:
+            for name, value in event.items():
+                if name not in ("step", "epoch", "time") and isinstance(value, (int, float)) and not isinstance(value, bool):
+                    self.tensorboard.add_scalar(name, value, event["step"], walltime=now)
+            self.tensorboard.flush()
+
+    def close_logs(self) -> None:
+        self.metrics_log.close()
+        if self.tensorboard is not None:
+            self.tensorboard.close()
 
     def save_if_due(self) -> None:
         """last.pt at least every train.save_every minutes, checked after each update: kill -9 loses no more.

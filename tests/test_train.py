@@ -530,3 +530,56 @@ def test_training_with_cpu_amp_runs_and_resumes(tmp_path, corpus_dir, tiny_confi
         torch.testing.assert_close(weight, b[name], msg=name)
         if weight.is_floating_point():
             assert torch.isfinite(weight).all(), name
+
+
+def test_every_metrics_line_has_a_utc_timestamp_and_seconds_counted_across_resume(resume_runs):
+    from datetime import datetime, timedelta
+
+    _, b = resume_runs("mid_epoch")  # trained for 2 updates, then resumed to 4
+    events = metrics_events(b)
+    assert events and all({"time", "seconds"} <= e.keys() for e in events)
+    for e in events:
+        stamp = datetime.fromisoformat(e["time"].replace("Z", "+00:00"))
+        assert stamp.utcoffset() == timedelta(0) and e["time"].endswith("Z")
+    seconds = [e["seconds"] for e in events]
+    assert seconds == sorted(seconds) and seconds[0] >= 0  # the resumed part counts on from the first run's seconds
+    assert seconds[-1] <= checkpoint.load(b / checkpoint.LAST)["progress"]["seconds"] + 0.1
+
+
+def test_tensorboard_events_carry_the_values_of_metrics_jsonl(tmp_path, corpus_dir, tiny_config):
+    pytest.importorskip("tensorboard", reason="train.tensorboard needs tensorboard (pip install -e '.[tensorboard]')")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    settings = {"max_tokens": LAYOUTS["mid_epoch"], "epochs": 10, "log_every": 1, "valid_every": 2, "tensorboard": True}
+    run = tmp_path / "run"
+    train(tiny_config(corpus_dir, train=settings | {"max_steps": 2}), run)
+    train(tiny_config(corpus_dir, train=settings | {"max_steps": 4}), run, resume=True)
+    expected: dict[str, dict[int, float]] = {}
+    for e in metrics_events(run):
+        for name, value in e.items():
+            if name not in ("step", "epoch", "time") and isinstance(value, (int, float)):
+                expected.setdefault(name, {})[e["step"]] = value
+    assert {"train_loss", "lr", "seconds", "dev_bleu"} <= expected.keys()
+    events = EventAccumulator(str(run / "tensorboard"), size_guidance={"scalars": 0})
+    events.Reload()
+    assert set(events.Tags()["scalars"]) == expected.keys()
+    for name, by_step in expected.items():
+        got = {s.step: s.value for s in events.Scalars(name)}  # the last value TensorBoard shows at each step
+        assert got.keys() == by_step.keys(), name
+        for step, value in by_step.items():
+            assert got[step] == pytest.approx(value, rel=1e-6), (name, step)
+
+
+def test_tensorboard_without_the_package_says_what_to_install(tmp_path, corpus_dir, tiny_config, monkeypatch):
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_tensorboard(name, *args, **kwargs):
+        if name.startswith(("torch.utils.tensorboard", "tensorboard")):
+            raise ImportError(f"No module named {name!r}")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_tensorboard)
+    with pytest.raises(S2SError, match=r'pip install -e "\.\[tensorboard\]"'):
+        train(tiny_config(corpus_dir, train={"max_steps": 1, "tensorboard": True}), tmp_path / "run")
