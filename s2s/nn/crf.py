@@ -8,6 +8,8 @@ Everything is batched: the forward algorithm and Viterbi loop over time only.
 """
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 
@@ -98,6 +100,16 @@ class CRF(nn.Module):
     def decode(self, emissions: torch.Tensor, mask: torch.Tensor) -> list[list[int]]:
         return viterbi(emissions, mask, *self.scores())
 
+    def k_best(self, emissions: torch.Tensor, mask: torch.Tensor, k: int) -> list[list[tuple[list[int], float]]]:
+        """The k most probable valid tag sequences per sentence, each with p(y | x) = exp(s(y) - log Z), best first."""
+        emissions = emissions.float()
+        penalties = (self.trans_penalty, self.start_penalty, self.end_penalty)
+        # Forbidden transitions become -inf: such a sequence is never listed, rather than listed with p ~ 0.
+        trans, start, end = (s.masked_fill(p < 0, -torch.inf) for s, p in zip(self.scores(), penalties))
+        log_z = self.log_partition(emissions, mask).tolist()
+        return [[(path, math.exp(score - z)) for path, score in found]
+                for found, z in zip(k_best(emissions, mask, trans, start, end, k), log_z)]
+
 
 def viterbi(
     emissions: torch.Tensor, mask: torch.Tensor, trans: torch.Tensor, start: torch.Tensor, end: torch.Tensor
@@ -122,3 +134,34 @@ def viterbi(
     tags = torch.stack(path, dim=1).tolist()  # (B, T)
     lengths = mask.sum(1).tolist()
     return [row[:n] for row, n in zip(tags, lengths)]
+
+
+def k_best(
+    emissions: torch.Tensor, mask: torch.Tensor, trans: torch.Tensor, start: torch.Tensor, end: torch.Tensor, k: int
+) -> list[list[tuple[list[int], float]]]:
+    """The k best tag sequences per sentence with their scores s(y), best first; emissions (B, T, K), mask (B, T).
+    Viterbi keeping the k best partial paths into each tag instead of one (the list Viterbi algorithm, Seshadri &
+    Sundberg 1994). Sequences through a -inf transition are left out, so a sentence may get fewer than k."""
+    emissions = emissions.float()
+    b, t_len, n = emissions.shape
+    score = emissions.new_full((b, n, k), -torch.inf)  # (B, K, k): the k best paths ending in each tag
+    score[:, :, 0] = start + emissions[:, 0]
+    # A pointer is (previous tag) * k + (its rank); on padding the identity, so backtracking passes through.
+    identity = torch.arange(n * k, device=emissions.device).view(1, n, k).expand(b, n, k)
+    pointers = []
+    for t in range(1, t_len):
+        paths = (score.unsqueeze(3) + trans.unsqueeze(1)).flatten(1, 2)  # (B, K * k, K): every path extended by every tag
+        best, idx = paths.topk(k, dim=1)  # (B, k, K)
+        keep = mask[:, t, None, None]
+        score = torch.where(keep, best.transpose(1, 2) + emissions[:, t].unsqueeze(2), score)
+        pointers.append(torch.where(keep, idx.transpose(1, 2), identity))
+    final, last = (score + end.unsqueeze(1)).flatten(1).topk(k, dim=1)  # (B, k): tag * k + rank
+    path = [last // k]
+    for bp in reversed(pointers):
+        last = bp.flatten(1).gather(1, last)
+        path.append(last // k)
+    path.reverse()
+    tags = torch.stack(path, dim=2).tolist()  # (B, k, T)
+    lengths, final = mask.sum(1).tolist(), final.tolist()
+    return [[(row[:length], s) for row, s in zip(rows, scores) if s != -math.inf]
+            for rows, scores, length in zip(tags, final, lengths)]

@@ -94,3 +94,45 @@ def test_forbidden_transitions_are_never_decoded(device):
     mask = torch.arange(7)[None, :] < lengths[:, None]
     for path in crf.decode(emissions.to(device), mask.to(device)):
         assert check_tags([TAGS[i] for i in path], "bioes") is None
+
+
+def test_k_best_lists_every_sequence_by_probability_as_brute_force_does(device):
+    """k = every sequence: the list is brute force's, sorted, the first is Viterbi's and the probabilities sum to 1."""
+    k, t_len = 3, 4
+    crf = _random_crf(k, seed=4)
+    torch.manual_seed(5)
+    emissions = torch.randn(3, t_len, k)
+    mask = torch.arange(t_len)[None, :] < torch.tensor([4, 2, 1])[:, None]  # padding changes nothing either
+    on_device = copy.deepcopy(crf).to(device)
+    found = on_device.k_best(emissions.to(device), mask.to(device), k ** t_len + 5)
+    viterbi_paths = on_device.decode(emissions.to(device), mask.to(device))
+    trans, start, end = crf.scores()
+    for b, n in enumerate(mask.sum(1).tolist()):
+        e = emissions[b, :n]
+        all_paths = list(itertools.product(range(k), repeat=n))
+        scores = torch.stack([start[p[0]] + end[p[-1]] + sum(e[i, p[i]] for i in range(n)) + sum(trans[p[i - 1], p[i]] for i in range(1, n))
+                              for p in all_paths])
+        probs = (scores - scores.logsumexp(0)).exp().tolist()
+        assert len(found[b]) == len(all_paths)  # no more than there are
+        assert found[b][0][0] == viterbi_paths[b]
+        got = [p for _, p in found[b]]
+        assert got == sorted(got, reverse=True) and abs(sum(got) - 1) < 1e-4
+        reference = dict(zip(all_paths, probs))
+        for path, p in found[b]:
+            assert abs(reference[tuple(path)] - p) < 1e-5
+        top = on_device.k_best(emissions[b : b + 1, :n].to(device), mask[b : b + 1, :n].to(device), 3)[0]
+        assert [tuple(path) for path, _ in top] == [tuple(path) for path, _ in found[b][:3]]
+
+
+def test_k_best_lists_only_valid_sequences(device):
+    allowed = _allowed(TAGS, "bioes")
+    crf = _random_crf(len(TAGS), allowed, seed=6).to(device)
+    torch.manual_seed(7)
+    emissions = torch.randn(8, 3, len(TAGS)) * 5
+    mask = torch.ones(8, 3, dtype=torch.bool)
+    for found in crf.k_best(emissions.to(device), mask.to(device), 200):
+        for path, _ in found:
+            assert check_tags([TAGS[i] for i in path], "bioes") is None
+        # Every valid sequence of 3 tags over O and two types of BIOES: the list stops there, not at 200.
+        valid = [p for p in itertools.product(range(len(TAGS)), repeat=3) if check_tags([TAGS[i] for i in p], "bioes") is None]
+        assert len(found) == len(valid) and abs(sum(p for _, p in found) - 1) < 1e-3
