@@ -19,9 +19,11 @@ nor EOS: its -min_length m (EOS not allowed before m tokens) is min_len = m + 1 
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import torch
+from torch.nn.functional import pad as nn_pad
 
 
 def max_lengths(src_lengths: torch.Tensor, a: float, b: int) -> torch.Tensor:
@@ -84,6 +86,16 @@ def length_penalty(length: int, alpha: float) -> float:
     return ((5.0 + length) / 6.0) ** alpha
 
 
+@dataclass
+class Hypothesis:
+    """One finished beam hypothesis."""
+
+    tokens: list[int]  # without EOS
+    logprob: float  # total log-probability of the tokens and EOS (what teacher forcing gives them)
+    score: float  # logprob / length_penalty(len(tokens) + 1, alpha): what the beam ranks finished hypotheses by
+    attention: torch.Tensor | None = None  # (len(tokens), source length) fp32, each token's weights; EOS's row left out
+
+
 # Tokens per chunk in best_extensions (the fastest of 32, 64 and 128 in docs/speed.md).
 VOCAB_CHUNK = 64
 # beam_search with in_flight refills its batch when 1 / REFILL_FREE of it is free.
@@ -125,9 +137,6 @@ def best_extensions(
     return top_scores, torch.div(flat, V, rounding_mode="floor"), flat % V
 
 
-# no_grad, not inference_mode: under bf16 autocast on a CPU, inference_mode made decoding slower
-# (docs/speed.md).
-@torch.no_grad()
 def beam_search(
     model: Any,
     src: torch.Tensor,
@@ -140,7 +149,37 @@ def beam_search(
     in_flight: int = 0,
     min_len: int = 0,
 ) -> list[list[int]]:
-    """Beam search over all sentences and beams at once (beam_size 1 gives greedy's output).
+    """Beam search over all sentences and beams at once (beam_size 1 gives greedy's output): each sentence's
+    best finished hypothesis (see beam_hypotheses)."""
+    finished = beam_hypotheses(model, src, src_lengths, max_lens, bos, eos, beam_size, alpha, in_flight, min_len)
+    return [max(hyps, key=lambda h: h.score).tokens for hyps in finished]
+
+
+def n_best(finished: list[list[Hypothesis]], n: int) -> list[list[Hypothesis]]:
+    """The n best of each sentence's finished hypotheses, best first; the first is beam_search's answer (sorted is
+    stable, so among equal scores the first finished comes first, as max picks it). A sentence whose best
+    hypothesis ended early may have fewer than n."""
+    return [sorted(hyps, key=lambda h: h.score, reverse=True)[:n] for hyps in finished]
+
+
+# no_grad, not inference_mode: under bf16 autocast on a CPU, inference_mode made decoding slower
+# (docs/speed.md).
+@torch.no_grad()
+def beam_hypotheses(
+    model: Any,
+    src: torch.Tensor,
+    src_lengths: torch.Tensor,
+    max_lens: torch.Tensor,
+    bos: int,
+    eos: int,
+    beam_size: int,
+    alpha: float = 1.0,
+    in_flight: int = 0,
+    min_len: int = 0,
+    attention: bool = False,
+) -> list[list[Hypothesis]]:
+    """Beam search over all sentences and beams at once; every finished hypothesis of each sentence, in the
+    order they finished, with attention weights when `attention` is set.
 
     A sentence is finished when its best-scoring candidate ends in EOS (or at its
     length limit); its answer is the finished hypothesis with the best
@@ -169,7 +208,9 @@ def beam_search(
     base = 0  # the step of history's first column: the oldest live sentence's start
     prev = torch.empty_like(alive)  # (n*width,) the tokens each row feeds in
     state = memory = scores = None  # decoder state, attention memory, beam scores (n, width)
-    finished: list[list[tuple[float, list[int]]]] = [[] for _ in range(total)]
+    finished: list[list[Hypothesis]] = [[] for _ in range(total)]
+    # With `attention`, each row's attention weights of steps base..t-1 beside `history`: (n*width, t - base, S).
+    attn = torch.empty(0, 0, 0, device=device) if attention else None
     started = 0  # sentences src[:started] have begun
     youngest = 0  # the step the last sentences started at
     width = K
@@ -198,13 +239,17 @@ def beam_search(
             born = torch.cat([born, torch.full_like(ids, t)])
             deadline = torch.cat([deadline, t + max_lens[started : started + count].to(device)])
             history = torch.cat([history, history.new_zeros(count * width, history.size(1))])
+            if attn is not None:  # widened to the memory's (padded) source length
+                S = memory.mask.size(1)
+                attn = attn.new_zeros(0, attn.size(1), S) if n == 0 else nn_pad(attn, (0, S - attn.size(2)))
+                attn = torch.cat([attn, attn.new_zeros(count * width, attn.size(1), S)])
             prev = torch.cat([prev, torch.full((count * width,), bos, dtype=torch.long, device=device)])
             started += count
             youngest = t
             n = alive.numel()
         if n == 0:
             break
-        logits, state, _ = model.step(prev, state, memory)
+        logits, state, weights = model.step(prev, state, memory)  # weights (n*width, S)
         # log_softmax in fp32 is one fused pass (also over bf16 logits), faster than a cast then logsumexp.
         logp = torch.log_softmax(logits, dim=-1, dtype=torch.float32)  # (n*width, V)
         at_limit = deadline <= t + 1  # (n,)
@@ -220,6 +265,8 @@ def beam_search(
         top_scores, origin, tokens = best_extensions(logp, scores, K, VOCAB_CHUNK)  # (n, K) each
         rows = (torch.arange(n, device=device).unsqueeze(1) * width + origin).view(-1)  # (n*K,)
         history = torch.cat([history.index_select(0, rows), tokens.view(-1, 1)], dim=1)
+        if attn is not None:  # the weights that chose each row's token at this step
+            attn = torch.cat([attn.index_select(0, rows), weights.index_select(0, rows).float().unsqueeze(1)], dim=1)
         state, width = state.select(rows), K
         is_eos = tokens == eos
         if bool(is_eos.any()):
@@ -228,7 +275,9 @@ def beam_search(
                 if score > float("-inf"):
                     b = int(born[i])
                     hyp = history[i * K + j, b - base : -1].tolist()
-                    finished[int(alive[i])].append((score / length_penalty(t + 1 - b, alpha), hyp))
+                    sentence = int(alive[i])
+                    weights_of = None if attn is None else attn[i * K + j, b - base : -1, : int(src_lengths[sentence])].cpu()
+                    finished[sentence].append(Hypothesis(hyp, score, score / length_penalty(t + 1 - b, alpha), weights_of))
         scores = top_scores.masked_fill(is_eos, float("-inf"))
         done = is_eos[:, 0] | at_limit  # the best candidate ended, or no room is left
         if bool(done.any()):
@@ -236,10 +285,14 @@ def beam_search(
             keep_rows = (keep.unsqueeze(1) * K + torch.arange(K, device=device)).view(-1)
             alive, born, deadline, scores = alive[keep], born[keep], deadline[keep], scores[keep]
             history, tokens = history.index_select(0, keep_rows), tokens[keep]
+            if attn is not None:
+                attn = attn.index_select(0, keep_rows)
             if alive.numel():  # forget the steps before the oldest live sentence began
                 oldest = int(born.min())
+                if attn is not None:
+                    attn = attn[:, oldest - base :]
                 history, base = history[:, oldest - base :], oldest
             state, memory = state.select(keep_rows), memory.select(keep)
         prev = tokens.reshape(-1)
         t += 1
-    return [max(hyps, key=lambda h: h[0])[1] for hyps in finished]
+    return finished

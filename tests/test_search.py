@@ -395,3 +395,37 @@ def test_batched_beam_search_under_min_len_equals_the_plain_one(tiny_seq2seq, so
     hyps = beam_search(model, src, src_lengths, limits, BOS, EOS, beam_size, alpha=2.0, min_len=5)
     for s, hyp, limit in zip(sentences, hyps, limits.tolist()):
         assert hyp == _plain_beam_search(model, s, limit, beam_size, alpha=2.0, min_len=5)
+
+
+@pytest.mark.parametrize("in_flight", [0, 2, 3])
+@pytest.mark.parametrize("seed", SEEDS)
+def test_beam_hypotheses_scores_and_attention(sharp_model, sources, seed, in_flight):
+    """Every finished hypothesis carries the log-probability teacher forcing gives it and the beam's normalised
+    score; n_best's first is beam_search's answer; attention rows (one per token, EOS's left out) sum to 1 over
+    the sentence's own source and are the same whatever else is in the batch (padding, sentences joining)."""
+    from s2s.search import beam_hypotheses, n_best
+    from s2s.tasks.translation import make_batch
+
+    model = sharp_model(seed)
+    sentences, src, src_lengths = sources(seed)
+    limits = max_lengths(src_lengths, 1.0, 3)
+    args = (model, src, src_lengths, limits, BOS, EOS, 4, 0.7, in_flight)
+    plain = beam_hypotheses(*args)
+    finished = beam_hypotheses(*args, attention=True)
+    best = n_best(finished, 3)
+    assert [hyps[0].tokens for hyps in best] == beam_search(*args)
+    assert [[h.tokens for h in hyps] for hyps in plain] == [[h.tokens for h in hyps] for hyps in finished]
+    for i, hyps in enumerate(best):
+        assert 1 <= len(hyps) <= 3 and [h.score for h in hyps] == sorted((h.score for h in hyps), reverse=True)
+        (alone,) = beam_hypotheses(model, *_one(sentences[i], src.device), limits[i : i + 1], BOS, EOS, 4, 0.7, attention=True)
+        for h, g in zip(finished[i], alone):
+            assert h.tokens == g.tokens and torch.allclose(h.attention, g.attention, atol=1e-5)
+        for h in hyps:
+            assert h.score == pytest.approx(h.logprob / length_penalty(len(h.tokens) + 1, 0.7))
+            assert h.attention.shape == (len(h.tokens), len(sentences[i]))
+            assert torch.allclose(h.attention.sum(1), torch.ones(len(h.tokens)), atol=1e-5)
+            batch = make_batch([sentences[i]], [h.tokens]).to(src.device)
+            with torch.no_grad():
+                logp = torch.log_softmax(model(batch).logits.float(), -1)[0]
+            forced = logp.gather(1, batch.tgt_out[0].unsqueeze(1)).sum()
+            assert float(forced) == pytest.approx(h.logprob, abs=1e-4)

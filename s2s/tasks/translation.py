@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import logging
 import time
 from pathlib import Path
@@ -25,7 +26,8 @@ from s2s.metrics import bleu_chrf
 from s2s.nn import Output
 from s2s.nn.decoder import AttentionDecoder, DecoderState, Memory
 from s2s.nn.encoder import Encoder
-from s2s.search import beam_search, greedy_search, in_flight_groups, max_lengths
+from s2s.search import beam_hypotheses, beam_search, greedy_search, in_flight_groups, max_lengths
+from s2s.search import n_best as n_best_of
 
 log = logging.getLogger(__name__)
 
@@ -215,6 +217,61 @@ def sentence_list(sentences, method: str) -> list[str]:
     return list(sentences)
 
 
+@dataclasses.dataclass
+class Candidate:
+    """One of a sentence's n best translations."""
+
+    text: str  # detokenized
+    pieces: list[str]  # the target pieces, EOS left out
+    logprob: float  # total log-probability of the pieces and EOS
+    score: float  # logprob / ((5 + len(pieces) + 1) / 6) ** translation.length_penalty: what the beam ranks by
+    attention: list[list[float]] | None = None  # (len(pieces), source pieces): each row sums to 1; EOS's row left out
+    alignment: list[tuple[int, int]] | None = None  # (source piece, target piece) pairs: each target piece's argmax
+
+    def to_dict(self) -> dict:
+        out = {"text": self.text, "pieces": self.pieces, "logprob": round(self.logprob, 6), "score": round(self.score, 6)}
+        if self.attention is not None:
+            out["attention"] = [[round(w, 6) for w in row] for row in self.attention]
+            out["alignment"] = " ".join(f"{i}-{j}" for i, j in self.alignment)  # Pharaoh format, as fast_align writes
+        return out
+
+
+@dataclasses.dataclass
+class NBest:
+    """A sentence's n best translations, best first (hypotheses[0] is what `translate` gives); an empty
+    sentence has none."""
+
+    source_pieces: list[str]  # the source as the model read it (truncated at translation.max_src_len)
+    hypotheses: list[Candidate]
+
+    def to_json(self) -> str:
+        return json.dumps({"source_pieces": self.source_pieces, "hypotheses": [h.to_dict() for h in self.hypotheses]},
+                          ensure_ascii=False)
+
+
+@dataclasses.dataclass
+class PairScore:
+    """The log-probability the model gives a target sentence after its source (teacher forcing)."""
+
+    pieces: list[str]  # the target pieces, EOS left out
+    token_logprobs: list[float]  # one per piece and one for EOS
+
+    @property
+    def logprob(self) -> float:
+        return sum(self.token_logprobs)
+
+    @property
+    def per_token(self) -> float:
+        return self.logprob / len(self.token_logprobs)
+
+    def to_json(self) -> str:
+        return json.dumps({"logprob": round(self.logprob, 6), "per_token": round(self.per_token, 6), "tokens": len(self.token_logprobs),
+                           "pieces": self.pieces, "token_logprobs": [round(x, 6) for x in self.token_logprobs]}, ensure_ascii=False)
+
+    def to_tsv(self) -> str:
+        return f"{self.logprob:.6f}\t{self.per_token:.6f}\t{len(self.token_logprobs)}"
+
+
 class Translator:
     """Translate raw sentences with a trained model: `Translator.load(run_dir).translate([...])`."""
 
@@ -244,13 +301,7 @@ class Translator:
         sentences = sentence_list(sentences, "Translator.translate_ids")
         beam_size = beam_size or self.search.beam_size
         batch_size = batch_size or self.decode.batch_size
-        limit = self.search.max_src_len
-        src = self.sp_src.encode([s.strip() for s in sentences])
-        for i, ids in enumerate(src):
-            if len(ids) > limit:
-                log.warning("input line %d: %d subword tokens, translating only the first %d (translation.max_src_len)",
-                            i + first_line, len(ids), limit)
-                src[i] = ids[:limit]
+        src = self.source_ids(sentences, first_line)
         todo = sorted((i for i, ids in enumerate(src) if ids), key=lambda i: len(src[i]))  # similar lengths batch well
         workers = cpu_workers(self.device, self.decode.workers)
         if beam_size == 1:
@@ -275,6 +326,93 @@ class Translator:
             for rows, hyps in zip(batches, parallel_map(decode, batches, workers)):
                 for i, hyp in zip(rows, hyps):
                     out[i] = hyp
+        finally:
+            self.model.train(was_training)
+        return out
+
+    def source_ids(self, sentences: list[str], first_line: int = 1) -> list[list[int]]:
+        """The source pieces' ids the model reads, cut at translation.max_src_len with a warning."""
+        limit = self.search.max_src_len
+        src = self.sp_src.encode([s.strip() for s in sentences])
+        for i, ids in enumerate(src):
+            if len(ids) > limit:
+                log.warning("input line %d: %d subword tokens, translating only the first %d (translation.max_src_len)",
+                            i + first_line, len(ids), limit)
+                src[i] = ids[:limit]
+        return src
+
+    def translate_nbest(self, sentences: list[str], n_best: int = 1, beam_size: int | None = None, attention: bool = False,
+                        batch_size: int | None = None, first_line: int = 1) -> list[NBest]:
+        """The n_best (at most beam_size) best translations of each sentence, best first, with their log-probabilities
+        and the beam's length-normalised scores; hypotheses[0] is `translate`'s output (at beam size 1 too: beam
+        search of width 1 is greedy search). A sentence whose best hypothesis ended early may have fewer than
+        n_best. attention=True adds each hypothesis' attention weights and a hard alignment."""
+        sentences = sentence_list(sentences, "Translator.translate_nbest")
+        beam_size = beam_size or self.search.beam_size
+        if not 1 <= n_best <= beam_size:
+            raise S2SError(f"n-best {n_best}: the beam keeps {beam_size} hypotheses; use a beam size >= {n_best}")
+        batch_size = batch_size or self.decode.batch_size
+        src = self.source_ids(sentences, first_line)
+        todo = sorted((i for i, ids in enumerate(src) if ids), key=lambda i: len(src[i]))
+        workers = cpu_workers(self.device, self.decode.workers)
+        batches = in_flight_groups(todo, batch_size, workers)
+
+        def decode(rows: list[int]):
+            tokens, lengths = pad([src[i] for i in rows])
+            limits = max_lengths(lengths, self.search.max_len_a, self.search.max_len_b)
+            tokens, lengths = tokens.to(self.device), lengths.to(self.device)
+            with autocast(self.device, self.decode.amp):
+                finished = beam_hypotheses(self.model, tokens, lengths, limits, BOS, EOS, beam_size,
+                                           self.search.length_penalty, in_flight=batch_size, attention=attention)
+            return n_best_of(finished, n_best)
+
+        out = [NBest([], []) for _ in sentences]
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            for rows, hyps in zip(batches, parallel_map(decode, batches, workers)):
+                for i, best in zip(rows, hyps):
+                    out[i] = NBest(self.sp_src.id_to_piece(src[i]), [self._candidate(h) for h in best])
+        finally:
+            self.model.train(was_training)
+        return out
+
+    def _candidate(self, hyp) -> Candidate:
+        candidate = Candidate(self.sp_tgt.decode(hyp.tokens), self.sp_tgt.id_to_piece(hyp.tokens), hyp.logprob, hyp.score)
+        if hyp.attention is not None:
+            candidate.attention = hyp.attention.tolist()
+            candidate.alignment = [(int(i), j) for j, i in enumerate(hyp.attention.argmax(1).tolist())] if hyp.tokens else []
+        return candidate
+
+    def score(self, sources: list[str], targets: list[str], batch_size: int | None = None,
+              pieces: bool = False) -> list[PairScore | None]:
+        """The log-probability of each target after its source, total and per piece (teacher forcing, EOS counted);
+        None where the source is empty. Sources are cut at translation.max_src_len as `translate` cuts them.
+        pieces=True reads each target as subword pieces separated by spaces (what `pieces` and --raw-output write),
+        so that a model's own output is scored as it produced it: detokenized text need not encode back to it."""
+        sources, targets = sentence_list(sources, "Translator.score"), sentence_list(targets, "Translator.score")
+        if len(sources) != len(targets):
+            raise S2SError(f"score: {len(sources)} sources but {len(targets)} targets")
+        batch_size = batch_size or self.decode.batch_size
+        src = self.source_ids(sources)
+        if pieces:
+            tgt = [[self.sp_tgt.piece_to_id(p) for p in t.split()] for t in targets]
+        else:
+            tgt = self.sp_tgt.encode([t.strip() for t in targets])
+        todo = sorted((i for i, ids in enumerate(src) if ids), key=lambda i: (len(src[i]), len(tgt[i])))
+        out: list[PairScore | None] = [None] * len(sources)
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            for start in range(0, len(todo), batch_size):
+                rows = todo[start : start + batch_size]
+                batch = make_batch([src[i] for i in rows], [tgt[i] for i in rows]).to(self.device)
+                with torch.no_grad(), autocast(self.device, self.decode.amp):
+                    logits = self.model.decoder(batch.tgt_in, self.model.encoder(batch.src, batch.src_lengths))  # (B, T, V)
+                    logp = torch.log_softmax(logits, dim=-1, dtype=torch.float32)
+                    picked = logp.gather(2, batch.tgt_out.unsqueeze(2)).squeeze(2).cpu()  # (B, T)
+                for b, i in enumerate(rows):
+                    out[i] = PairScore(self.sp_tgt.id_to_piece(tgt[i]), picked[b, : len(tgt[i]) + 1].tolist())
         finally:
             self.model.train(was_training)
         return out

@@ -2,6 +2,7 @@
 model that overfits one batch, tied embeddings that are one tensor; the Translator API (lists only)."""
 from __future__ import annotations
 
+import json
 import logging
 
 import pytest
@@ -213,3 +214,80 @@ def test_token_store_is_rebuilt_when_the_data_changed_and_a_damaged_one_is_refus
     assert _train(path, run, "--resume", "--set", "train.max_steps=6") == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith(f"error: {ids}: truncated or damaged token store") and "rebuilt" in err and "\n" not in err
+
+
+# --- n-best, attention and forced scoring -------------------------------------------------------------
+
+
+@pytest.mark.parametrize("beam_size", [1, 4])
+def test_nbest_is_sorted_and_its_first_is_the_translation(translator, pairs, beam_size):
+    sentences = [s for s, _ in pairs(8, seed=7)] + [""]
+    n = beam_size
+    lists = translator.translate_nbest(sentences, n_best=n, beam_size=beam_size, batch_size=3)
+    assert [nb.hypotheses[0].text for nb in lists[:-1]] == translator.translate(sentences[:-1], beam_size=beam_size)
+    assert lists[-1].hypotheses == [] and lists[-1].source_pieces == []
+    alpha = translator.search.length_penalty
+    for s, nb in zip(sentences, lists[:-1]):
+        assert nb.source_pieces == translator.sp_src.encode(s, out_type=str)
+        assert 1 <= len(nb.hypotheses) <= n
+        scores = [h.score for h in nb.hypotheses]
+        assert scores == sorted(scores, reverse=True)
+        assert len({tuple(h.pieces) for h in nb.hypotheses}) == len(nb.hypotheses)  # distinct hypotheses
+        for h in nb.hypotheses:
+            assert h.logprob <= 0 and h.score == pytest.approx(h.logprob / ((5 + len(h.pieces) + 1) / 6) ** alpha)
+            assert h.text == translator.sp_tgt.decode_pieces(h.pieces) and h.attention is None
+    # n_best=1 is the same first hypothesis.
+    assert translator.translate_nbest(sentences, n_best=1, beam_size=beam_size)[0].hypotheses[0] == lists[0].hypotheses[0]
+
+
+def test_nbest_attention_rows_sum_to_one_over_the_source(translator, pairs):
+    sentences = [s for s, _ in pairs(8, seed=8)]
+    plain = translator.translate_nbest(sentences, n_best=3, beam_size=3)
+    lists = translator.translate_nbest(sentences, n_best=3, beam_size=3, attention=True, batch_size=2)
+    for nb, ref in zip(lists, plain):
+        assert [h.pieces for h in nb.hypotheses] == [h.pieces for h in ref.hypotheses]  # attention changes nothing else
+        for h in nb.hypotheses:
+            weights = torch.tensor(h.attention)
+            assert weights.shape == (len(h.pieces), len(nb.source_pieces))  # one row per target piece, EOS's left out
+            assert torch.allclose(weights.sum(1), torch.ones(len(h.pieces)), atol=1e-5) and bool((weights >= 0).all())
+            assert h.alignment == [(int(weights[j].argmax()), j) for j in range(len(h.pieces))]
+            assert all(0 <= i < len(nb.source_pieces) for i, _ in h.alignment)
+            record = json.loads(nb.to_json())["hypotheses"][0]
+            assert set(record) == {"text", "pieces", "logprob", "score", "attention", "alignment"}
+
+
+def test_nbest_attention_does_not_depend_on_batching(translator, pairs):
+    """A sentence's weights are its own: other, longer sources in the batch (padding) change nothing."""
+    sentences = [s for s, _ in pairs(6, seed=9)]
+    together = translator.translate_nbest(sentences, n_best=2, beam_size=2, attention=True, batch_size=6)
+    for s, nb in zip(sentences, together):
+        (alone,) = translator.translate_nbest([s], n_best=2, beam_size=2, attention=True)
+        for h, g in zip(nb.hypotheses, alone.hypotheses):
+            assert h.pieces == g.pieces and h.alignment == g.alignment
+            assert torch.allclose(torch.tensor(h.attention), torch.tensor(g.attention), atol=1e-5)
+
+
+def test_nbest_larger_than_the_beam_is_refused(translator):
+    with pytest.raises(S2SError, match="use a beam size >= 4"):
+        translator.translate_nbest(["der hund"], n_best=4, beam_size=3)
+
+
+def test_score_of_beam_output_is_the_beam_logprob(translator, pairs):
+    """Teacher forcing the beam's own pieces gives the total log-probability beam search reported."""
+    sentences = [s for s, _ in pairs(8, seed=10)]
+    lists = translator.translate_nbest(sentences, n_best=3, beam_size=3)
+    sources = [s for s, nb in zip(sentences, lists) for _ in nb.hypotheses]
+    hyps = [h for nb in lists for h in nb.hypotheses]
+    assert len(hyps) > len(sentences)
+    scored = translator.score(sources, [" ".join(h.pieces) for h in hyps], batch_size=4, pieces=True)
+    for h, got in zip(hyps, scored):
+        assert got.pieces == h.pieces
+        assert got.logprob == pytest.approx(h.logprob, abs=1e-4)
+        assert len(got.token_logprobs) == len(h.pieces) + 1 and got.per_token == pytest.approx(got.logprob / (len(h.pieces) + 1))
+    # Text is encoded with the target SentencePiece model (here the best hypotheses' text, whatever pieces it gives).
+    texts = [nb.hypotheses[0].text for nb in lists]
+    encoded = [" ".join(translator.sp_tgt.encode(t, out_type=str)) for t in texts]
+    assert translator.score(sentences, texts) == translator.score(sentences, encoded, pieces=True)
+    assert translator.score([""], ["the dog"]) == [None]
+    with pytest.raises(S2SError, match="2 sources but 1 targets"):
+        translator.score(["a", "b"], ["c"])
