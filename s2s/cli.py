@@ -1,4 +1,4 @@
-"""The `s2s` command: train, translate, tag, classify, forecast, evaluate, vectors, config, upgrade. Each handler parses,
+"""The `s2s` command: train, translate, score, tag, classify, forecast, evaluate, vectors, config, upgrade. Each handler parses,
 calls the library, prints."""
 from __future__ import annotations
 
@@ -59,14 +59,41 @@ def cmd_translate(args: argparse.Namespace) -> None:
     from s2s.device import cpu_workers
     from s2s.tasks.translation import Translator
 
+    if args.format != "json" and (args.n_best is not None or args.attention):
+        raise S2SError(f"translate: {'--n-best' if args.n_best is not None else '--attention'} is written only in JSON: add --format json")
+    if args.n_best is not None and args.n_best < 1:
+        raise S2SError(f"--n-best must be at least 1, got {args.n_best}")
     translator = Translator.load(args.model, device=args.device, amp=args.amp, workers=args.workers)
+    n_best, beam_size = args.n_best or 1, args.beam_size or translator.search.beam_size
+    if n_best > beam_size:
+        raise S2SError(f"translate: --n-best {n_best} is more than the beam keeps ({beam_size}): use --beam-size >= {n_best}")
     in_flight = (args.batch_size or translator.decode.batch_size) * cpu_workers(translator.device, translator.decode.workers)
     with _streamed(args, "translate", args.output, args.raw_output, in_flight=in_flight) as (chunks, out, raw):
         for first, sentences in chunks:
+            if args.format == "json":
+                lists = translator.translate_nbest(sentences, n_best, beam_size, args.attention, args.batch_size, first_line=first)
+                out.write([nb.to_json() for nb in lists])
+                if raw is not None:
+                    raw.write([" ".join(nb.hypotheses[0].pieces) if nb.hypotheses else "" for nb in lists])
+                continue
             ids = translator.translate_ids(sentences, args.beam_size, args.batch_size, first_line=first)
             out.write([translator.sp_tgt.decode(x) for x in ids])
             if raw is not None:
                 raw.write([translator.pieces(x) for x in ids])
+
+
+def cmd_score(args: argparse.Namespace) -> None:
+    from s2s.data.parallel import read_parallel
+    from s2s.tasks.translation import Translator
+
+    sources, targets = read_parallel(args.src, args.tgt)  # misaligned files fail with both line counts
+    translator = Translator.load(args.model, device=args.device, amp=args.amp)
+    scores = translator.score(sources, targets, args.batch_size, pieces=args.pieces)
+    if args.format == "json":
+        lines = [s.to_json() if s is not None else json.dumps({"logprob": None, "per_token": None, "tokens": 0}) for s in scores]
+    else:
+        lines = [s.to_tsv() if s is not None else "\t\t0" for s in scores]
+    _write_lines(args.output, lines)
 
 
 def cmd_tag(args: argparse.Namespace) -> None:
@@ -362,7 +389,31 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--amp", action="store_true", help="decode in bf16 mixed precision (CUDA, or a CPU with native bf16 such as "
                    "AMX): faster, outputs may differ slightly from fp32 (default: the config's decode.amp)")
     p.add_argument("--workers", type=int, metavar="N", help=WORKERS_HELP)
+    p.add_argument("--format", default="text", choices=["text", "json"], help="text: the best translation; json: one object "
+                   "per line, {source_pieces, hypotheses: [{text, pieces, logprob, score}]}, best first by score, the beam's "
+                   "length-normalised log-probability (default: text)")
+    p.add_argument("--n-best", type=int, metavar="N", help="--format json: the N best hypotheses, at most --beam-size; fewer "
+                   "when the best ended before N others had (default: 1)")
+    p.add_argument("--attention", action="store_true", help="--format json: add each hypothesis' attention (a row per target "
+                   "piece, EOS's left out, over the source pieces) and alignment ('source-target' piece indices, each target "
+                   "piece's most attended source piece, as fast_align writes)")
     p.set_defaults(func=cmd_translate)
+
+    p = sub.add_parser("score", help="log-probability of given translations under a translation model (teacher forcing)",
+                       description="Score each target line as a translation of its source line: the log-probability the model gives "
+                       "its subword pieces and EOS (total, per token, and each token's), for filtering a corpus or reranking. "
+                       "One output line per pair; a pair with an empty source gives null scores.")
+    p.add_argument("--model", required=True, metavar="RUN_DIR", help="a run directory made by `s2s train` with task: translation")
+    p.add_argument("--src", required=True, metavar="FILE", help="source sentences, one per line")
+    p.add_argument("--tgt", required=True, metavar="FILE", help="their translations, line by line")
+    p.add_argument("--pieces", action="store_true", help="--tgt holds subword pieces separated by spaces, as "
+                   "`translate --raw-output` writes (default: raw text, encoded with the model's SentencePiece)")
+    p.add_argument("--output", metavar="FILE", help="scores (default: stdout)")
+    p.add_argument("--format", default="json", choices=["json", "tsv"], help="json: {logprob, per_token, tokens, pieces, "
+                   "token_logprobs}; tsv: 'logprob<TAB>per_token<TAB>tokens' (default: json)")
+    _run_options(p, "pairs per batch")
+    p.add_argument("--amp", action="store_true", help="score in bf16 mixed precision (default: the config's decode.amp)")
+    p.set_defaults(func=cmd_score)
 
     p = _predict_command(sub, "tag", "tag named entities in raw sentences or a CoNLL file",
                          "Tag sentences with a tagging model: one record per input sentence, in input order; "
