@@ -99,20 +99,28 @@ def cmd_score(args: argparse.Namespace) -> None:
 def cmd_tag(args: argparse.Namespace) -> None:
     from s2s.data.conll import parse_conll
     from s2s.device import cpu_workers
-    from s2s.tasks.tagging import Tagger, tagged_conll
+    from s2s.tasks.tagging import Tagger, entity_colours, entity_types, html_page, tagged_conll
 
+    if (args.n_best or args.marginals) and args.format != "json":
+        raise S2SError(f"tag: {'--n-best' if args.n_best else '--marginals'} needs --format json (got --format {args.format})")
+    if args.n_best is not None and args.n_best < 1:
+        raise S2SError(f"--n-best must be at least 1, got {args.n_best}")
     tagger = Tagger.load(args.model, device=args.device, workers=args.workers)
     conll, where, width = args.input_format == "conll", _where(args.input), 0
+    more = {"n_best": args.n_best or 0, "marginals": args.marginals}
     in_flight = (args.batch_size or tagger.decode.batch_size) * cpu_workers(tagger.device, tagger.decode.workers)
+    colours = entity_colours(entity_types(tagger.vocab.tags))
     with _streamed(args, "tag", args.output, cut=_tag_cut(tagger.context_tokens, conll), in_flight=in_flight) as (chunks, out):
+        if args.format == "html":
+            out.write(html_page(colours)[0])
         for first, lines in chunks:
             if not conll:
-                records = tagger.tag(lines, args.batch_size, first_line=first)
+                records = tagger.tag(lines, args.batch_size, first_line=first, **more)
             else:
                 sentences = parse_conll(lines, where=where, tagged=False, first_line=first, width=width)
                 # The column count the first token line fixed, which the token lines of later chunks must keep.
                 width = width or next((len(c) for c in map(str.split, lines) if c and c[0] != "-DOCSTART-"), 0)
-                records = tagger.tag_conll(sentences, args.batch_size)
+                records = tagger.tag_conll(sentences, args.batch_size, **more)
                 if args.format == "conll":  # the input's lines, each token line with its predicted tag
                     in_chunk = [dataclasses.replace(s, line=s.line - first + 1) for s in sentences]
                     out.write(tagged_conll(lines, in_chunk, records, args.tag_scheme))
@@ -122,8 +130,12 @@ def cmd_tag(args: argparse.Namespace) -> None:
                     out.write([r.to_json() for r in records])
                 case "inline":
                     out.write([r.to_inline() for r in records])
+                case "html":
+                    out.write([r.to_html(colours) for r in records])
                 case _:
                     out.write([line for r in records for line in r.to_conll(args.tag_scheme)])
+        if args.format == "html":
+            out.write(html_page(colours)[1])
 
 
 def _tag_cut(context_tokens: int, conll: bool):
@@ -430,8 +442,13 @@ def build_parser() -> argparse.ArgumentParser:
                               "the predicted tag last (token [POS [chunk]] tag: a 4th input column, a gold tag, is "
                               "replaced), -DOCSTART- and blank lines kept",
                      "json": "one object per sentence with tokens and entities (text, type, token and character offsets, score)",
-                     "inline": "[PER Alan Shearer] ..."})
+                     "inline": "[PER Alan Shearer] ...",
+                     "html": "a web page, a paragraph per sentence: the text escaped, entities highlighted, one colour per type"})
     p.add_argument("--tag-scheme", default="iob2", choices=["iob1", "iob2", "bioes"], help="tags of --format conll (default: iob2)")
+    p.add_argument("--n-best", type=int, metavar="K", help="--format json: add n_best, the K most probable tag sequences (IOB2) with "
+                   "their probabilities and entities, best first (exact with a CRF: list Viterbi)")
+    p.add_argument("--marginals", action="store_true", help="--format json: add marginals, each token's probability of each of the "
+                   "model's tags (with a CRF: by forward-backward)")
     _run_options(p, "sentences per batch")
     p.add_argument("--workers", type=int, metavar="N", help=WORKERS_HELP.replace("decoded", "tagged"))
     p.set_defaults(func=cmd_tag)

@@ -9,9 +9,11 @@ import argparse
 import array
 import copy
 import hashlib
+import html
 import itertools
 import json
 import logging
+import math
 import random
 from collections import Counter
 from collections.abc import Iterable, Iterator
@@ -38,7 +40,7 @@ from s2s.errors import S2SError
 from s2s.metrics import span_scores
 from s2s.nn import Output
 from s2s.nn.chars import CharCNN
-from s2s.nn.crf import CRF, Allowed, register_penalties, viterbi
+from s2s.nn.crf import CRF, Allowed, k_best, register_penalties, viterbi
 from s2s.nn.encoder import Encoder
 from s2s.nn.lm import NeighbourWordLM
 
@@ -191,26 +193,46 @@ def make_batch(
     )
 
 
+class Decoded(NamedTuple):
+    paths: list[list[int]]  # the best valid tag ids per sentence
+    probs: list[list[float]]  # each chosen tag's probability (CRF: its marginal; 1.0 without scores)
+    n_best: list[list[tuple[list[int], float]]] | None  # the n best valid tag id sequences and their probabilities
+    marginals: list[list[list[float]]] | None  # p(tag k at token t) per sentence (L, K)
+
+
 class TagDecoding:
     """Decoding shared by SequenceTagger and TaggerEnsemble: needs `emissions(batch)`, `crf` and,
     without a CRF, the penalty buffers of the scheme's forbidden transitions."""
 
-    @torch.inference_mode()
     def decode(self, batch, with_scores: bool = True) -> tuple[list[list[int]], list[list[float]]]:
         """Best valid tag ids per sentence of a tagging.TagBatch and each chosen tag's probability (CRF: its marginal)."""
+        return self.decode_all(batch, with_scores)[:2]
+
+    @torch.inference_mode()
+    def decode_all(self, batch, with_scores: bool = True, n_best: int = 0, marginals: bool = False) -> Decoded:
+        """decode, and (n_best) the n most probable valid tag sequences per sentence with their probabilities, best
+        first, and (marginals) each token's distribution over the tags. With a CRF both are exact (list Viterbi,
+        forward-backward); without one, a sequence's probability is the product of its tokens' softmax probabilities."""
         logits, mask = self.emissions(batch)
         if self.crf is not None:
             paths = self.crf.decode(logits, mask)
-            probs = self.crf.marginals(logits, mask) if with_scores else None
+            probs = self.crf.marginals(logits, mask) if with_scores or marginals else None
+            found = self.crf.k_best(logits, mask, n_best) if n_best else None
         else:
             logp = logits.float().log_softmax(-1)
             paths = viterbi(logp, mask, self.trans_penalty, self.start_penalty, self.end_penalty)
-            probs = logp.exp() if with_scores else None
-        if probs is None:
-            return paths, [[1.0] * len(p) for p in paths]
+            probs = logp.exp() if with_scores or marginals else None
+            found = None
+            if n_best:
+                scores = [torch.full_like(p, -torch.inf).masked_fill(p == 0, 0.0) for p in (self.trans_penalty, self.start_penalty, self.end_penalty)]
+                found = [[(path, math.exp(score)) for path, score in f] for f in k_best(logp, mask, *scores, n_best)]
+        lengths = mask.sum(1).tolist()
+        dists = [row[:n] for row, n in zip(probs.tolist(), lengths)] if marginals else None
+        if not with_scores:
+            return Decoded(paths, [[1.0] * len(p) for p in paths], found, dists)
         padded = torch.tensor([p + [0] * (logits.size(1) - len(p)) for p in paths], device=logits.device)
         picked = probs.gather(2, padded.unsqueeze(2)).squeeze(2).tolist()  # (B, T)
-        return paths, [row[: len(p)] for row, p in zip(picked, paths)]
+        return Decoded(paths, [row[: len(p)] for row, p in zip(picked, paths)], found, dists)
 
 
 class SequenceTagger(TagDecoding, nn.Module):
@@ -521,6 +543,15 @@ class Entity:
 
 
 @dataclass
+class Reading:
+    """One of the n best tag sequences of a sentence."""
+
+    prob: float  # p(tags | sentence): CRF, exact; without a CRF, the product of the tokens' softmax probabilities
+    tags: list[str]  # IOB2
+    entities: list[Entity]
+
+
+@dataclass
 class Tagged:
     """One tagged sentence (an empty input line gives an empty one)."""
 
@@ -528,12 +559,19 @@ class Tagged:
     tokens: list[str] = field(default_factory=list)
     offsets: list[tuple[int, int]] = field(default_factory=list)
     entities: list[Entity] = field(default_factory=list)
+    n_best: list[Reading] | None = None  # asked for (Tagger.tag n_best=K): the K most probable readings, best first
+    marginals: list[dict[str, float]] | None = None  # asked for: per token, p(tag) of each of the model's tags
 
     def tags(self, scheme: str = "iob2") -> list[str]:
         return to_tags([(e.start, e.end, e.type) for e in self.entities], len(self.tokens), scheme)
 
     def to_json(self) -> str:
-        return json.dumps({"text": self.text, "tokens": self.tokens, "entities": [asdict(e) for e in self.entities]}, ensure_ascii=False)
+        out = {"text": self.text, "tokens": self.tokens, "entities": [asdict(e) for e in self.entities]}
+        if self.n_best is not None:
+            out["n_best"] = [asdict(r) for r in self.n_best]
+        if self.marginals is not None:
+            out["marginals"] = self.marginals
+        return json.dumps(out, ensure_ascii=False)
 
     def to_inline(self) -> str:
         """`[PER Alan Shearer] was named ...`: the text with each entity bracketed with its type."""
@@ -543,9 +581,38 @@ class Tagged:
             pos = e.char_end
         return "".join(out + [self.text[pos:]])
 
+    def to_html(self, colours: dict[str, str]) -> str:
+        """One <p>: the text HTML-escaped, each entity in a <mark> of its type's colour (see html_page)."""
+        out, pos = [], 0
+        for e in self.entities:
+            kind = html.escape(e.type)
+            out += [html.escape(self.text[pos : e.char_start]), f'<mark style="background:{colours.get(e.type, "#e5e7eb")}" '
+                    f'data-type="{kind}" title="{kind} {e.score:.2f}">{html.escape(self.text[e.char_start : e.char_end])}</mark>']
+            pos = e.char_end
+        return "<p>" + "".join(out + [html.escape(self.text[pos:])]) + "</p>"
+
     def to_conll(self, scheme: str = "iob2") -> list[str]:
         """Token and tag columns, then a blank line (only the blank line for an empty sentence)."""
         return [f"{t} {g}" for t, g in zip(self.tokens, self.tags(scheme))] + [""]
+
+
+# Light colours that dark text reads well on, one per entity type (in the order of the sorted types, cycling).
+PALETTE = ("#fde68a", "#bfdbfe", "#bbf7d0", "#fecaca", "#ddd6fe", "#fed7aa", "#a5f3fc", "#fbcfe8", "#d9f99d", "#e5e7eb")
+
+
+def entity_colours(types: list[str]) -> dict[str, str]:
+    return {kind: PALETTE[i % len(PALETTE)] for i, kind in enumerate(sorted(types))}
+
+
+def html_page(colours: dict[str, str]) -> tuple[list[str], list[str]]:
+    """The lines before and after the sentences of `s2s tag --format html` (a <p> each, Tagged.to_html): a page
+    whose legend names each type's colour and whose marks show their type after the text (CSS, not text)."""
+    legend = " ".join(f'<mark style="background:{c}" data-type="{html.escape(k)}"></mark>' for k, c in colours.items())
+    head = ["<!DOCTYPE html>", '<html><head><meta charset="utf-8"><title>s2s tag</title>',
+            "<style>body{font-family:sans-serif;line-height:2}mark{padding:.1em .3em;border-radius:.3em}"
+            "mark::after{content:attr(data-type);font-size:.65em;font-weight:bold;margin-left:.4em}</style>",
+            "</head><body>", f'<div class="legend">{legend}</div>']
+    return head, ["</body></html>"]
 
 
 class Tagger:
@@ -600,8 +667,11 @@ class Tagger:
         return self._tag_tokens(sentences, batch_size, with_scores, docs)
 
     def _tag_tokens(self, sentences: list[list[str]], batch_size: int | None = None, with_scores: bool = True,
-                    docs: list[int] | None = None, lines: list[int] | None = None) -> list[list[tuple[Span, float]]]:
-        """tag_tokens; `lines` numbers each sentence's input line, for the warning about long ones."""
+                    docs: list[int] | None = None, lines: list[int] | None = None, n_best: int = 0, marginals: bool = False,
+                    extras: list | None = None) -> list[list[tuple[Span, float]]]:
+        """tag_tokens; `lines` numbers each sentence's input line, for the warning about long ones. With n_best or
+        marginals, `extras` receives per sentence (its n best tag id sequences with their probabilities or None,
+        its tokens' tag distributions (L, K) or None): see SequenceTagger.decode_all."""
         batch_size = batch_size or self.decode.batch_size
         docs = docs or [0] * len(sentences)
         long = [i for i, s in enumerate(sentences) if len(s) > MAX_TOKENS]
@@ -609,8 +679,12 @@ class Tagger:
             first = f"line {lines[long[0]]}" if lines else f"sentence {long[0] + 1}"
             log.warning("%d sentence%s longer than %d tokens tagged in overlapping pieces of that many; first: %s, %d tokens",
                         len(long), "s" if len(long) > 1 else "", MAX_TOKENS, first, len(sentences[long[0]]))
-            return self._tag_pieces(sentences, batch_size, with_scores, docs)
+            if n_best or marginals:
+                log.warning("no n-best lists or marginals for sentences longer than %d tokens (tagged in pieces)", MAX_TOKENS)
+            return self._tag_pieces(sentences, batch_size, with_scores, docs, n_best, marginals, extras)
         out = [[] for _ in sentences]
+        if extras is not None:
+            extras[:] = [(None, None)] * len(sentences)
         runs = sorted(runs_of([len(s) for s in sentences], docs, self.context_tokens),
                       key=lambda run: sum(len(sentences[i]) for i in run))  # similar lengths batch together
         sizes = [sum(len(sentences[i]) for i in run) for run in runs]
@@ -630,23 +704,27 @@ class Tagger:
             """(sentence index, its spans with scores) for each sentence of the group."""
             rows = [i for run in group for i in run]
             b = make_batch(self.vocab, [sentences[i] for i in rows], [len(run) for run in group]).to(self.device)
-            paths, probs = self.model.decode(b, with_scores)
+            decoded = self.model.decode_all(b, with_scores, n_best, marginals)
             found = []
-            for i, path, p in zip(rows, paths, probs):
-                found.append((i, [(s, sum(p[s[0] : s[1]]) / (s[1] - s[0])) for s in spans([self.vocab.tags[k] for k in path], self.scheme)]))
+            for j, (i, path, p) in enumerate(zip(rows, decoded.paths, decoded.probs)):
+                extra = (decoded.n_best[j] if n_best else None, decoded.marginals[j] if marginals else None)
+                found.append((i, [(s, sum(p[s[0] : s[1]]) / (s[1] - s[0])) for s in spans([self.vocab.tags[k] for k in path], self.scheme)], extra))
             return found
 
         was_training = self.model.training
         self.model.eval()
         try:
             for found in parallel_map(tag_group, groups, cpu_workers(self.device, self.decode.workers)):
-                for i, f in found:
+                for i, f, extra in found:
                     out[i] = f
+                    if extras is not None:
+                        extras[i] = extra
         finally:
             self.model.train(was_training)
         return out
 
-    def _tag_pieces(self, sentences: list[list[str]], batch_size: int, with_scores: bool, docs: list) -> list[list[tuple[Span, float]]]:
+    def _tag_pieces(self, sentences: list[list[str]], batch_size: int, with_scores: bool, docs: list, n_best: int = 0,
+                    marginals: bool = False, extras: list | None = None) -> list[list[tuple[Span, float]]]:
         """_tag_tokens with each sentence longer than MAX_TOKENS cut into pieces of at most MAX_TOKENS tokens
         that overlap by 2 * MARGIN. A piece decides the entities starting in its own part (all of it but the
         margins, where it lacks context), unless an entity of the piece before still covers them."""
@@ -661,9 +739,15 @@ class Tagger:
                 pieces.append((i, start, own, min(own + step, len(s))))
         # The pieces of a long sentence are read alone, not as one text with their document's other sentences.
         piece_docs = [(docs[i], i, own) if len(sentences[i]) > MAX_TOKENS else (docs[i], -1, 0) for i, _, own, _ in pieces]
+        piece_extras = [] if extras is not None else None
         found = self._tag_tokens([sentences[i][start : start + MAX_TOKENS] for i, start, _, _ in pieces], batch_size,
-                                 with_scores, piece_docs)
+                                 with_scores, piece_docs, n_best=n_best, marginals=marginals, extras=piece_extras)
         out: list[list[tuple[Span, float]]] = [[] for _ in sentences]
+        if extras is not None:  # a sentence in one piece keeps its n-best list and marginals; a longer one has none
+            extras[:] = [(None, None)] * len(sentences)
+            for (i, _, _, _), extra in zip(pieces, piece_extras):
+                if len(sentences[i]) <= MAX_TOKENS:
+                    extras[i] = extra
         covered = [0] * len(sentences)  # where the last entity taken for each sentence ends
         for (i, start, own, own_end), spans_found in zip(pieces, found):
             for (b, e, kind), score in spans_found:
@@ -672,17 +756,20 @@ class Tagger:
                     covered[i] = e + start
         return out
 
-    def tag(self, texts: list[str], batch_size: int | None = None, first_line: int = 1) -> list[Tagged]:
+    def tag(self, texts: list[str], batch_size: int | None = None, first_line: int = 1, n_best: int = 0,
+            marginals: bool = False) -> list[Tagged]:
         """Tag raw sentences (tokenised by `tokenize`), one record per sentence, in input order.
         Consecutive sentences are one document; an empty one ends it (see Tagger.tag_tokens).
-        `first_line` numbers the first sentence in warnings (a chunk of a longer input)."""
+        `first_line` numbers the first sentence in warnings (a chunk of a longer input). n_best=K fills each
+        record's n_best with its K most probable readings (fewer when fewer tag sequences are valid), marginals
+        its tokens' tag distributions; a sentence longer than MAX_TOKENS gets neither (None), with a warning."""
         texts = _no_string(texts, "Tagger.tag", "sentences")
         tokenized = [tokenize(t) for t in texts]
         docs = list(itertools.accumulate(not tokens for tokens, _ in tokenized))
-        return self._records(texts, tokenized, batch_size, docs, list(range(first_line, first_line + len(texts))))
+        return self._records(texts, tokenized, batch_size, docs, list(range(first_line, first_line + len(texts))), n_best, marginals)
 
-    def tag_conll(self, sentences: list[Sentence], batch_size: int | None = None) -> list[Tagged]:
-        """Tag pre-tokenised sentences; a record's text is its tokens joined by single spaces."""
+    def tag_conll(self, sentences: list[Sentence], batch_size: int | None = None, n_best: int = 0, marginals: bool = False) -> list[Tagged]:
+        """Tag pre-tokenised sentences; a record's text is its tokens joined by single spaces. n_best, marginals: see tag."""
         sentences = _sentence_list(sentences, "Tagger.tag_conll")
         tokenized = []
         for s in sentences:
@@ -692,17 +779,34 @@ class Tagger:
                 pos += len(w) + 1
             tokenized.append((s.tokens, offsets))
         return self._records([" ".join(s.tokens) for s in sentences], tokenized, batch_size, [s.doc for s in sentences],
-                             [s.line for s in sentences])
+                             [s.line for s in sentences], n_best, marginals)
 
-    def _records(self, texts, tokenized, batch_size, docs, lines) -> list[Tagged]:
-        found = self._tag_tokens([toks for toks, _ in tokenized], batch_size, docs=docs, lines=lines)
+    def _records(self, texts, tokenized, batch_size, docs, lines, n_best: int = 0, marginals: bool = False) -> list[Tagged]:
+        if n_best < 0:
+            raise S2SError(f"n-best must be at least 1, got {n_best}")
+        extras = [] if n_best or marginals else None
+        # An n-best reading's entities are scored as the best one's are, by their tags' marginals.
+        found = self._tag_tokens([toks for toks, _ in tokenized], batch_size, docs=docs, lines=lines, n_best=n_best,
+                                 marginals=bool(n_best or marginals), extras=extras)
         records = []
-        for text, (tokens, offsets), ents in zip(texts, tokenized, found):
-            entities = [
-                Entity(text[offsets[s][0] : offsets[e - 1][1]], kind, s, e, offsets[s][0], offsets[e - 1][1], round(score, 4))
-                for (s, e, kind), score in ents
-            ]
-            records.append(Tagged(text, tokens, offsets, entities))
+        for j, (text, (tokens, offsets), ents) in enumerate(zip(texts, tokenized, found)):
+
+            def entity(s: int, e: int, kind: str, score: float) -> Entity:
+                return Entity(text[offsets[s][0] : offsets[e - 1][1]], kind, s, e, offsets[s][0], offsets[e - 1][1], round(score, 4))
+
+            record = Tagged(text, tokens, offsets, [entity(s, e, kind, score) for (s, e, kind), score in ents])
+            if extras is not None:
+                readings, dists = extras[j] if tokens else ([([], 1.0)], [])  # an empty sentence has one reading
+                if n_best and readings is not None:
+                    record.n_best = []
+                    for path, prob in readings:
+                        tags = [self.vocab.tags[k] for k in path]
+                        found_spans = spans(tags, self.scheme)
+                        record.n_best.append(Reading(round(prob, 6), to_tags(found_spans, len(tags), "iob2"), [
+                            entity(s, e, kind, sum(dists[t][path[t]] for t in range(s, e)) / (e - s)) for s, e, kind in found_spans]))
+                if marginals and dists is not None:
+                    record.marginals = [{tag: round(p, 4) for tag, p in zip(self.vocab.tags, row)} for row in dists]
+            records.append(record)
         return records
 
     def evaluate(self, gold: list[Sentence], scheme: str, batch_size: int | None = None, where: str = "<gold>",

@@ -628,3 +628,81 @@ def test_token_store_holds_the_training_sentences_and_their_word_counts(run_dir,
     counts = Counter(w for ws in words for w in ws)
     assert task.singletons == {w for w, n in counts.items() if n == 1}
     assert list(task.lm_class) == sorted(counts, key=lambda w: (-counts[w], w))[:3]
+
+
+def test_n_best_readings_are_sorted_and_the_first_is_the_tagging(run_dir):
+    tagger = Tagger.load(run_dir)
+    texts = ["Alan Shearer visited Paris .", "", "Zygmunt visited Ωmega-城市 ."]
+    plain = tagger.tag(texts)
+    records = tagger.tag(texts, n_best=4, marginals=True)
+    assert [r.entities for r in records] == [r.entities for r in plain]  # asking for more changes nothing
+    assert plain[0].n_best is None and plain[0].marginals is None
+    for r in records:
+        assert r.n_best is not None and len(r.n_best) == (4 if r.tokens else 1)
+        probs = [x.prob for x in r.n_best]
+        assert probs == sorted(probs, reverse=True) and sum(probs) <= 1 + 1e-4
+        assert r.n_best[0].tags == r.tags("iob2") and r.n_best[0].entities == r.entities
+        for reading in r.n_best:
+            assert check_tags(reading.tags, "iob2") is None and len(reading.tags) == len(r.tokens)
+        assert len({tuple(x.tags) for x in r.n_best}) == len(r.n_best)  # no reading twice
+        assert len(r.marginals) == len(r.tokens)
+        for dist in r.marginals:
+            assert set(dist) == set(tagger.vocab.tags) and abs(sum(dist.values()) - 1) < 1e-3
+    # The best reading's probability cannot exceed any of its tags' marginals.
+    best = records[0].n_best[0]
+    tags = tagger.vocab.tags
+    bioes = to_tags(spans(best.tags, "iob2"), len(best.tags), tagger.scheme)
+    assert all(best.prob <= dist[tag] + 1e-3 for dist, tag in zip(records[0].marginals, bioes) if tag in tags.ids)
+
+
+@pytest.mark.parametrize("crf", [True, False])
+def test_decode_all_n_best_starts_with_the_decoded_path(crf):
+    model, vocab = _tiny_tagger(crf)
+    with torch.no_grad():
+        model.proj.bias.normal_(0, 5)
+    model.eval()
+    b = make_batch(vocab, [["Alan", "Shearer", "visited", "Paris", "."], ["Paris"]])
+    decoded = model.decode_all(b, n_best=3, marginals=True)
+    for path, found, dists in zip(decoded.paths, decoded.n_best, decoded.marginals):
+        assert found[0][0] == path and [p for _, p in found] == sorted((p for _, p in found), reverse=True)
+        assert all(check_tags([vocab.tags[i] for i in p], "bioes") is None for p, _ in found)
+        assert len(dists) == len(path) and all(abs(sum(row) - 1) < 1e-4 for row in dists)
+
+
+def test_tag_cli_n_best_and_marginals(run_dir, tmp_path, capsys):
+    src = tmp_path / "in.txt"
+    src.write_text("Alan Shearer visited Paris .\n\nPeter left .\n", encoding="utf-8")
+    code, out, err = _run(capsys, "tag", "--model", run_dir, "--input", src, "--format", "json", "--n-best", "2", "--marginals")
+    assert code == 0, err
+    rows = [json.loads(x) for x in out.splitlines()]
+    assert [len(r["n_best"]) for r in rows] == [2, 1, 2] and [len(r["marginals"]) for r in rows] == [5, 0, 3]
+    assert rows[0]["n_best"][0]["entities"] == rows[0]["entities"] and rows[0]["n_best"][0]["prob"] >= rows[0]["n_best"][1]["prob"]
+    code, plain, err = _run(capsys, "tag", "--model", run_dir, "--input", src, "--format", "json")
+    assert [json.loads(x)["entities"] for x in plain.splitlines()] == [r["entities"] for r in rows]
+    for argv, message in [(["--n-best", "2"], "--n-best needs --format json"), (["--marginals", "--format", "inline"], "--marginals needs --format json"),
+                          (["--n-best", "0", "--format", "json"], "--n-best must be at least 1")]:
+        code, out, err = _run(capsys, "tag", "--model", run_dir, "--input", src, *argv)
+        assert code == 2 and err.startswith("error: ") and message in err and err.count("\n") == 1, err
+
+
+def test_tag_html_round_trips_the_text_and_colours_each_type(run_dir, tmp_path, capsys):
+    import html
+    import re
+
+    lines = ["Alan Shearer visited Paris .", "", "<b>Ann</b> & Lee left \"Paris\" 's", "Peter met Ann Lee in London ."]
+    src = tmp_path / "in.txt"
+    src.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    code, out, err = _run(capsys, "tag", "--model", run_dir, "--input", src, "--format", "html")
+    assert code == 0, err
+    page = out.splitlines()
+    assert page[0] == "<!DOCTYPE html>" and page[-1] == "</body></html>"
+    paragraphs = [line for line in page if line.startswith("<p>")]
+    assert [html.unescape(re.sub(r"<[^>]*>", "", p)) for p in paragraphs] == lines
+    assert "<b>" not in out  # escaped, not markup
+    records = Tagger.load(run_dir).tag(lines)
+    marks = re.findall(r'<mark style="background:([^"]+)" data-type="([^"]+)" title="[^"]*">([^<]*)</mark>', "\n".join(paragraphs))
+    assert [(kind, html.unescape(text)) for _, kind, text in marks] == [(e.type, e.text) for r in records for e in r.entities]
+    colour = {}
+    for c, kind, _ in marks:
+        assert colour.setdefault(kind, c) == c
+    assert len(set(colour.values())) == len(colour) >= 2  # one colour per type, a different one for each
