@@ -243,6 +243,35 @@ def _looks_like_jsonl(lines: list[str], text_field: str) -> bool:
     return isinstance(row, dict) and isinstance(row.get(text_field), str)
 
 
+def cmd_plot(args: argparse.Namespace) -> None:
+    from s2s import plot
+
+    plot.check_output(args.out)
+    plot.require_matplotlib("s2s plot")  # before loading a model or reading data
+    if args.what == "curves":
+        runs = plot.plot_curves(args.out, args.run)
+        summary = {"runs": len(runs), "points": sum(len(s) for c in runs for s in c.series.values())}
+    elif args.what == "confusion":
+        from s2s.tasks.classification import Classifier
+
+        classifier = Classifier.load(args.model, device=args.device)
+        scores, _ = classifier.evaluate_file(args.data, args.batch_size)
+        plot.plot_confusion(args.out, scores["confusion"], classifier.vocab.labels.items,
+                            f"{Path(args.data).name}: accuracy {scores['accuracy']:.2f}")
+        summary = {"accuracy": scores["accuracy"], "examples": sum(map(sum, scores["confusion"]))}
+    else:
+        from s2s.tasks.translation import Translator
+
+        translator = Translator.load(args.model, device=args.device)
+        found = translator.translate_nbest([args.text], 1, args.beam_size, attention=True)[0]
+        if not found.hypotheses:
+            raise S2SError("plot attention: --text is empty: nothing to translate")
+        best = found.hypotheses[0]
+        plot.plot_attention(args.out, best.attention, found.source_pieces, best.pieces)
+        summary = {"translation": best.text}
+    write_stdout(json.dumps({"plot": args.out, **summary}, ensure_ascii=False) + "\n")
+
+
 def cmd_vectors(args: argparse.Namespace) -> None:
     from s2s.data.word_vectors import read_corpus, train_word_vectors
 
@@ -471,6 +500,34 @@ def build_parser() -> argparse.ArgumentParser:
                          "a run directory made by `s2s train` with task: forecasting", "history CSV", "forecast CSV", streamed=False)
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="default: auto (CUDA when present)")
     p.set_defaults(func=cmd_forecast)
+
+    p = sub.add_parser("plot", help="draw training curves, a confusion matrix or an attention heatmap as PNG or SVG",
+                       description="Draw a figure into a .png or .svg file (by its extension). Needs matplotlib: "
+                       'pip install -e ".[plot]".')
+    kinds = p.add_subparsers(dest="what", required=True, metavar="WHAT")
+    q = kinds.add_parser("curves", help="training loss, dev score and learning rate of runs, against step and wall time",
+                         description="One figure from the runs' metrics.jsonl: training loss, dev score (the metric that "
+                         "selects best.pt) and learning rate, against steps (left) and wall time (right), a line per run.")
+    q.add_argument("run", nargs="+", metavar="RUN_DIR", help="run directories made by `s2s train`")
+    q.add_argument("--out", required=True, metavar="FILE", help="the figure: FILE.png or FILE.svg")
+    q.set_defaults(func=cmd_plot)
+    q = kinds.add_parser("confusion", help="a classifier's confusion matrix on a labelled file",
+                         description="Classify a labelled JSONL, TSV or CSV file and draw the confusion matrix (rows gold, "
+                         "columns predicted), each cell with its count.")
+    q.add_argument("--model", required=True, metavar="RUN_DIR", help="a classification run")
+    q.add_argument("--data", required=True, metavar="FILE", help="labelled JSONL, TSV or CSV")
+    q.add_argument("--out", required=True, metavar="FILE", help="the figure: FILE.png or FILE.svg")
+    _run_options(q, "texts per batch")
+    q.set_defaults(func=cmd_plot)
+    q = kinds.add_parser("attention", help="a translation's attention weights over its source, as a heatmap",
+                         description="Translate one sentence (beam search) and draw the best translation's attention: "
+                         "a row per target piece, a column per source piece.")
+    q.add_argument("--model", required=True, metavar="RUN_DIR", help="a translation run")
+    q.add_argument("--text", required=True, help="the source sentence")
+    q.add_argument("--out", required=True, metavar="FILE", help="the figure: FILE.png or FILE.svg")
+    q.add_argument("--beam-size", type=int, metavar="N", help="default: the config's translation.beam_size")
+    q.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="default: auto (CUDA when present)")
+    q.set_defaults(func=cmd_plot)
 
     p = sub.add_parser("vectors", help="train word vectors on unlabelled text for a tagger's embeddings (vocab.word_vectors)",
                        description="Train skip-gram word vectors (gensim word2vec) on unlabelled text and write them in "
