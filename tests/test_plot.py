@@ -124,3 +124,18 @@ def test_confusion_matrix_of_a_classifier(tmp_path, capsys):
     assert _is_image(out) and json.loads(stdout)["examples"] == 9
     with pytest.raises(S2SError, match="name the file .png or .svg"):
         plot.check_output(tmp_path / "confusion.jpg")
+
+
+def test_curves_of_a_run_logged_before_every_line_had_seconds(tmp_path):
+    """Training lines of older runs have no "seconds": drawn against steps, left out against wall time."""
+    run = tmp_path / "old-run"
+    run.mkdir()
+    lines = [{"step": 10, "epoch": 1, "train_loss": 2.0, "lr": 0.01}, {"step": 20, "epoch": 1, "train_loss": 1.5, "lr": 0.01},
+             {"step": 20, "epoch": 1, "dev_f1": 40.0, "lr": 0.01, "best": 40.0, "seconds": 3.0}]
+    (run / "metrics.jsonl").write_text("".join(json.dumps(e) + "\n" for e in lines) + '{"step": 30, "ep', encoding="utf-8")
+    curves = plot.training_curves(run)
+    assert curves.dev_metric == "dev_f1"  # no config.yaml: the first dev score logged
+    assert curves.series == {"train_loss": [(10, None, 2.0), (20, None, 1.5)], "dev_f1": [(20, 3.0, 40.0)], "lr": [(10, None, 0.01), (20, None, 0.01)]}
+    fig = plot.draw_curves([curves])
+    assert list(fig.axes[1].lines[0].get_xdata()) == [] and list(fig.axes[3].lines[0].get_xdata()) == [3.0 / 60]
+    plot._pyplot().close(fig)
