@@ -4,7 +4,9 @@
     RUN_DIR/spm.*.model      SentencePiece models (translation); *_vocab.json (tagging, classification)
     RUN_DIR/best.pt          model weights with the best dev score (+ config, task, version)
     RUN_DIR/last.pt          everything needed to resume: model, optimizer, scheduler, progress, RNG
-    RUN_DIR/metrics.jsonl    one JSON object per log or validation event
+    RUN_DIR/store/           the training data as a token store (s2s.data.store), rebuilt when the data changes
+    RUN_DIR/metrics.jsonl    one JSON object per log or validation event (with time and seconds since the start)
+    RUN_DIR/tensorboard/     the same values as TensorBoard event files, with train.tensorboard
     RUN_DIR/.lock            held by the `s2s train` writing the run (its PID inside); gone when it ends
 
 Checkpoints are written to a temporary file and renamed, so a crash or a full disk never leaves a
