@@ -23,9 +23,9 @@ The results then also give the device, the amp dtype, the batch sizes and, on a 
 (EOS counted: EOS masked until step L and forced there, i.e. L decoder steps, as OpenNMT-py's
 `-min_length L -max_length L`), and reports those as fixed_*, with every free-running figure's average
 output length (*_tok_per_sent) next to it: a model that runs on keeps batches full, which tokens/s rewards.
-Every table starts with a line naming the CPU, the vector ISA torch runs (emulated under e.g.
-ATEN_CPU_CAPABILITY=avx2), oneDNN's ISA limit (ONEDNN_MAX_CPU_ISA) and what oneDNN reports, and AMX / AVX-512 bf16;
-the JSON carries it as "cpu".
+Every table starts with a line naming the CPU, the vector ISA torch's kernels run (emulated under
+ATEN_CPU_CAPABILITY=avx2), oneDNN's and MKL's limits (ONEDNN_MAX_CPU_ISA, MKL_ENABLE_INSTRUCTIONS: all three
+variables emulate an AVX2 CPU) and the ISA each reports, and AMX / AVX-512 bf16; the JSON carries it as "cpu".
 Unless --no-heads, it also times the other two heads at the same thread count with untrained models of
 the default configs: tagging (bench/tagging.py, CoNLL-2003 test sentences/s) and classification
 (bench/classify.py, IMDB reviews/s).
@@ -48,7 +48,7 @@ import torch
 from s2s.config import Config, EncoderConfig, TrainConfig, TranslationConfig
 from s2s.data.batching import pad
 from s2s.data.sentencepiece import BOS, EOS
-from s2s.device import amp_dtype, autocast, cpu_description, cpu_workers, parallel_map, probe_onednn_isa, resolve_device
+from s2s.device import amp_dtype, autocast, cpu_description, cpu_workers, parallel_map, probe_isas, resolve_device
 from s2s.search import beam_search, greedy_search, in_flight_groups
 from s2s.tasks.translation import build_model, make_batch
 from s2s.train import build_optimizer
@@ -242,7 +242,8 @@ def main() -> None:
               "--warmup", str(args.warmup), "--decode-sentences", str(args.decode_sentences)]
     common += ["--amp"] if args.amp else []
     common += ["--no-in-flight"] if args.no_in_flight else []
-    cpu = cpu_description(probe_onednn_isa())  # before the runs: the probe starts a process of its own
+    isas = probe_isas()  # before the runs: the probe starts a process of its own
+    cpu = cpu_description(isas["oneDNN"], isas["MKL"])
     runs = []
     with tempfile.TemporaryDirectory() as tmp:
         common += ["--weights", str(Path(tmp) / "model.pt")]

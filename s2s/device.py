@@ -11,7 +11,7 @@ import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Callable, Sequence, TypeVar
+from typing import Callable, Mapping, Sequence, TypeVar
 
 import torch
 
@@ -89,8 +89,10 @@ def parallel_map(fn: Callable[[T], R], items: Sequence[T], workers: int) -> list
 
 # torch's vector ISAs on x86, weakest first (torch.backends.cpu.get_cpu_capability()).
 X86_LEVELS = ("DEFAULT", "AVX2", "AVX512")
-# ONEDNN_MAX_CPU_ISA values (oneDNN's dnnl_cpu_isa names) below AVX-512, where AMX and AVX-512 bf16 go unused.
-ONEDNN_BELOW_AVX512 = ("SSE41", "AVX", "AVX2", "AVX2_VNNI", "AVX2_VNNI_2")
+# Three libraries pick their own ISA: torch's kernels (ATEN_CPU_CAPABILITY), oneDNN (the LSTM layers, bf16
+# matrix products; ONEDNN_MAX_CPU_ISA) and MKL (fp32 matrix products: nn.Linear; MKL_ENABLE_INSTRUCTIONS).
+# Each ignores the others' variable, so an AVX2 CPU is emulated only with all three set.
+LIMITS = {"oneDNN": "ONEDNN_MAX_CPU_ISA", "MKL": "MKL_ENABLE_INSTRUCTIONS"}
 
 
 def cpu_model_and_flags(cpuinfo: str | None = None) -> tuple[str, set[str]]:
@@ -121,42 +123,69 @@ def native_level(flags: set[str]) -> str | None:
     return "DEFAULT" if "sse2" in flags else None
 
 
-def describe_cpu(model: str, flags: set[str], capability: str, onednn_max_isa: str = "", onednn_isa: str = "") -> str:
-    """One line: the CPU model, the vector ISA torch's kernels run (`runs as`, `emulated` when it is below
-    what the CPU has), oneDNN's limit (ONEDNN_MAX_CPU_ISA) and the ISA oneDNN reports when known, and
-    whether AMX and AVX-512 bf16 are there (and used: oneDNN limited below AVX-512 leaves both idle)."""
-    native = native_level(flags)
+def _limit(env: Mapping[str, str], library: str) -> str:
+    """The ISA `library` is limited to by its variable in env, upper case; "" when not limited."""
+    value = env.get(LIMITS[library], "").strip().upper()
+    return "" if value in ("", "ALL", "DEFAULT") else value
+
+
+def describe_cpu(model: str, flags: set[str], capability: str, env: Mapping[str, str], onednn_isa: str = "",
+                 mkl_isa: str = "", has_mkl: bool = True) -> str:
+    """One line: the CPU model; the vector ISA torch's kernels run (`emulated` when below what the CPU has,
+    naming the libraries left unlimited); for oneDNN and MKL their limit from env and the ISA each reports
+    (when probed); whether AMX and AVX-512 bf16 are there, and `unused` when both libraries are limited below
+    AVX-512 (torch's own kernels use neither)."""
+    limits = {library: _limit(env, library) for library in LIMITS}
+    if not has_mkl:
+        del limits["MKL"]
+    below = {library: bool(limit) and not limit.startswith(("AVX512", "AVX10")) for library, limit in limits.items()}
     runs_as = capability
+    native = native_level(flags)
     if native in X86_LEVELS and capability in X86_LEVELS and X86_LEVELS.index(capability) < X86_LEVELS.index(native):
-        runs_as += f" (emulated on {native})"
-    limit = onednn_max_isa.strip().upper()
-    onednn = f"limited to {limit} (ONEDNN_MAX_CPU_ISA)" if limit and limit not in ("ALL", "DEFAULT") else "not limited"
-    if onednn_isa:
-        onednn += f", reports {onednn_isa}"
-    idle = limit in ONEDNN_BELOW_AVX512
-    amx = "yes" + (", unused" if idle else "") if {"amx_tile", "amx_bf16"} <= flags else "no"
-    bf16 = "yes" + (", unused" if idle else "") if "avx512_bf16" in flags else "no"
-    return f"CPU: {model} | runs as {runs_as} | oneDNN: {onednn} | AMX: {amx} | AVX-512 bf16: {bf16}"
+        free = [library for library in limits if not below[library]]
+        runs_as += f" (emulated on {native}" + (f"; {' and '.join(free)} not limited)" if free else ")")
+    fields = [f"CPU: {model}", f"runs as {runs_as}"]
+    for library, reported in (("oneDNN", onednn_isa), ("MKL", mkl_isa)):
+        if library not in limits:
+            fields.append(f"{library}: none")
+            continue
+        text = f"limited to {limits[library]} ({LIMITS[library]})" if limits[library] else "not limited"
+        fields.append(f"{library}: {text}" + (f", reports {reported}" if reported else ""))
+    unused = ", unused" if all(below.values()) else ""
+    fields.append("AMX: " + ("yes" + unused if {"amx_tile", "amx_bf16"} <= flags else "no"))
+    fields.append("AVX-512 bf16: " + ("yes" + unused if "avx512_bf16" in flags else "no"))
+    return " | ".join(fields)
 
 
-def cpu_description(onednn_isa: str = "") -> str:
-    """describe_cpu for this process's CPU and environment; onednn_isa from probe_onednn_isa() if wanted."""
+def cpu_description(onednn_isa: str = "", mkl_isa: str = "") -> str:
+    """describe_cpu for this process's CPU and environment; the reported ISAs from probe_isas() if wanted."""
     model, flags = cpu_model_and_flags()
-    return describe_cpu(model, flags, torch.backends.cpu.get_cpu_capability(), os.environ.get("ONEDNN_MAX_CPU_ISA", ""),
-                        onednn_isa)
+    return describe_cpu(model, flags, torch.backends.cpu.get_cpu_capability(), os.environ, onednn_isa, mkl_isa,
+                        torch.backends.mkl.is_available())
 
 
-# Runs one LSTM step, a oneDNN primitive in torch's CPU builds, with oneDNN's verbose log on.
-_ONEDNN_PROBE = "import torch\nwith torch.no_grad(): torch.nn.LSTM(8, 8)(torch.zeros(1, 1, 8))"
+# One LSTM step (a oneDNN primitive in torch's CPU builds) and one fp32 matrix product (MKL's SGEMM).
+_PROBE = ("import torch\nwith torch.no_grad():\n    torch.nn.LSTM(8, 8)(torch.zeros(1, 1, 8))\n"
+          "    torch.nn.functional.linear(torch.zeros(64, 64), torch.zeros(64, 64))")
+
+
+def probe_isas(timeout: float = 60.0) -> dict[str, str]:
+    """{"oneDNN": ..., "MKL": ...}: the ISA each library itself says it runs (oneDNN's ONEDNN_VERBOSE `isa:`
+    line; MKL's MKL_VERBOSE banner, shortened to the ISAs it names), from a fresh Python process in this
+    environment (each prints it once per process); "" where it says nothing."""
+    try:
+        done = subprocess.run([sys.executable, "-c", _PROBE], env=os.environ | {"ONEDNN_VERBOSE": "1", "MKL_VERBOSE": "1"},
+                              capture_output=True, text=True, timeout=timeout)
+    except (OSError, subprocess.SubprocessError):
+        return {"oneDNN": "", "MKL": ""}
+    out = done.stdout + done.stderr
+    onednn = re.search(r"info,cpu,isa:(.+)", out)
+    banner = re.search(r"MKL_VERBOSE oneMKL.*? architecture (.+)", out)
+    # "Intel(R) Advanced Vector Extensions 512 (Intel(R) AVX-512) with ..., and ... (Intel(R) AMX) ...": the short names
+    mkl = ", ".join(re.findall(r"\(Intel\(R\) ([A-Za-z0-9.-]+)\)", banner.group(1))) if banner else ""
+    return {"oneDNN": onednn.group(1).strip() if onednn else "", "MKL": mkl}
 
 
 def probe_onednn_isa(timeout: float = 60.0) -> str:
-    """The ISA oneDNN itself reports it runs (its ONEDNN_VERBOSE `isa:` line), from a fresh Python
-    process in this environment (oneDNN prints it once per process, on stdout); "" if it says nothing."""
-    try:
-        done = subprocess.run([sys.executable, "-c", _ONEDNN_PROBE], env=os.environ | {"ONEDNN_VERBOSE": "1"},
-                              capture_output=True, text=True, timeout=timeout)
-    except (OSError, subprocess.SubprocessError):
-        return ""
-    found = re.search(r"info,cpu,isa:(.+)", done.stdout)
-    return found.group(1).strip() if found else ""
+    """The ISA oneDNN itself reports it runs (see probe_isas)."""
+    return probe_isas(timeout)["oneDNN"]

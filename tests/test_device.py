@@ -132,35 +132,48 @@ model name\t: Intel(R) Xeon(R) Platinum 8480+
 flags\t\t: fpu sse2 avx avx2 fma avx512f avx512dq avx512bw avx512vl avx512_bf16 amx_bf16 amx_tile amx_int8
 """
 EPYC = "model name\t: AMD EPYC 7B13 64-Core Processor\nflags\t\t: fpu sse2 avx avx2 fma\n"
-LINE = re.compile(r"CPU: .+ \| runs as [A-Z0-9 ]+( \(emulated on [A-Z0-9]+\))? \| oneDNN: (not limited|limited to \S+ \(ONEDNN_MAX_CPU_ISA\))"
-                  r"(, reports .+)? \| AMX: (yes|yes, unused|no) \| AVX-512 bf16: (yes|yes, unused|no)")
+LINE = re.compile(r"CPU: .+ \| runs as [A-Z0-9 ]+( \(emulated on [A-Z0-9]+(; [A-Za-z ]+ not limited)?\))?"
+                  r"( \| (oneDNN|MKL): (none|(not limited|limited to \S+ \((ONEDNN_MAX_CPU_ISA|MKL_ENABLE_INSTRUCTIONS)\))(, reports .+)?)){2}"
+                  r" \| AMX: (yes|yes, unused|no) \| AVX-512 bf16: (yes|yes, unused|no)")
+AVX2_ENV = {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2", "MKL_ENABLE_INSTRUCTIONS": "AVX2"}
 
 
 def test_cpu_line_names_the_model_the_isa_it_runs_and_what_is_left_unused():
     model, flags = cpu_model_and_flags(XEON)
     assert model == "Intel(R) Xeon(R) Platinum 8480+" and {"avx512f", "amx_tile"} <= flags
-    native = describe_cpu(model, flags, "AVX512")
-    assert native == ("CPU: Intel(R) Xeon(R) Platinum 8480+ | runs as AVX512 | oneDNN: not limited | AMX: yes | AVX-512 bf16: yes")
-    emulated = describe_cpu(model, flags, "AVX2", "AVX2", "Intel AVX2")
-    assert "runs as AVX2 (emulated on AVX512)" in emulated
+    native = describe_cpu(model, flags, "AVX512", {})
+    assert native == ("CPU: Intel(R) Xeon(R) Platinum 8480+ | runs as AVX512 | oneDNN: not limited | MKL: not limited"
+                      " | AMX: yes | AVX-512 bf16: yes")
+    emulated = describe_cpu(model, flags, "AVX2", AVX2_ENV, "Intel AVX2", "AVX2")
+    assert "runs as AVX2 (emulated on AVX512) |" in emulated
     assert "oneDNN: limited to AVX2 (ONEDNN_MAX_CPU_ISA), reports Intel AVX2" in emulated
+    assert "MKL: limited to AVX2 (MKL_ENABLE_INSTRUCTIONS), reports AVX2" in emulated
     assert "AMX: yes, unused | AVX-512 bf16: yes, unused" in emulated
-    epyc = describe_cpu(*cpu_model_and_flags(EPYC), "AVX2")  # a real AVX2 CPU is not emulating anything
-    assert epyc == "CPU: AMD EPYC 7B13 64-Core Processor | runs as AVX2 | oneDNN: not limited | AMX: no | AVX-512 bf16: no"
-    for line in (native, emulated, epyc, cpu_description(), describe_cpu("arm", set(), "DEFAULT")):
+    # Without MKL's variable its GEMMs stay on AVX-512 (and AMX may still be used): the line says so.
+    partial = describe_cpu(model, flags, "AVX2", {"ONEDNN_MAX_CPU_ISA": "AVX2"})
+    assert "runs as AVX2 (emulated on AVX512; MKL not limited)" in partial and "AMX: yes |" in partial
+    assert "MKL: none" in describe_cpu(model, flags, "AVX2", {}, has_mkl=False)
+    epyc = describe_cpu(*cpu_model_and_flags(EPYC), "AVX2", {})  # a real AVX2 CPU is not emulating anything
+    assert epyc == ("CPU: AMD EPYC 7B13 64-Core Processor | runs as AVX2 | oneDNN: not limited | MKL: not limited"
+                    " | AMX: no | AVX-512 bf16: no")
+    for line in (native, emulated, partial, epyc, cpu_description(), describe_cpu("arm", set(), "DEFAULT", {}, has_mkl=False)):
         assert LINE.fullmatch(line), line
 
 
 def test_cpu_line_under_avx2_emulation():
-    """ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2, as docs/speed.md emulates an AVX2-only CPU: torch's kernels
-    and oneDNN (its own ONEDNN_VERBOSE isa line) both run AVX2, and the line says so."""
-    env = os.environ | {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2"}
-    code = "from s2s.device import cpu_description, probe_onednn_isa; print(cpu_description(probe_onednn_isa()))"
+    """ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 MKL_ENABLE_INSTRUCTIONS=AVX2 emulate an AVX2-only CPU: torch's
+    kernels, oneDNN and MKL (each by its own verbose log) all run AVX2, and the line says so."""
+    code = ("from s2s.device import cpu_description, probe_isas\n"
+            "isas = probe_isas()\nprint(cpu_description(isas['oneDNN'], isas['MKL']))")
     root = Path(__file__).resolve().parents[1]
-    line = subprocess.run([sys.executable, "-c", code], env=env, cwd=root, capture_output=True, text=True, check=True).stdout.strip()
+    line = subprocess.run([sys.executable, "-c", code], env=os.environ | AVX2_ENV, cwd=root, capture_output=True, text=True,
+                          check=True).stdout.strip()
     assert LINE.fullmatch(line), line
     assert "oneDNN: limited to AVX2 (ONEDNN_MAX_CPU_ISA)" in line
-    if torch.backends.mkldnn.is_available() and platform.machine().lower() in ("x86_64", "amd64"):
-        assert "reports Intel AVX2" in line  # oneDNN's own word (on x86 builds)
+    if platform.machine().lower() in ("x86_64", "amd64"):  # the libraries' own word, on x86 builds
+        if torch.backends.mkldnn.is_available():
+            assert "reports Intel AVX2 |" in line
+        if torch.backends.mkl.is_available():
+            assert "MKL: limited to AVX2 (MKL_ENABLE_INSTRUCTIONS), reports AVX2 |" in line
     if "avx512f" in cpu_model_and_flags()[1]:
-        assert "runs as AVX2 (emulated on AVX512)" in line
+        assert "runs as AVX2 (emulated on AVX512) |" in line
