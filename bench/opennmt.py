@@ -1,13 +1,15 @@
 """OpenNMT-py 3.5.1 and s2s side by side on the fixed seq2seq benchmark of ../shared/bench/README.md (issue 23).
 
     python bench/opennmt.py --smoke                 # the harness end to end in ~2 minutes: 60 steps, 64 sentences
-    python bench/opennmt.py --rounds 1              # the benchmark: each round trains and decodes both systems
+    python bench/opennmt.py --rounds 1 --quiet-wait 600   # the benchmark: each round trains and decodes both systems
     python bench/opennmt.py --rounds 1 --avx2       # both under ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2
                                                     #   MKL_ENABLE_INSTRUCTIONS=AVX2 (MKL's SGEMM ignores the other two)
 
 Each round runs OpenNMT-py and `bench/seq2seq.py --runs 1 --no-heads --json-only --fixed-length L`, one
 after the other (the order alternates between rounds), and the table gives each metric's median over the
-rounds with the ratio s2s / OpenNMT-py, the CPU line first and the load average before each run.
+rounds with the ratio s2s / OpenNMT-py (and each round's, with --rounds > 1), the CPU line first, the load
+average before each run and the share of the cores that other processes (and the hypervisor's steal) took
+during it. --quiet-wait S waits up to S seconds before each run for the machine to be under 15% busy.
 
 OpenNMT-py gets the benchmark's workload: the synthetic corpus, whitespace tokens, vocabularies of all the
 training types (written here with their counts, no onmt_build_vocab), emb 256, a 1-layer bidirectional LSTM
@@ -284,11 +286,13 @@ def table(rounds: list[dict], cpu: str, args: argparse.Namespace) -> str:
              + "; ".join(f"round {i + 1}: " + ", ".join(f"{name} {r['load'][name]:.2f}, {r['busy'][name]['others']:.0%}, "
                                                           f"{r['busy'][name]['steal']:.0%}" for name in r["order"])
                          for i, r in enumerate(rounds)),
-             "", f"| | OpenNMT-py {ONMT_VERSION} | s2s | s2s / OpenNMT-py |", "|---|---|---|---|"]
+             "", f"| | OpenNMT-py {ONMT_VERSION} | s2s | s2s / OpenNMT-py |" + (" each round's ratio |" if len(rounds) > 1 else ""),
+             "|---|---|---|---|" + ("---|" if len(rounds) > 1 else "")]
     for key, label, digits in ROWS:
         onmt, s2s = medians["onmt"][key], medians["s2s"][key]
+        each = " " + " / ".join(f"{r['s2s'][key] / r['onmt'][key]:.2f}" for r in rounds) + " |" if len(rounds) > 1 else ""
         lines.append(f"| {label.replace('L tokens', f'{args.fixed_length} tokens')} | {fmt(onmt, digits)} | {fmt(s2s, digits)} |"
-                     f" {s2s / onmt:.2f}× |")
+                     f" {s2s / onmt:.2f}× |" + each)
     return "\n".join(lines)
 
 
