@@ -131,6 +131,15 @@ def test_in_flight_batching_decodes_as_all_at_once(sharp_model, sources, seed, i
         assert beam_search(model, src, src_lengths, limits, BOS, EOS, beam_size, in_flight=in_flight) == at_once
 
 
+def _spread_weights(model):
+    """`model` in eval mode with weights drawn from N(0, 0.5): sharp enough distributions that beams diverge."""
+    model.eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.normal_(0.0, 0.5)
+    return model
+
+
 def test_in_flight_groups_deal_batches_round_robin():
     order = list(range(100, 145))  # 45 sentences: batches of 4, the last of 1
     groups = in_flight_groups(order, batch_size=4, workers=2, per_group=3)
@@ -250,11 +259,7 @@ def test_batched_beam_search_equals_the_plain_one(tiny_seq2seq, sources, device,
     stops late, fails here. Chunks of 3 tokens split the 20-type vocabulary into 7 chunks, the last
     one shorter (see best_extensions)."""
     monkeypatch.setattr(s2s.search, "VOCAB_CHUNK", chunk)
-    model = tiny_seq2seq(seed=seed).eval()
-    with torch.no_grad():
-        for p in model.parameters():
-            p.normal_(0.0, 0.5)
-    model.to(device)
+    model = _spread_weights(tiny_seq2seq(seed=seed)).to(device)
     sentences, src, src_lengths = sources(seed)
     limits = max_lengths(src_lengths, 2.0, 6)
     hyps = beam_search(model, src, src_lengths, limits, BOS, EOS, beam_size, alpha=2.0)
@@ -385,11 +390,7 @@ def test_min_len_counts_from_each_sentences_own_start(sharp_model, sources, devi
 def test_batched_beam_search_under_min_len_equals_the_plain_one(tiny_seq2seq, sources, device, monkeypatch, seed, beam_size):
     """The textbook search with EOS's log-probability -inf before step min_len finds the same hypotheses."""
     monkeypatch.setattr(s2s.search, "VOCAB_CHUNK", 3)
-    model = tiny_seq2seq(seed=seed).eval()
-    with torch.no_grad():
-        for p in model.parameters():
-            p.normal_(0.0, 0.5)
-    model.to(device)
+    model = _spread_weights(tiny_seq2seq(seed=seed)).to(device)
     sentences, src, src_lengths = sources(seed)
     limits = max_lengths(src_lengths, 2.0, 6)
     hyps = beam_search(model, src, src_lengths, limits, BOS, EOS, beam_size, alpha=2.0, min_len=5)
