@@ -33,6 +33,7 @@ from s2s.config import Config
 from s2s.errors import S2SError
 
 BEST, LAST, CONFIG, LOCK = "best.pt", "last.pt", "config.yaml", ".lock"
+SAFETENSORS = "model.safetensors"  # written by `s2s export --format safetensors`, read in place of best.pt
 # What each checksum covers: the payload's top-level entries that hold tensors.
 CHECKSUM = "checksum"
 PARTS = {"model": "model weights", "optimizer": "optimizer state", "ema": "weight average", "rng": "random state",
@@ -117,6 +118,8 @@ def load(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]
     path = Path(path)
     if not path.is_file():
         raise S2SError(f"{path}: no such checkpoint")
+    if path.suffix == ".safetensors":
+        return _load_safetensors(path, map_location)
     try:
         payload = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:  # a damaged archive or pickle surfaces as almost any exception type
@@ -133,6 +136,21 @@ def load(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]
                 raise S2SError(f"{path}: checksum mismatch in its {what} (damaged file); "
                                "use the run's other checkpoint or train again")
     return payload
+
+
+def _load_safetensors(path: Path, map_location: str | torch.device) -> dict[str, Any]:
+    """A payload like best.pt's from `s2s export --format safetensors`: the weights (no pickle involved) and the
+    config.yaml beside them."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    try:
+        weights = load_file(str(path), device=str(map_location))
+    except (SafetensorError, OSError, ValueError) as e:
+        raise S2SError(f"{path}: corrupt or truncated safetensors file ({str(e)[:200]})") from None
+    if not (path.parent / CONFIG).is_file():
+        raise S2SError(f"{path}: no {CONFIG} beside it (s2s export writes one)")
+    return {"model": weights, "config": config_lib.read_yaml(path.parent / CONFIG)}
 
 
 def run_dir_of(model: str | Path) -> Path:
@@ -153,6 +171,8 @@ def find(model: str | Path, name: str = BEST) -> Path:
         raise S2SError(f"{model}: no such run directory or checkpoint file")
     if (model / name).is_file():
         return model / name
+    if name == BEST and (model / SAFETENSORS).is_file():  # a folder of `s2s export --format safetensors`
+        return model / SAFETENSORS
     if name == BEST and (model / LAST).is_file():
         raise S2SError(f"{model}: the run has not validated yet (no {BEST}, only {LAST}); resume it with "
                        f"`s2s train {model / CONFIG} --out {model} --resume`, or pass --model {model / LAST} to use its current weights")

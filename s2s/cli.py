@@ -365,6 +365,20 @@ def cmd_upgrade(args: argparse.Namespace) -> None:
         write_stdout(f"{path}: {'rewrote ' + ', '.join(done) + ' in the s2s 0.2 layout' if done else 'already in the s2s 0.2 layout'}\n")
 
 
+def cmd_serve(args: argparse.Namespace) -> None:
+    from s2s.serve import Limits, serve
+
+    limits = Limits(max_body_bytes=args.max_body_kb * 1024, max_texts=args.max_texts, max_tokens=args.max_tokens,
+                    max_batch=args.max_batch, max_wait_ms=args.max_wait_ms, queue_size=args.queue_size, timeout_s=args.timeout)
+    serve(args.model, args.host, args.port, limits, threads=args.threads)
+
+
+def cmd_export(args: argparse.Namespace) -> None:
+    from s2s.export import export
+
+    write_stdout(json.dumps(export(args.model, args.format, args.out)) + "\n")
+
+
 def _predict_command(sub, name: str, help: str, description: str, model_help: str, inputs: str, outputs: str,
                      ensemble: bool = False, streamed: bool = True) -> argparse.ArgumentParser:
     """A subcommand that reads input with a trained run and writes one record per input (`streamed`: chunk by chunk)."""
@@ -594,6 +608,34 @@ def build_parser() -> argparse.ArgumentParser:
                        "or a config file, in the 0.2 layout.")
     p.add_argument("run", nargs="+", metavar="RUN_DIR_OR_CONFIG")
     p.set_defaults(func=cmd_upgrade)
+
+    p = sub.add_parser("serve", help="serve trained runs over HTTP: /translate, /tag, /classify, a web page at /",
+                       description="Load each run once and serve its task over HTTP (FastAPI + uvicorn: pip install -e \".[serve]\"): "
+                       "POST /translate, /tag, /classify (JSON {\"texts\": [...]}), GET /health, /models, an OpenAPI page at /docs and "
+                       "a web page at /. Texts of concurrent requests are decoded together in batches. TERM or Ctrl-C finish the "
+                       "requests in flight, then exit 0.")
+    p.add_argument("--model", required=True, action="append", metavar="RUN_DIR", help="a run directory (repeatable: one per task or more)")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1, this machine only)")
+    p.add_argument("--port", type=int, default=8000, help="default: 8000")
+    p.add_argument("--threads", type=int, default=1, help="torch threads for decoding (default: 1)")
+    p.add_argument("--max-batch", type=int, default=64, metavar="N", help="texts decoded together at most (default: 64)")
+    p.add_argument("--max-wait-ms", type=float, default=5.0, metavar="MS", help="how long a batch waits for more texts (default: 5)")
+    p.add_argument("--queue-size", type=int, default=1024, metavar="N", help="texts waiting at most; more are refused with 503 (default: 1024)")
+    p.add_argument("--max-texts", type=int, default=64, metavar="N", help="texts per request at most (default: 64)")
+    p.add_argument("--max-tokens", type=int, default=400, metavar="N", help="whitespace-separated tokens per text at most (default: 400)")
+    p.add_argument("--max-body-kb", type=int, default=256, metavar="KB", help="request body size at most (default: 256)")
+    p.add_argument("--timeout", type=float, default=30.0, metavar="S", help="seconds a request may take before it is cancelled (default: 30)")
+    p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("export", help="export a run as safetensors weights or ONNX graphs",
+                       description="safetensors: the weights without pickle, with the config and tokenizer files; OUT loads as a run "
+                       "directory (Translator.load(OUT), --model OUT). onnx: translation as an encoder and a decoder-step graph, "
+                       "classification as one graph, run by s2s.onnx_runtime with onnxruntime, numpy and sentencepiece (no torch). "
+                       'Needs pip install -e ".[onnx]".')
+    p.add_argument("--model", required=True, metavar="RUN_DIR", help="a run directory made by `s2s train` (or a checkpoint in one)")
+    p.add_argument("--format", required=True, choices=["safetensors", "onnx"])
+    p.add_argument("--out", required=True, metavar="DIR", help="the folder to write (created)")
+    p.set_defaults(func=cmd_export)
     return parser
 
 

@@ -1,0 +1,81 @@
+"""Tiny trained runs of each served task, built once per session for the serve, export and ONNX tests
+(tests/test_serve*.py, test_export.py, test_onnx.py import these fixtures). Each trains in a second or two."""
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import pytest
+
+from s2s import config as config_lib
+
+PEOPLE, PLACES, ORGS = ["Alan Shearer", "Peter", "Ann Lee"], ["Paris", "New York", "Italy"], ["EU", "Reuters"]
+WORDS = {"pos": ["great", "superb", "loved"], "neg": ["awful", "boring", "hated"]}
+FILLER = ["the", "movie", "plot", "actor", "was", "and", "a", "film", "it", "."]
+
+
+def _sentence(rng: random.Random) -> list[tuple[str, str]]:
+    entity = lambda name, kind: [(w, f"I-{kind}") for w in name.split()]  # noqa: E731
+    choice = rng.randrange(3)
+    if choice == 0:
+        return entity(rng.choice(PEOPLE), "PER") + [("visited", "O")] + entity(rng.choice(PLACES), "LOC") + [(".", "O")]
+    if choice == 1:
+        return [("the", "O")] + entity(rng.choice(ORGS), "ORG") + [("said", "O"), ("on", "O"), ("Monday", "O")]
+    return entity(rng.choice(PEOPLE), "PER") + [("left", "O"), (".", "O")]
+
+
+def _train(raw: dict, out: Path) -> Path:
+    from s2s.train import train
+
+    train(config_lib.from_dict(raw), out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def tagging_run(tmp_path_factory) -> Path:
+    """A tiny tagger (IOB1 CoNLL of template sentences, CRF, char CNN); tests must not modify it."""
+    root = tmp_path_factory.mktemp("serve-ner")
+    for split, n, seed in (("train", 40, 0), ("valid", 10, 1), ("test", 10, 2)):
+        rng = random.Random(seed)
+        lines = ["-DOCSTART- -X- -X- O", ""]
+        for _ in range(n):
+            lines += [f"{w} NN O {t}" for w, t in _sentence(rng)] + [""]
+        (root / f"{split}.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return _train({
+        "task": "tagging",
+        "data": {"format": "conll", "dir": str(root), "scheme": "iob1", "train": "train", "dev": "valid", "test": "test"},
+        "encoder": {"emb_dim": 8, "hidden_size": 8, "dropout": 0.0},
+        "tagging": {"char_emb_dim": 4, "char_filters": 4, "case_dim": 2},
+        "train": {"epochs": 40, "max_tokens": 60, "lr": 0.02, "log_every": 1000, "threads": 1, "early_stopping": 0, "device": "cpu"},
+    }, root / "run")
+
+
+@pytest.fixture(scope="session")
+def classification_run(tmp_path_factory) -> Path:
+    """A tiny sentiment classifier (pos/neg made-up reviews); tests must not modify it."""
+    root = tmp_path_factory.mktemp("serve-reviews")
+    for split, n, seed in (("train", 40, 0), ("dev", 10, 1)):
+        rng = random.Random(seed)
+        rows = []
+        for i in range(n):
+            label = ["pos", "neg"][i % 2]
+            words = [rng.choice(FILLER) for _ in range(rng.randint(2, 6))]
+            words.insert(rng.randrange(len(words) + 1), rng.choice(WORDS[label]))
+            rows.append({"text": " ".join(words), "label": label})
+        (root / f"{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    return _train({
+        "task": "classification",
+        "data": {"format": "jsonl", "dir": str(root), "train": "train", "dev": "dev", "max_text_tokens": 12},
+        "vocab": {"min_freq": 1},
+        "encoder": {"emb_dim": 8, "hidden_size": 8, "dropout": 0.0},
+        "classification": {"pooling": "max+mean", "attn_size": 8},
+        "train": {"epochs": 20, "max_tokens": 60, "lr": 0.03, "log_every": 1000, "threads": 1, "early_stopping": 0,
+                  "label_smoothing": 0.0, "device": "cpu", "seed": 3},
+        "decode": {"batch_size": 8},
+    }, root / "run")
+
+
+def test_the_tiny_runs_have_their_best_checkpoints(tagging_run, classification_run, trained_run):
+    for run in (tagging_run, classification_run, trained_run):
+        assert (run / "best.pt").is_file()
