@@ -1,0 +1,113 @@
+"""`s2s export --format onnx` and s2s.onnx_runtime: the numpy greedy and beam search over the exported graphs give
+s2s.search's outputs (tokens and scores) on a tiny model, texts translate and classify as the torch path does, and
+the runtime runs where importing torch fails."""
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("onnx")
+pytest.importorskip("onnxruntime")
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from test_serve_runs import classification_run, tagging_run  # noqa: E402,F401  (fixtures)
+
+from s2s import checkpoint  # noqa: E402
+from s2s.cli import main  # noqa: E402
+from s2s.data.batching import pad  # noqa: E402
+from s2s.data.sentencepiece import BOS, EOS  # noqa: E402
+from s2s.onnx_runtime import OnnxClassifier, OnnxTranslator, beam_hypotheses, greedy_search, load  # noqa: E402
+from s2s.search import beam_hypotheses as torch_beam_hypotheses  # noqa: E402
+from s2s.search import greedy_search as torch_greedy_search  # noqa: E402
+from s2s.search import max_lengths  # noqa: E402
+from s2s.tasks.classification import Classifier  # noqa: E402
+from s2s.tasks.translation import Translator  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+SOURCES = ["der hund sieht ein ball", "die katze mag ein haus", "", "der mann sieht der hund", "ein rote ball", "die frau"]
+
+
+@pytest.fixture(scope="module")
+def spread_run(trained_run, tmp_path_factory) -> Path:
+    """The tiny translation run with its weights redrawn from N(0, 0.5): outputs of many lengths, EOS at many
+    steps, close beam scores (the trained run's 12 updates mostly repeat one piece)."""
+    run = tmp_path_factory.mktemp("onnx") / "run"
+    shutil.copytree(trained_run, run)
+    payload = checkpoint.load(run / "best.pt")
+    g = torch.Generator().manual_seed(0)
+    payload["model"] = {k: torch.randn(v.shape, generator=g) * 0.5 if v.is_floating_point() else v for k, v in payload["model"].items()}
+    checkpoint.save(payload, run / "best.pt")
+    return run
+
+
+@pytest.fixture(scope="module")
+def exported(spread_run) -> Path:
+    out = spread_run.parent / "onnx"
+    assert main(["-q", "export", "--model", str(spread_run), "--format", "onnx", "--out", str(out)]) == 0
+    return out
+
+
+def test_numpy_search_equals_torch_search(spread_run, exported):
+    translator, runtime = Translator.load(spread_run, device="cpu"), OnnxTranslator(exported)
+    g = torch.Generator().manual_seed(1)
+    vocab = translator.sp_src.get_piece_size()
+    src = [torch.randint(4, vocab, (n,), generator=g).tolist() for n in (5, 1, 7, 3, 4, 2)]
+    tokens, lengths = pad(src)
+    limits = max_lengths(lengths, 1.5, 5)
+    expected = torch_greedy_search(translator.model, tokens, lengths, limits, BOS, EOS)
+    assert greedy_search(runtime, tokens.numpy(), lengths.numpy(), limits.numpy()) == expected
+    for beam in (1, 2, 4):
+        want = torch_beam_hypotheses(translator.model, tokens, lengths, limits, BOS, EOS, beam, 1.0)
+        got = beam_hypotheses(runtime, tokens.numpy(), lengths.numpy(), limits.numpy(), beam, 1.0)
+        for w, h in zip(want, got):
+            assert [x.tokens for x in h] == [x.tokens for x in w]
+            assert [x.score for x in h] == pytest.approx([x.score for x in w], abs=1e-4)
+        if beam == 1:  # beam search of width 1 is greedy search
+            assert [max(h, key=lambda x: x.score).tokens for h in got] == expected
+
+
+def test_onnx_translations_equal_the_torch_path(spread_run, exported):
+    translator, runtime = Translator.load(spread_run, device="cpu"), load(exported)
+    meta = json.loads((exported / "onnx.json").read_text())
+    assert meta["opset"] == 17 and meta["task"] == "translation"
+    for beam in (1, 3):
+        assert runtime.translate(SOURCES, beam_size=beam, batch_size=2) == translator.translate(SOURCES, beam_size=beam)
+
+
+def test_onnx_classifier_equals_the_torch_path(classification_run, tmp_path):  # noqa: F811
+    assert main(["-q", "export", "--model", str(classification_run), "--format", "onnx", "--out", str(tmp_path / "cls")]) == 0
+    runtime, classifier = OnnxClassifier(tmp_path / "cls"), Classifier.load(classification_run, device="cpu")
+    texts = ["the movie was great", "awful plot and a boring actor", "", "it was the film"]
+    want, got = classifier.predict(texts), runtime.predict(texts)
+    assert got[2] is None and want[2] is None
+    assert [g["label"] for g in got if g] == [w.label for w in want if w]
+    for g, w in zip(got, want):
+        if w is not None:
+            assert np.allclose([g["probs"][k] for k in w.probs], list(w.probs.values()), atol=1e-5)
+
+
+BLOCK_TORCH = """
+import json, sys
+sys.modules["torch"] = None  # `import torch` now raises ImportError
+from s2s.onnx_runtime import load
+print(json.dumps(load(sys.argv[1]).translate(json.loads(sys.argv[2]), beam_size=int(sys.argv[3]))))
+assert "torch" not in [m.split(".")[0] for m in sys.modules if sys.modules[m] is not None]
+"""
+
+
+def test_the_runtime_needs_no_torch(spread_run, exported):
+    expected = Translator.load(spread_run, device="cpu").translate(SOURCES, beam_size=3)
+    result = subprocess.run([sys.executable, "-c", BLOCK_TORCH, str(exported), json.dumps(SOURCES), "3"], capture_output=True,
+                            text=True, cwd=ROOT, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout) == expected
+
+
+def test_tagging_runs_are_not_exported_to_onnx_yet(tagging_run, tmp_path, capsys):  # noqa: F811
+    assert main(["-q", "export", "--model", str(tagging_run), "--format", "onnx", "--out", str(tmp_path / "t")]) == 2
+    assert "not exported to ONNX yet" in capsys.readouterr().err
