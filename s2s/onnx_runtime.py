@@ -159,6 +159,40 @@ def greedy_search(model: OnnxTranslator, src: np.ndarray, lengths: np.ndarray, l
     return out
 
 
+# Tokens per chunk in best_extensions, as s2s.search.VOCAB_CHUNK.
+VOCAB_CHUNK = 64
+
+
+def best_extensions(logp: np.ndarray, scores: np.ndarray, k: int, chunk: int = VOCAB_CHUNK) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The k best one-token extensions of each sentence's beams, best first: their scores, the beam each extends
+    and its token, each (n, k). logp (n * width, V), scores (n, width). As s2s.search.best_extensions: each chunk
+    of `chunk` tokens is bounded by its best log-probability, the k best extensions lie in the k chunks with the
+    best bounds, so the selection runs over width * V / chunk bounds and k * chunk candidates, not width * V."""
+    n, width = scores.shape
+    V = logp.shape[1]
+    full = V - V % chunk
+    bounds = [logp[:, :full].reshape(n * width, -1, chunk).max(-1)] if full else []
+    if full < V:  # the last, shorter chunk
+        bounds.append(logp[:, full:].max(-1, keepdims=True))
+    bound = np.concatenate(bounds, axis=1)  # (n*width, G)
+    G = bound.shape[1]
+    bound = (bound + scores.reshape(-1, 1)).reshape(n, width * G)
+    p = min(k, width * G)
+    pair = np.argpartition(-bound, p - 1, axis=1)[:, :p] if p < width * G else np.broadcast_to(np.arange(width * G), (n, p))
+    beam = pair // G
+    token = ((pair % G) * chunk)[:, :, None] + np.arange(chunk)  # (n, p, chunk)
+    past_end = (token >= V).reshape(n, -1)
+    flat = (beam[:, :, None] * V + np.minimum(token, V - 1)).reshape(n, -1)  # into a sentence's width * V
+    cand = np.take_along_axis(logp.reshape(n, width * V), flat, 1) + np.repeat(np.take_along_axis(scores, beam, 1), chunk, axis=1)
+    cand[past_end] = -np.inf
+    part = np.argpartition(-cand, k - 1, axis=1)[:, :k] if k < cand.shape[1] else np.broadcast_to(np.arange(cand.shape[1]), (n, k))
+    top = np.take_along_axis(cand, part, 1)
+    order = np.argsort(-top, axis=1, kind="stable")
+    top, part = np.take_along_axis(top, order, 1), np.take_along_axis(part, order, 1)
+    flat = np.take_along_axis(flat, part, 1)
+    return top, flat // V, flat % V
+
+
 def beam_hypotheses(model: OnnxTranslator, src: np.ndarray, lengths: np.ndarray, limits: np.ndarray, beam_size: int,
                     alpha: float = 1.0) -> list[list[Hypothesis]]:
     """s2s.search.beam_hypotheses (without refilling: every sentence starts at once): each sentence's finished
@@ -183,13 +217,8 @@ def beam_hypotheses(model: OnnxTranslator, src: np.ndarray, lengths: np.ndarray,
             eos = logp[rows, EOS].copy()
             logp[rows] = -np.inf
             logp[rows, EOS] = eos
-        cand = (scores.reshape(n, width, 1) + logp.reshape(n, width, V)).reshape(n, width * V)
         k = min(K, width * V)
-        part = np.argpartition(-cand, k - 1, axis=1)[:, :k]  # the k best, unordered
-        order = np.argsort(-np.take_along_axis(cand, part, 1), axis=1, kind="stable")
-        best = np.take_along_axis(part, order, 1)  # (n, k) best first
-        top = np.take_along_axis(cand, best, 1)
-        origin, tokens = best // V, best % V
+        top, origin, tokens = best_extensions(logp, scores, k)  # (n, k) each, best first
         rows = (np.arange(n)[:, None] * width + origin).reshape(-1)
         history = np.concatenate([history[rows], tokens.reshape(-1, 1)], axis=1)
         state, width = _select(state, rows), k

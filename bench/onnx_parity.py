@@ -1,0 +1,95 @@
+"""Parity and speed of the ONNX runtime path (s2s.onnx_runtime) against the torch path of the same run.
+
+    python bench/onnx_parity.py --translation runs/m30k --classification runs/imdb --threads 1
+
+Translation: Multi30k test2016 (--src/--ref), greedy (the number of identical translations) and beam (sacreBLEU of
+both paths); classification: the IMDB test set (--imdb; identical labels, the largest probability difference).
+Each run is exported to ONNX under --work first.
+(Not named bench/onnx.py: a script's folder comes first on sys.path, and that name would hide the onnx package.) Times are decoding only (models loaded and warmed up), on
+--threads threads for torch and onnxruntime alike. Prints one JSON object per measurement.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT.parent / "shared" / "data"
+
+
+def timed(fn, *args, **kwargs):
+    start = time.perf_counter()
+    out = fn(*args, **kwargs)
+    return out, time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--translation", help="a translation run")
+    parser.add_argument("--classification", help="a classification run")
+    parser.add_argument("--src", default=str(DATA / "multi30k/test2016.de"))
+    parser.add_argument("--ref", default=str(DATA / "multi30k/test2016.en"))
+    parser.add_argument("--imdb", default=str(DATA / "imdb/test.jsonl"))
+    parser.add_argument("--limit", type=int, default=0, help="use the first N examples of each test set (default: all)")
+    parser.add_argument("--beam-size", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--work", default="/tmp/s2s-bench-onnx", help="where the exports go")
+    args = parser.parse_args()
+
+    import torch
+
+    from s2s.export import export
+    from s2s.metrics import bleu_chrf
+    from s2s.onnx_runtime import load
+
+    torch.set_num_threads(args.threads)
+    head = {"machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs", "threads": args.threads,
+            "time_utc": time.strftime("%Y-%m-%d %H:%M", time.gmtime())}
+    if args.translation:
+        from s2s.tasks.translation import Translator
+
+        out = Path(args.work) / "translation"
+        export(args.translation, "onnx", out)
+        translator, runtime = Translator.load(args.translation, device="cpu"), load(out, threads=args.threads)
+        sources = Path(args.src).read_text(encoding="utf-8").splitlines()
+        refs = Path(args.ref).read_text(encoding="utf-8").splitlines()
+        if args.limit:
+            sources, refs = sources[: args.limit], refs[: args.limit]
+        translator.translate(sources[:32], beam_size=args.beam_size)
+        runtime.translate(sources[:32], beam_size=args.beam_size)
+        for beam in (1, args.beam_size):
+            want, torch_s = timed(translator.translate, sources, beam_size=beam)
+            got, onnx_s = timed(runtime.translate, sources, beam_size=beam)
+            row = head | {"task": "translation", "run": args.translation, "sentences": len(sources), "beam_size": beam,
+                          "identical": sum(a == b for a, b in zip(want, got)), "bleu_torch": bleu_chrf(want, refs)["bleu"],
+                          "bleu_onnx": bleu_chrf(got, refs)["bleu"], "torch_s": round(torch_s, 2), "onnx_s": round(onnx_s, 2),
+                          "torch_sentences_per_s": round(len(sources) / torch_s, 1), "onnx_sentences_per_s": round(len(sources) / onnx_s, 1)}
+            print(json.dumps(row), flush=True)
+    if args.classification:
+        from s2s.data.labelled import read_labelled
+        from s2s.tasks.classification import Classifier
+
+        out = Path(args.work) / "classification"
+        export(args.classification, "onnx", out)
+        classifier, runtime = Classifier.load(args.classification, device="cpu"), load(out, threads=args.threads)
+        texts = [e.text for e in read_labelled(args.imdb, "jsonl", classifier.text_field, classifier.label_field)]
+        if args.limit:
+            texts = texts[: args.limit]
+        classifier.predict(texts[:64])
+        runtime.predict(texts[:64])
+        want, torch_s = timed(classifier.predict, texts)
+        got, onnx_s = timed(runtime.predict, texts)
+        diff = max((abs(g["prob"] - w.prob) for g, w in zip(got, want) if w is not None), default=0.0)
+        row = head | {"task": "classification", "run": args.classification, "texts": len(texts),
+                      "identical_labels": sum((g and g["label"]) == (w and w.label) for g, w in zip(got, want)),
+                      "max_prob_diff": diff, "torch_s": round(torch_s, 2), "onnx_s": round(onnx_s, 2),
+                      "torch_texts_per_s": round(len(texts) / torch_s, 1), "onnx_texts_per_s": round(len(texts) / onnx_s, 1)}
+        print(json.dumps(row), flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,148 @@
+"""Throughput and latency of `s2s serve` against `s2s translate`'s batch throughput on the same sentences.
+
+    python bench/serve.py --model runs/m30k --sentences ../shared/data/multi30k/test2016.de --requests 400
+
+Starts the server on loopback (one decoding thread, torch on --threads), then for 1, 4 and 16 concurrent clients
+sends --requests single-sentence requests (beam --beam-size) and reports requests/s, sentences/s and
+p50/p95/p99 latency; then one idle client sending a --words-word sentence greedily (p50 latency). The batch
+baseline translates the same sentences in one call in this process (Translator.translate on --threads, what
+`s2s translate` runs after loading) and through the `s2s translate` command itself (wall time, startup
+included). Prints one JSON object per measurement and a table.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def percentile(values: list[float], q: float) -> float:
+    values = sorted(values)
+    return values[min(len(values) - 1, int(round(q / 100 * (len(values) - 1))))]
+
+
+async def load(url: str, sentences: list[str], clients: int, requests: int, beam_size: int) -> dict:
+    import httpx
+
+    latencies: list[float] = []
+    answers: dict[int, str] = {}
+    counter = iter(range(requests))
+
+    async def client(http: httpx.AsyncClient) -> None:
+        for i in counter:
+            start = time.perf_counter()
+            r = await http.post(url + "/translate", json={"texts": [sentences[i % len(sentences)]], "beam_size": beam_size})
+            latencies.append(time.perf_counter() - start)
+            r.raise_for_status()
+            answers[i] = r.json()["translations"][0]
+
+    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
+    async with httpx.AsyncClient(timeout=120, limits=limits) as http:
+        start = time.perf_counter()
+        await asyncio.gather(*(client(http) for _ in range(clients)))
+        seconds = time.perf_counter() - start
+    return {"clients": clients, "requests": requests, "beam_size": beam_size, "seconds": round(seconds, 3),
+            "requests_per_s": round(requests / seconds, 2), "sentences_per_s": round(requests / seconds, 2),
+            "p50_ms": round(1000 * percentile(latencies, 50), 1), "p95_ms": round(1000 * percentile(latencies, 95), 1),
+            "p99_ms": round(1000 * percentile(latencies, 99), 1), "answers": answers}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", required=True, help="a translation run directory")
+    parser.add_argument("--sentences", default=str(ROOT.parent / "shared/data/multi30k/test2016.de"))
+    parser.add_argument("--requests", type=int, default=400, help="requests per concurrency level (default: 400)")
+    parser.add_argument("--clients", default="1,4,16", help="concurrency levels (default: 1,4,16)")
+    parser.add_argument("--beam-size", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=1, help="torch threads of the server and the baseline (default: 1)")
+    parser.add_argument("--max-wait-ms", type=float, default=5.0)
+    parser.add_argument("--words", type=int, default=12, help="words of the idle client's sentence (default: 12)")
+    parser.add_argument("--idle-requests", type=int, default=50)
+    args = parser.parse_args()
+
+    sentences = [s for s in Path(args.sentences).read_text(encoding="utf-8").splitlines() if s.strip()]
+    used = [sentences[i % len(sentences)] for i in range(args.requests)]
+    env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    results = {"machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs", "time_utc": time.strftime("%Y-%m-%d %H:%M", time.gmtime()),
+               "model": args.model, "threads": args.threads, "beam_size": args.beam_size, "requests": args.requests}
+
+    # The batch baseline: the same sentences in one call, after loading.
+    import torch
+
+    from s2s.tasks.translation import Translator
+
+    torch.set_num_threads(args.threads)
+    translator = Translator.load(args.model, device="cpu")
+    translator.translate(used[:16], beam_size=args.beam_size)  # warm-up
+    start = time.perf_counter()
+    batch = translator.translate(used, beam_size=args.beam_size)
+    seconds = time.perf_counter() - start
+    results["batch"] = {"sentences_per_s": round(len(used) / seconds, 2), "seconds": round(seconds, 3)}
+    path = Path(f"/tmp/s2s-bench-serve-{os.getpid()}.txt")
+    path.write_text("".join(s + "\n" for s in used), encoding="utf-8")
+    start = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "s2s", "-q", "translate", "--model", args.model, "--input", str(path), "--output", os.devnull,
+                    "--beam-size", str(args.beam_size)], check=True, env=env)
+    cli = time.perf_counter() - start
+    path.unlink()
+    results["cli"] = {"sentences_per_s": round(len(used) / cli, 2), "seconds": round(cli, 3)}
+    del translator
+
+    port = free_port()
+    server = subprocess.Popen([sys.executable, "-m", "s2s", "-q", "serve", "--model", args.model, "--port", str(port), "--threads",
+                               str(args.threads), "--max-wait-ms", str(args.max_wait_ms)], env=env)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        import httpx
+
+        for _ in range(600):
+            try:
+                if httpx.get(url + "/health", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.2)
+        asyncio.run(load(url, used, 4, 16, args.beam_size))  # warm-up
+        results["serve"] = []
+        for clients in map(int, args.clients.split(",")):
+            found = asyncio.run(load(url, used, clients, args.requests, args.beam_size))
+            answers = found.pop("answers")
+            found["same_as_batch"] = sum(answers[i] == batch[i] for i in range(args.requests))
+            found["share_of_batch"] = round(found["sentences_per_s"] / results["batch"]["sentences_per_s"], 3)
+            results["serve"].append(found)
+            print(json.dumps(found), flush=True)
+        idle = next((s for s in sentences if len(s.split()) == args.words), sentences[0])
+        found = asyncio.run(load(url, [idle], 1, args.idle_requests, 1))
+        found.pop("answers")
+        results["idle"] = found | {"sentence": idle, "words": len(idle.split())}
+    finally:
+        server.terminate()
+        server.wait(60)
+
+    print(json.dumps(results, ensure_ascii=False))
+    print(f"\nbatch (Translator.translate, beam {args.beam_size}): {results['batch']['sentences_per_s']} sentences/s; "
+          f"`s2s translate` incl. startup: {results['cli']['sentences_per_s']} sentences/s")
+    print("clients  requests/s  sentences/s  share of batch  p50 ms  p95 ms  p99 ms  same as batch")
+    for r in results["serve"]:
+        print(f"{r['clients']:>7}  {r['requests_per_s']:>10}  {r['sentences_per_s']:>11}  {r['share_of_batch']:>14}  {r['p50_ms']:>6}  "
+              f"{r['p95_ms']:>6}  {r['p99_ms']:>6}  {r['same_as_batch']}/{args.requests}")
+    i = results["idle"]
+    print(f"idle client, greedy, {i['words']} words: p50 {i['p50_ms']} ms, p95 {i['p95_ms']} ms")
+
+
+if __name__ == "__main__":
+    main()
