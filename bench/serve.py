@@ -62,6 +62,62 @@ async def load(url: str, sentences: list[str], clients: int, requests: int, beam
             "p99_ms": round(1000 * percentile(latencies, 99), 1), "answers": answers}
 
 
+# Bad requests of every kind the server must answer with a 4xx JSON error (path, httpx keywords).
+BAD = [
+    ("/translate", {"content": b'{"texts": ', "headers": {"content-type": "application/json"}}),  # malformed JSON
+    ("/translate", {"content": b"\xff\xfe", "headers": {"content-type": "application/json"}}),  # not UTF-8
+    ("/translate", {"json": {"texts": [1, 2]}}),  # wrong types
+    ("/translate", {"json": {"texts": "one string"}}),
+    ("/translate", {"json": [1, 2]}),
+    ("/translate", {"json": {}}),
+    ("/translate", {"json": {"texts": ["a"], "extra": 1}}),
+    ("/translate", {"json": {"texts": ["a"], "beam_size": 0}}),
+    ("/translate", {"json": {"texts": ["a"], "beam_size": 2, "n_best": 3}}),
+    ("/translate", {"json": {"texts": ["a"], "model": "nope"}}),  # unknown model
+    ("/tag", {"json": {"texts": ["a"]}}),  # a task not served
+    ("/translate", {"json": {"texts": ["a"] * 65}}),  # too many texts
+    ("/translate", {"json": {"texts": [" ".join(["w"] * 401)]}}),  # too long a text
+    ("/translate", {"content": b'{"texts": ["' + b"a" * 300_000 + b'"]}', "headers": {"content-type": "application/json"}}),  # body
+]
+
+
+async def stress(url: str, sentences: list[str], expected: list[str], rounds: int, good_clients: int) -> dict:
+    """Every bad request `rounds` times from 4 clients, interleaved with good greedy requests from `good_clients`
+    clients whose answers are checked; counts statuses, 5xx, wrong answers and requests that hung (no answer in 60 s)."""
+    import httpx
+
+    counts = {"bad_sent": 0, "bad_4xx": 0, "bad_5xx": 0, "good_sent": 0, "good_right": 0, "good_wrong": 0, "hung": 0, "other": 0}
+    bad = iter([b for _ in range(rounds) for b in BAD])
+
+    async def bad_client(http):
+        for path, kwargs in bad:
+            counts["bad_sent"] += 1
+            try:
+                r = await http.post(url + path, **kwargs)
+            except httpx.TimeoutException:
+                counts["hung"] += 1
+                continue
+            key = "bad_4xx" if 400 <= r.status_code < 500 and "error" in r.json() else "bad_5xx" if r.status_code >= 500 else "other"
+            counts[key] += 1
+
+    async def good_client(http, offset):
+        for i in range(offset, rounds * 4, good_clients):
+            counts["good_sent"] += 1
+            j = i % len(sentences)
+            try:
+                r = await http.post(url + "/translate", json={"texts": [sentences[j]], "beam_size": 1})
+            except httpx.TimeoutException:
+                counts["hung"] += 1
+                continue
+            right = r.status_code == 200 and r.json()["translations"] == [expected[j]]
+            counts["good_right" if right else "good_wrong"] += 1
+
+    async with httpx.AsyncClient(timeout=60) as http:
+        await asyncio.gather(*(bad_client(http) for _ in range(4)), *(good_client(http, k) for k in range(good_clients)))
+        counts["alive_after"] = (await http.get(url + "/health")).status_code == 200
+    return counts
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", required=True, help="a translation run directory")
@@ -73,6 +129,7 @@ def main() -> None:
     parser.add_argument("--max-wait-ms", type=float, default=5.0)
     parser.add_argument("--words", type=int, default=12, help="words of the idle client's sentence (default: 12)")
     parser.add_argument("--idle-requests", type=int, default=50)
+    parser.add_argument("--stress-rounds", type=int, default=50, help="times each bad request is sent (default: 50; 0 = none)")
     args = parser.parse_args()
 
     sentences = [s for s in Path(args.sentences).read_text(encoding="utf-8").splitlines() if s.strip()]
@@ -93,6 +150,7 @@ def main() -> None:
     batch = translator.translate(used, beam_size=args.beam_size)
     seconds = time.perf_counter() - start
     results["batch"] = {"sentences_per_s": round(len(used) / seconds, 2), "seconds": round(seconds, 3)}
+    batch_greedy = translator.translate(used[:50], beam_size=1)  # the stress test's expected answers
     path = Path(f"/tmp/s2s-bench-serve-{os.getpid()}.txt")
     path.write_text("".join(s + "\n" for s in used), encoding="utf-8")
     start = time.perf_counter()
@@ -129,6 +187,9 @@ def main() -> None:
         found = asyncio.run(load(url, [idle], 1, args.idle_requests, 1))
         found.pop("answers")
         results["idle"] = found | {"sentence": idle, "words": len(idle.split())}
+        if args.stress_rounds:
+            greedy = [s for s in used[:50]]
+            results["stress"] = asyncio.run(stress(url, greedy, batch_greedy, args.stress_rounds, 4))
     finally:
         server.terminate()
         server.wait(60)
@@ -142,6 +203,8 @@ def main() -> None:
               f"{r['p95_ms']:>6}  {r['p99_ms']:>6}  {r['same_as_batch']}/{args.requests}")
     i = results["idle"]
     print(f"idle client, greedy, {i['words']} words: p50 {i['p50_ms']} ms, p95 {i['p95_ms']} ms")
+    if "stress" in results:
+        print("stress:", json.dumps(results["stress"]))
 
 
 if __name__ == "__main__":
