@@ -55,6 +55,16 @@ def cmd_train(args: argparse.Namespace) -> None:
                                  "steps": progress["step"], "seconds": progress["seconds"]}) + "\n")
 
 
+def cmd_pretrain(args: argparse.Namespace) -> None:
+    from s2s import config as config_lib
+
+    task = config_lib.load(args.config, args.set).task
+    if task != "pretraining":
+        raise S2SError(f"pretrain: {args.config} is a {task} config; `s2s pretrain` takes task: pretraining "
+                       "(`s2s config pretraining` prints one; configs/imdb-pretrain.yaml is an example)")
+    cmd_train(args)
+
+
 def cmd_translate(args: argparse.Namespace) -> None:
     from s2s.device import cpu_workers
     from s2s.tasks.translation import Translator
@@ -433,6 +443,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", metavar="RUN_DIR", help="run directory (default: runs/<config name>)")
     p.add_argument("--resume", action="store_true", help="continue the run in RUN_DIR from last.pt exactly where it stopped")
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser(
+        "pretrain",
+        help="pretrain the shared embedding + encoder as a bidirectional language model on unlabelled text",
+        description="Train the shared embedding and encoder as a language model (forward direction: next word; backward: previous "
+        "word) on unlabelled text, tokenised as the head it will start (pretraining.head). Same run directory, resume and "
+        "metrics.jsonl (dev perplexity) as `s2s train`; a head starts from it with --set encoder.init=RUN_DIR.",
+        epilog="`s2s config pretraining` prints every key; docs/pretraining.md walks through it.",
+    )
+    p.add_argument("config", help="YAML config with task: pretraining (see configs/*pretrain*.yaml)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key, e.g. --set train.lr=3e-4 (repeatable)")
+    p.add_argument("--out", metavar="RUN_DIR", help="run directory (default: runs/<config name>)")
+    p.add_argument("--resume", action="store_true", help="continue the run in RUN_DIR from last.pt exactly where it stopped")
+    p.set_defaults(func=cmd_pretrain)
 
     p = _predict_command(sub, "translate", "translate raw sentences, one per line", "Translate raw sentences (one per line, stdin by "
                          "default) into detokenized text, one output line per input line, in input order. An empty line gives an empty "

@@ -25,8 +25,8 @@ from s2s.errors import S2SError
 from s2s.tasks import TASKS
 
 ALL = tuple(TASKS)
-TR, TAG, CLS, FC = ("translation",), ("tagging",), ("classification",), ("forecasting",)
-TEXT = TR + TAG + CLS  # the tasks that read text
+TR, TAG, CLS, FC, PRE = ("translation",), ("tagging",), ("classification",), ("forecasting",), ("pretraining",)
+TEXT = TR + TAG + CLS  # the tasks that read labelled text
 
 
 def key(default: Any, help: str, tasks: tuple[str, ...] = ALL, choices: tuple = (), at_least: float | None = None,
@@ -62,7 +62,7 @@ class DataConfig:
     tgt_lang: str = key("en", "file suffix / column name of the target side", TR)
     scheme: str = key("iob1", "tag scheme of the CoNLL files", TAG, choices=("iob1", "iob2", "bioes"))
     strict_tags: bool = key(False, "refuse tag slips (an I-X that cannot continue an entity) instead of reading them as conlleval does", TAG)
-    text_field: str = key("text", "the JSON key / CSV column holding the text", CLS)
+    text_field: str = key("text", "the JSON key / CSV column holding the text", CLS + PRE)
     label_field: str = key("label", "the JSON key / CSV column holding the label (any strings or numbers)", CLS)
     dev_size: int = key(0, "hold out this many training rows as the dev split (seeded by dev_seed); 0 = read {dir}/{dev}", CLS, at_least=0)
     dev_seed: int = key(1234, "seed of the dev hold-out, apart from train.seed so the split never moves", CLS)
@@ -80,9 +80,9 @@ class VocabConfig:
     character_coverage: float = key(1.0, "share of characters SentencePiece covers", TR, at_least=0.5)
     max_sentences: int = key(300_000, "SentencePiece trains on a random sample of at most this many sentences per model", TR,
                              at_least=1)
-    lowercase: bool = key(True, "words lowercased (tagging: digits mapped to 0 too; characters keep the case)", TAG + CLS)
-    min_freq: int = key(1, "training words seen fewer times map to UNK", TAG + CLS, at_least=1)
-    max_words: int = key(0, "keep only the N most frequent training words (0 = all with min_freq)", CLS, at_least=0)
+    lowercase: bool = key(True, "words lowercased (tagging: digits mapped to 0 too; characters keep the case)", TAG + CLS + PRE)
+    min_freq: int = key(1, "training words seen fewer times map to UNK", TAG + CLS + PRE, at_least=1)
+    max_words: int = key(0, "keep only the N most frequent training words (0 = all with min_freq)", CLS + PRE, at_least=0)
     word_vectors: str = key("", "word2vec/GloVe text file (e.g. from `s2s vectors`): its words join the vocabulary and start their embeddings", TAG)
 
 
@@ -99,6 +99,12 @@ class EncoderConfig:
     conv_kernel: int = key(5, "its window in tokens (odd)", TEXT, at_least=1)
     conv_pool: int = key(2, "max-pooling stride after it: the RNN sees ceil(T / conv_pool) steps (tagging keeps every token)", TEXT,
                          at_least=1)
+    init: str = key("", "a run of `s2s pretrain` (its folder or checkpoint): the embedding and encoder (and char-CNN) start from its "
+                    "weights, words and characters mapped by string (docs/pretraining.md)", TAG + CLS)
+    layer_lr_decay: float = key(1.0, "each layer below the head trains at train.lr / this ** depth (RNN top layer: depth 1, ..., "
+                                "embeddings: num_layers + 1; ULMFiT's discriminative fine-tuning uses 2.6; 1 = one lr)", TAG + CLS, at_least=1)
+    unfreeze: int = key(0, "gradual unfreezing: the layers of depth d (see layer_lr_decay) train from epoch d * N + 1 on, so the first "
+                        "N epochs train the head alone (ULMFiT); 0 = everything trains from the start", TAG + CLS, at_least=0)
 
 
 @dataclass(frozen=True)
@@ -177,6 +183,25 @@ class ClassificationConfig:
 
 
 @dataclass(frozen=True)
+class PretrainingConfig:
+    head: str = key("classification", "whose tokens, vocabulary and features the language model learns (the head it will start)", PRE,
+                    choices=("classification", "tagging"))
+    text: str = key("", "unlabelled text files under data.dir, separated by spaces: .jsonl (data.text_field of each line) or plain "
+                    "text (one text per line)", PRE)
+    conll: str = key("", "CoNLL files under data.dir whose tokens join the text, one text per document (separated by spaces)", PRE)
+    bptt: int = key(100, "tokens per training window: the texts run end to end and are cut into windows, each read alone "
+                    "(truncated backpropagation)", PRE, at_least=2, at_most=100_000)
+    dev_every: int = key(250, "every Nth text is held out, for the dev perplexity", PRE, at_least=2)
+    shortlist: int = key(2000, "adaptive softmax: the most frequent words scored in full at every token; the rest in clusters of "
+                         "4x and the remaining words (Grave et al. 2017)", PRE, at_least=1)
+    char_emb_dim: int = key(30, "head tagging: the char-CNN (as tagging.char_emb_dim ...), pretrained with the encoder", PRE, at_least=1,
+                            at_most=MAX_SIZE)
+    char_filters: int = key(50, "head tagging: char-CNN features per token (0 = none)", PRE, at_least=0, at_most=MAX_SIZE)
+    char_kernel: int = key(3, "head tagging: char-CNN window", PRE, at_least=1)
+    case_dim: int = key(8, "head tagging: word-shape embedding size (0 = none)", PRE, at_least=0, at_most=MAX_SIZE)
+
+
+@dataclass(frozen=True)
 class ForecastingConfig:
     seq_len: int = key(336, "look-back: rows each forecast reads", FC, at_least=1, at_most=100_000)
     horizon: int = key(96, "rows forecast at once", FC, at_least=1, at_most=100_000)
@@ -204,6 +229,7 @@ class Config:
     tagging: TaggingConfig = field(default_factory=TaggingConfig)
     classification: ClassificationConfig = field(default_factory=ClassificationConfig)
     forecasting: ForecastingConfig = field(default_factory=ForecastingConfig)
+    pretraining: PretrainingConfig = field(default_factory=PretrainingConfig)
 
     @property
     def head(self):
@@ -220,9 +246,11 @@ TASK_DEFAULTS = {
     "forecasting": {"data.format": "csv", "encoder.cell": "gru", "encoder.bidirectional": False, "encoder.emb_dim": 256,
                     "encoder.hidden_size": 256, "encoder.dropout": 0.1, "train.max_tokens": 256, "train.epochs": 20,
                     "train.early_stopping": 4, "train.log_every": 20, "decode.batch_size": 256},
+    "pretraining": {"data.format": "text", "encoder.dropout": 0.1, "train.max_tokens": 8000, "train.early_stopping": 0,
+                    "train.valid_every": 1000, "train.epochs": 1},
 }
 FORMATS = {"translation": ("text", "tsv", "jsonl", "hub"), "tagging": ("conll",), "classification": ("jsonl", "tsv", "csv"),
-           "forecasting": ("csv",)}
+           "forecasting": ("csv",), "pretraining": ("text",)}
 
 
 @functools.cache
@@ -331,6 +359,11 @@ def _check_combinations(config: Config, where: str) -> None:
         if e.num_layers != 1 or not e.bidirectional:
             raise S2SError(f"{where}: key 'tagging.lm_vocab' needs a one-layer bidirectional encoder "
                            f"(encoder.num_layers is {e.num_layers}, encoder.bidirectional {e.bidirectional})")
+    if task == "pretraining":
+        # A deeper bidirectional layer reads both directions, so its forward state has already seen the next word.
+        if e.num_layers != 1 and e.bidirectional:
+            raise S2SError(f"{where}: a bidirectional language model needs a one-layer encoder (encoder.num_layers is {e.num_layers}); "
+                           "set encoder.bidirectional: false for a deeper forward-only one")
 
 
 def defaults(task: str) -> dict:

@@ -47,9 +47,18 @@ NEEDS_TENSORBOARD = 'train.tensorboard needs tensorboard: pip install -e ".[tens
 clock = time.monotonic  # what train.save_every is measured with (a test turns it by hand)
 
 
-def build_optimizer(model: torch.nn.Module, lr: float) -> torch.optim.Adam:
-    """Adam with the fused kernel: one pass over each parameter instead of several (same update up to rounding)."""
-    return torch.optim.Adam(model.parameters(), lr=lr, fused=True)
+def build_optimizer(model: torch.nn.Module, lr: float, layer_lr_decay: float = 1.0, num_layers: int = 1) -> torch.optim.Adam:
+    """Adam with the fused kernel: one pass over each parameter instead of several (same update up to rounding).
+    layer_lr_decay > 1 gives each depth below the head its own group at lr / layer_lr_decay ** depth (ULMFiT's
+    discriminative fine-tuning, Howard & Ruder 2018, sec. 3.2), the head's group first."""
+    if layer_lr_decay == 1.0:
+        return torch.optim.Adam(model.parameters(), lr=lr, fused=True)
+    from s2s.tasks.pretraining import layer_depth
+
+    groups: dict[int, list] = {}
+    for name, param in model.named_parameters():
+        groups.setdefault(layer_depth(name, num_layers), []).append(param)
+    return torch.optim.Adam([{"params": groups[d], "lr": lr / layer_lr_decay**d} for d in sorted(groups)], lr=lr, fused=True)
 
 
 def build_scheduler(config: Config, optimizer: torch.optim.Optimizer, higher_is_better: bool):
@@ -148,7 +157,7 @@ class Trainer:
             _seed(t.seed + self.rank)
         n_params = sum(p.numel() for p in self.model.parameters())
         log.info("model: %s parameters, device %s%s", f"{n_params:,}", device, f", {self.world} processes" if self.world > 1 else "")
-        self.optimizer = build_optimizer(self.model, t.lr)
+        self.optimizer = build_optimizer(self.model, t.lr, config.encoder.layer_lr_decay, config.encoder.num_layers)
         self.use_amp = t.amp if device.type == "cuda" else t.cpu_amp
         dtype = amp_dtype(device, self.use_amp)
         # fp16 (GPUs without bf16) needs loss scaling against underflowing gradients; bf16 does not.
@@ -323,6 +332,10 @@ class Trainer:
         bar = tqdm(total=len(batches), initial=progress["batch"], desc=f"epoch {progress['epoch'] + 1}", unit="batch",
                    leave=False, dynamic_ncols=True, disable=not show_bar)
         self.net.train()
+        if self.config.encoder.unfreeze:  # gradual unfreezing (ULMFiT, sec. 3.3): one more depth every `unfreeze` epochs
+            from s2s.tasks.pretraining import depth_mask
+
+            depth_mask(self.model, self.config.encoder.num_layers, progress["epoch"] // self.config.encoder.unfreeze)
         try:
             for i in range(progress["batch"], len(batches)):
                 self.update(self.task.batch(batches[i].tolist()).to(self.device))

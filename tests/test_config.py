@@ -388,7 +388,8 @@ OLD_CONFIG = {
                "valid_beam_size": 1, "amp": False, "workers": 0},
 }
 # Keys 0.2 added, which a 0.1 config cannot hold: they keep their defaults.
-NEW_IN_0_2 = {"data.strict_tags", "train.save_every", "vocab.max_sentences", "train.tensorboard"}
+NEW_IN_0_2 = {"data.strict_tags", "train.save_every", "vocab.max_sentences", "train.tensorboard",
+              "encoder.init", "encoder.layer_lr_decay", "encoder.unfreeze"}  # the last three: issue 21 (pretraining)
 
 
 def _old(task: str, **sections: dict) -> dict:

@@ -34,3 +34,34 @@ class NeighbourWordLM(nn.Module):
         prev_words = words[:, :-1].masked_fill(words[:, 1:] < 0, -100)
         loss = F.cross_entropy(next_logits[:, :-1].flatten(0, 1).float(), next_words.flatten(), ignore_index=-100, reduction="sum")
         return loss + F.cross_entropy(prev_logits[:, 1:].flatten(0, 1).float(), prev_words.flatten(), ignore_index=-100, reduction="sum")
+
+
+class BidirectionalLM(nn.Module):
+    """Language-model heads for pretraining the shared encoder (Peters et al. 2017, TagLM; Dai & Le 2015): the
+    forward-direction state at each token predicts the next token, the backward-direction state the previous one,
+    each through an adaptive softmax (Grave et al. 2017, "Efficient softmax approximation for GPUs"), so a vocabulary
+    of tens of thousands of words costs about a shortlist's softmax per token. The two directions never see the word
+    they predict only with a one-layer bidirectional encoder (deeper layers read both directions)."""
+
+    def __init__(self, hidden_size: int, vocab_size: int, shortlist: int = 2000, bidirectional: bool = True):
+        super().__init__()
+        self.hidden_size = hidden_size
+        # Clusters: the shortlist in the head, then 4x as many words, then the rest (a small vocabulary: two halves);
+        # each cluster further down gets half the projection size (div_value 2: hidden sizes here are small).
+        cutoffs = [c for c in (shortlist, 5 * shortlist) if c < vocab_size - 1] or [max(1, vocab_size // 2)]
+        self.next = nn.AdaptiveLogSoftmaxWithLoss(hidden_size, vocab_size, cutoffs, div_value=2.0)
+        self.prev = nn.AdaptiveLogSoftmaxWithLoss(hidden_size, vocab_size, cutoffs, div_value=2.0) if bidirectional else None
+
+    def forward(self, states: torch.Tensor, tokens: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, int]:
+        """Summed negative log-likelihoods of the next tokens and of the previous ones (0 without a backward
+        direction), and how many tokens each direction predicted. states (B, T, D), tokens (B, T), mask (B, T) bool."""
+        h = self.hidden_size
+        pairs = mask[:, 1:] & mask[:, :-1]  # (B, T - 1): position t and t + 1 both real
+        count = int(pairs.sum())
+        # Forward half at t -> token t + 1.
+        next_nll = -self.next(states[:, :-1, :h][pairs].float(), tokens[:, 1:][pairs]).output.sum()
+        if self.prev is None:
+            return next_nll, next_nll.new_zeros(()), count
+        # Backward half at t + 1 -> token t.
+        prev_nll = -self.prev(states[:, 1:, h:][pairs].float(), tokens[:, :-1][pairs]).output.sum()
+        return next_nll, prev_nll, count

@@ -25,6 +25,7 @@ TASKS = {
     "tagging": "s2s.tasks.tagging",
     "classification": "s2s.tasks.classification",
     "forecasting": "s2s.tasks.forecasting",
+    "pretraining": "s2s.tasks.pretraining",
 }
 
 

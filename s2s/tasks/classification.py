@@ -250,6 +250,10 @@ class Task:
         self.word_dropout, self.trim = config.train.word_dropout, config.train.trim_batches
         self.batch_size = config.decode.batch_size
         self.model = build_model(config, len(vocab.words), len(vocab.labels))
+        if config.encoder.init and not resume:  # a resumed run takes every weight from last.pt
+            from s2s.tasks.pretraining import init_encoder
+
+            init_encoder(self.model, config, vocab.words.items)
 
     def build_store(self, config: Config, folder: Path, key: dict, rows: Split) -> TokenStore:
         """Encode the training rows (cut to data.max_text_tokens) and their labels into a token store."""

@@ -433,6 +433,10 @@ class Task:
             found = init_embedding(self.model.encoder.embed.weight, v.words.items, *vectors, pad_id=v.words.ids[PAD])
             log.info("%s: %d vectors of dimension %d; %d of %d vocabulary words start from one",
                      config.vocab.word_vectors, len(vectors[0]), vectors[1].size(1), found, len(v.words))
+        if config.encoder.init and not resume:  # after the vectors: a pretrained word's row wins; a resumed run reads last.pt
+            from s2s.tasks.pretraining import init_encoder
+
+            init_encoder(self.model, config, v.words.items, v.chars.items)
         if not resume:
             v.save(vocab_path)  # once the model is built: a config error leaves no half-made run behind
 
