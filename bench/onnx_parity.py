@@ -3,7 +3,8 @@
     python bench/onnx_parity.py --translation runs/m30k --classification runs/imdb --threads 1
 
 Translation: Multi30k test2016 (--src/--ref), greedy (the number of identical translations) and beam (sacreBLEU of
-both paths); classification: the IMDB test set (--imdb; identical labels, the largest probability difference).
+both paths); classification: the IMDB test set (--imdb; identical labels, the largest probability difference); tagging: CoNLL-2003
+test (--conll; sentences with identical entities, entity F1 of both paths).
 Each run is exported to ONNX under --work first.
 (Not named bench/onnx.py: a script's folder comes first on sys.path, and that name would hide the onnx package.) Times are decoding only (models loaded and warmed up), on
 --threads threads for torch and onnxruntime alike. Prints one JSON object per measurement.
@@ -31,6 +32,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--translation", help="a translation run")
     parser.add_argument("--classification", help="a classification run")
+    parser.add_argument("--tagging", help="a tagging run")
+    parser.add_argument("--conll", default=str(DATA / "conll2003/test.txt"))
     parser.add_argument("--src", default=str(DATA / "multi30k/test2016.de"))
     parser.add_argument("--ref", default=str(DATA / "multi30k/test2016.en"))
     parser.add_argument("--imdb", default=str(DATA / "imdb/test.jsonl"))
@@ -88,6 +91,32 @@ def main() -> None:
                       "identical_labels": sum((g and g["label"]) == (w and w.label) for g, w in zip(got, want)),
                       "max_prob_diff": diff, "torch_s": round(torch_s, 2), "onnx_s": round(onnx_s, 2),
                       "torch_texts_per_s": round(len(texts) / torch_s, 1), "onnx_texts_per_s": round(len(texts) / onnx_s, 1)}
+        print(json.dumps(row), flush=True)
+    if args.tagging:
+        from s2s.data.conll import read_conll
+        from s2s.data.schemes import spans
+        from s2s.metrics import span_scores
+        from s2s.tasks.tagging import Tagger
+
+        out = Path(args.work) / "tagging"
+        export(args.tagging, "onnx", out)
+        tagger, runtime = Tagger.load(args.tagging, device="cpu"), load(out, threads=args.threads)
+        gold = read_conll(args.conll, tagger.file_scheme)
+        if args.limit:
+            gold = gold[: args.limit]
+        tokens, docs = [g.tokens for g in gold], [g.doc for g in gold]
+        tagger.tag_tokens(tokens[:64], docs=docs[:64])
+        runtime.tag_tokens(tokens[:64], docs[:64])
+        want, torch_s = timed(tagger.tag_tokens, tokens, docs=docs)
+        got, onnx_s = timed(runtime.tag_tokens, tokens, docs)
+        want_spans, got_spans = [[s for s, _ in w] for w in want], [[s for s, _ in g] for g in got]
+        gold_spans = [spans(g.tags, tagger.file_scheme) for g in gold]
+        row = head | {"task": "tagging", "run": args.tagging, "sentences": len(gold),
+                      "identical_entities": sum(a == b for a, b in zip(want_spans, got_spans)),
+                      "f1_torch": round(span_scores(gold_spans, want_spans)["micro"]["f1"], 2),
+                      "f1_onnx": round(span_scores(gold_spans, got_spans)["micro"]["f1"], 2),
+                      "torch_s": round(torch_s, 2), "onnx_s": round(onnx_s, 2),
+                      "torch_sentences_per_s": round(len(gold) / torch_s, 1), "onnx_sentences_per_s": round(len(gold) / onnx_s, 1)}
         print(json.dumps(row), flush=True)
 
 

@@ -111,6 +111,22 @@ class _Step(nn.Module):
         return torch.log_softmax(logits.float(), dim=-1), state.h, state.c, state.att, weights
 
 
+class _Emissions(nn.Module):
+    """Tagging's graph: a batch's runs of text (as s2s.tasks.tagging.make_batch lays them out) -> tag scores per
+    sentence token (S, L, K); the CRF's Viterbi and marginals run in numpy beside it."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, words, chars, cases, lengths, word_keys, positions, sentence_lengths):
+        from types import SimpleNamespace
+
+        batch = SimpleNamespace(words=words, chars=chars, cases=cases, lengths=lengths, word_keys=word_keys, positions=positions,
+                                sentence_lengths=sentence_lengths)
+        return self.model.emissions(batch)[0].float()
+
+
 class _Classify(nn.Module):
     def __init__(self, model: nn.Module):
         super().__init__()
@@ -120,7 +136,25 @@ class _Classify(nn.Module):
         return self.model.logits(tokens, lengths).float().softmax(-1)
 
 
+def _iand(g, self, other):
+    return g.op("And", self, other)
+
+
+def _eye(g, n, *rest):
+    """torch.eye(n, dtype=...): onnxruntime has no boolean EyeLike, which the exporter writes for a boolean eye (the
+    tagger's same-word pooling), so the identity is made in float and cast."""
+    from torch.onnx import symbolic_helper
+
+    side = g.op("Unsqueeze", n, g.op("Constant", value_t=torch.tensor([0])))
+    eye = g.op("EyeLike", g.op("ConstantOfShape", g.op("Concat", side, side, axis_i=0), value_t=torch.tensor([0.0])))
+    dtype = symbolic_helper._maybe_get_const(rest[0], "i") if rest else None
+    return g.op("Cast", eye, to_i=9) if dtype == 11 else eye  # torch.bool is scalar type 11, ONNX BOOL is 9
+
+
 def _onnx(module: nn.Module, args: tuple, path: Path, inputs: list[str], outputs: list[str], dynamic: dict) -> None:
+    # The tagger's same-word pooling uses an in-place `&=`, which the exporter has no symbolic for: it is an And.
+    torch.onnx.register_custom_op_symbolic("aten::__iand_", _iand, ONNX_OPSET)
+    torch.onnx.register_custom_op_symbolic("aten::eye", _eye, ONNX_OPSET)
     module.eval()
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation and batch-size notes
@@ -168,8 +202,26 @@ def export_onnx(model: Path, task: str, out: Path) -> dict:
               {"tokens": {0: "B", 1: "T"}, "lengths": {0: "B"}, "probs": {0: "B"}})
         meta |= {"graphs": {"classifier": "classifier.onnx"}, "vocab": VOCAB_FILE, "lowercase": c.lowercase,
                  "max_text_tokens": c.budget, "truncate": c.mode, "batch_size": c.batch_size}
+    elif task == "tagging":
+        from s2s.tasks.tagging import BATCH_TOKENS, VOCAB_FILE, Tagger, make_batch
+
+        t = Tagger.load(model, device="cpu")
+        m = t.model.eval()
+        b = make_batch(t.vocab, [["Alan", "Shearer", "visited", "Paris", "."], ["He", "left", "."], ["EU"]], [2, 1])
+        names = ["words", "chars", "cases", "lengths", "word_keys", "positions", "sentence_lengths"]
+        _onnx(_Emissions(m), tuple(getattr(b, n) for n in names), out / "tagger.onnx", names, ["emissions"],
+              {"words": {0: "R", 1: "T"}, "chars": {0: "R", 1: "T", 2: "C"}, "cases": {0: "R", 1: "T"}, "lengths": {0: "R"},
+               "word_keys": {0: "R", 1: "T"}, "positions": {0: "S", 1: "L"}, "sentence_lengths": {0: "S"},
+               "emissions": {0: "S", 1: "L"}})
+        if m.crf is not None:
+            trans, start, end = (x.detach().tolist() for x in m.crf.scores())
+        else:  # Viterbi over log-softmax scores with only the scheme's allowed transitions
+            trans, start, end = (getattr(m, n).tolist() for n in ("trans_penalty", "start_penalty", "end_penalty"))
+        meta |= {"graphs": {"tagger": "tagger.onnx"}, "vocab": VOCAB_FILE, "crf": m.crf is not None, "trans": trans, "start": start,
+                 "end": end, "scheme": t.scheme, "context_tokens": t.context_tokens, "batch_size": t.decode.batch_size,
+                 "batch_tokens": BATCH_TOKENS}
     else:
-        raise S2SError(f"export --format onnx: {task} runs are not exported to ONNX yet (translation and classification are); "
+        raise S2SError(f"export --format onnx: {task} runs are not exported to ONNX yet (translation, tagging and classification are); "
                        "--format safetensors exports any run")
     (out / ONNX_META).write_text(json.dumps(meta, indent=1) + "\n", encoding="utf-8")
     log.info("exported %s to %s (ONNX opset %d)", task, out, ONNX_OPSET)

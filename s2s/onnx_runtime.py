@@ -47,7 +47,7 @@ def _meta(folder: Path) -> dict:
     return json.loads(path.read_text(encoding="utf-8"))
 
 
-def load(folder: str | Path, threads: int = 1) -> "OnnxTranslator | OnnxClassifier":
+def load(folder: str | Path, threads: int = 1) -> "OnnxTranslator | OnnxClassifier | OnnxTagger":
     """The runtime model of an exported folder, by its task."""
     folder = Path(folder)
     task = _meta(folder)["task"]
@@ -55,6 +55,8 @@ def load(folder: str | Path, threads: int = 1) -> "OnnxTranslator | OnnxClassifi
         return OnnxTranslator(folder, threads)
     if task == "classification":
         return OnnxClassifier(folder, threads)
+    if task == "tagging":
+        return OnnxTagger(folder, threads)
     raise S2SError(f"{folder}: no ONNX runtime for {task} exports")
 
 
@@ -276,3 +278,160 @@ class OnnxClassifier:
             best = max(range(len(row)), key=row.__getitem__)
             out[i] = {"label": self.labels[best], "prob": row[best], "probs": dict(zip(self.labels, row))}
         return out
+
+
+def runs_of(lengths: list[int], docs: list[int], max_tokens: int) -> list[list[int]]:
+    """s2s.tasks.tagging.runs_of, again: that module imports torch. Consecutive non-empty sentences of one document
+    in runs of at most max_tokens tokens (a longer sentence is a run of its own), which the encoder reads as one text."""
+    runs: list[list[int]] = []
+    current: list[int] = []
+    size = 0
+    for i, n in enumerate(lengths):
+        if not n:
+            continue
+        if current and (docs[i] != docs[current[-1]] or size + n > max_tokens):
+            runs.append(current)
+            current, size = [], 0
+        current.append(i)
+        size += n
+    if current:
+        runs.append(current)
+    return runs
+
+
+def viterbi(emissions: np.ndarray, lengths: np.ndarray, trans: np.ndarray, start: np.ndarray, end: np.ndarray) -> list[list[int]]:
+    """s2s.nn.crf.viterbi over numpy: the best tag sequence per sentence; emissions (S, L, K)."""
+    s_count, t_len, k = emissions.shape
+    score = start + emissions[:, 0]  # (S, K)
+    pointers = []
+    for t in range(1, t_len):
+        cand = score[:, :, None] + trans  # (S, K, K)
+        idx, best = cand.argmax(1), cand.max(1)
+        real = (t < lengths)[:, None]
+        score = np.where(real, best + emissions[:, t], score)
+        pointers.append(np.where(real, idx, np.arange(k)))  # the identity on padding
+    last = (score + end).argmax(1)
+    path = [last]
+    for bp in reversed(pointers):
+        last = np.take_along_axis(bp, last[:, None], 1)[:, 0]
+        path.append(last)
+    tags = np.stack(path[::-1], 1).tolist()
+    return [row[:n] for row, n in zip(tags, lengths.tolist())]
+
+
+def _logsumexp(x: np.ndarray, axis: int) -> np.ndarray:
+    top = x.max(axis=axis, keepdims=True)
+    return np.log(np.exp(x - top).sum(axis=axis)) + np.squeeze(top, axis)
+
+
+def marginals(emissions: np.ndarray, lengths: np.ndarray, trans: np.ndarray, start: np.ndarray, end: np.ndarray) -> np.ndarray:
+    """s2s.nn.crf.CRF.marginals over numpy: p(y_t = k | x) (S, L, K) by forward-backward; 0 on padding."""
+    s_count, t_len, _ = emissions.shape
+    real = np.arange(t_len)[None, :] < lengths[:, None]  # (S, L)
+    alphas = [start + emissions[:, 0]]
+    for t in range(1, t_len):
+        nxt = _logsumexp(alphas[-1][:, :, None] + trans, 1) + emissions[:, t]
+        alphas.append(np.where(real[:, t, None], nxt, alphas[-1]))
+    betas = [np.broadcast_to(end, alphas[0].shape)]
+    for t in range(t_len - 2, -1, -1):
+        nxt = _logsumexp(trans[None] + (emissions[:, t + 1] + betas[-1])[:, None, :], 2)
+        betas.append(np.where(real[:, t + 1, None], nxt, betas[-1]))
+    alpha, beta = np.stack(alphas, 1), np.stack(betas[::-1], 1)
+    log_z = _logsumexp(alphas[-1] + end, 1)
+    return np.exp(alpha + beta - log_z[:, None, None]) * real[:, :, None]
+
+
+class OnnxTagger:
+    """The tagger's emission graph, the CRF's Viterbi and marginals in numpy; raw text tokenised as s2s.tasks.tagging
+    does (s2s.data.tokenize.tokenize), the batch laid out as its make_batch does. Sentences are tagged whole (the
+    torch path cuts sentences over 1,000 tokens into overlapping pieces); ensembles are not exported."""
+
+    def __init__(self, folder: Path, threads: int = 1):
+        from s2s.data.vocab import Vocabulary, load_json
+
+        self.meta = meta = _meta(folder)
+        self.session = _session(folder / meta["graphs"]["tagger"], threads)
+        data = load_json(folder / meta["vocab"], ("words", "chars", "tags", "lowercase"), "tagging vocabularies")
+        self.words, self.chars, self.tags = Vocabulary(data["words"]), Vocabulary(data["chars"]), list(data["tags"])
+        self.lowercase = data["lowercase"]
+        self.trans, self.start, self.end = (np.array(meta[k], dtype=np.float32) for k in ("trans", "start", "end"))
+
+    def features(self, token: str) -> tuple[int, int, list[int]]:
+        """(word id, case id, char ids), as TagVocab.features."""
+        from s2s.data.features import case_id, clip_word
+        from s2s.data.tokenize import normalize
+
+        return self.words.encode([normalize(token, self.lowercase)])[0], case_id(token), self.chars.encode(clip_word(token))
+
+    def batch(self, sentences: list[list[str]], run_sizes: list[int]) -> dict[str, np.ndarray]:
+        """The graph's inputs for `sentences` read in runs of `run_sizes` consecutive sentences (tagging.make_batch)."""
+        feats = [[self.features(w) for w in s] for s in sentences]
+        starts = np.cumsum([0] + run_sizes)
+        runs = [range(starts[i], starts[i + 1]) for i in range(len(run_sizes))]
+        run_lengths = [sum(len(sentences[i]) for i in run) for run in runs]
+        t, longest = max(run_lengths), max(len(s) for s in sentences)
+        c = max(len(f[2]) for fs in feats for f in fs)
+        words, cases, keys = (np.zeros((len(runs), t), dtype=np.int64) for _ in range(3))
+        chars = np.zeros((len(runs), t, c), dtype=np.int64)
+        positions = np.zeros((len(sentences), longest), dtype=np.int64)
+        key_of: dict[str, int] = {}
+        for r, run in enumerate(runs):
+            j = 0
+            for i in run:
+                positions[i, : len(sentences[i])] = np.arange(r * t + j, r * t + j + len(sentences[i]))
+                for w, (word, case, char_ids) in zip(sentences[i], feats[i]):
+                    words[r, j], cases[r, j], keys[r, j] = word, case, key_of.setdefault(w.lower(), len(key_of) + 1)
+                    chars[r, j, : len(char_ids)] = char_ids
+                    j += 1
+        return {"words": words, "chars": chars, "cases": cases, "lengths": np.array(run_lengths, dtype=np.int64), "word_keys": keys,
+                "positions": positions, "sentence_lengths": np.array([len(s) for s in sentences], dtype=np.int64)}
+
+    def tag_tokens(self, sentences: list[list[str]], docs: list[int] | None = None) -> list[list[tuple[tuple[int, int, str], float]]]:
+        """Entity spans ((start, end, type), score) per tokenised sentence, as Tagger.tag_tokens."""
+        from s2s.data.schemes import spans
+
+        docs = docs or [0] * len(sentences)
+        out: list[list] = [[] for _ in sentences]
+        runs = sorted(runs_of([len(s) for s in sentences], docs, self.meta["context_tokens"]),
+                      key=lambda run: sum(len(sentences[i]) for i in run))
+        sizes = [sum(len(sentences[i]) for i in run) for run in runs]
+        start = 0
+        while start < len(runs):  # batches of whole runs, at most batch_size sentences and batch_tokens padded tokens
+            end, count = start + 1, len(runs[start])
+            while (end < len(runs) and count + len(runs[end]) <= self.meta["batch_size"]
+                   and (end - start + 1) * sizes[end] <= self.meta["batch_tokens"]):
+                count += len(runs[end])
+                end += 1
+            group = runs[start:end]
+            rows = [i for run in group for i in run]
+            inputs = self.batch([sentences[i] for i in rows], [len(run) for run in group])
+            # The graph takes only the inputs the model uses (no word_keys without same-word pooling, ...).
+            emissions = self.session.run(None, {i.name: inputs[i.name] for i in self.session.get_inputs()})[0]  # (S, L, K)
+            lengths = inputs["sentence_lengths"]
+            if not self.meta["crf"]:  # constrained Viterbi over per-token log-probabilities
+                emissions = emissions - _logsumexp(emissions, 2)[:, :, None]
+                probs = np.exp(emissions)
+            else:
+                probs = marginals(emissions, lengths, self.trans, self.start, self.end)
+            for j, (i, path) in enumerate(zip(rows, viterbi(emissions, lengths, self.trans, self.start, self.end))):
+                p = [float(probs[j, t, k]) for t, k in enumerate(path)]
+                out[i] = [(s, sum(p[s[0] : s[1]]) / (s[1] - s[0])) for s in spans([self.tags[k] for k in path], self.meta["scheme"])]
+            start = end
+        return out
+
+    def tag(self, texts: list[str]) -> list[dict]:
+        """{"text", "tokens", "entities": [{"text", "type", "start", "end", "char_start", "char_end", "score"}]} per raw
+        sentence, as Tagger.tag's records; consecutive sentences are one document, an empty one ends it."""
+        import itertools
+
+        from s2s.data.tokenize import tokenize
+
+        tokenized = [tokenize(t) for t in texts]
+        docs = list(itertools.accumulate(not tokens for tokens, _ in tokenized))
+        found = self.tag_tokens([tokens for tokens, _ in tokenized], docs)
+        records = []
+        for text, (tokens, offsets), ents in zip(texts, tokenized, found):
+            records.append({"text": text, "tokens": tokens, "entities": [
+                {"text": text[offsets[s][0] : offsets[e - 1][1]], "type": kind, "start": s, "end": e, "char_start": offsets[s][0],
+                 "char_end": offsets[e - 1][1], "score": round(score, 4)} for (s, e, kind), score in ents]})
+        return records

@@ -108,6 +108,15 @@ def test_the_runtime_needs_no_torch(spread_run, exported):
     assert json.loads(result.stdout) == expected
 
 
-def test_tagging_runs_are_not_exported_to_onnx_yet(tagging_run, tmp_path, capsys):  # noqa: F811
-    assert main(["-q", "export", "--model", str(tagging_run), "--format", "onnx", "--out", str(tmp_path / "t")]) == 2
-    assert "not exported to ONNX yet" in capsys.readouterr().err
+def test_onnx_tagger_finds_the_torch_paths_entities(tagging_run, tmp_path):  # noqa: F811
+    from s2s.tasks.tagging import Tagger
+
+    assert main(["-q", "export", "--model", str(tagging_run), "--format", "onnx", "--out", str(tmp_path / "tag")]) == 0
+    runtime, tagger = load(tmp_path / "tag"), Tagger.load(tagging_run, device="cpu")
+    texts = ["Alan Shearer visited Paris .", "the EU said on Monday", "", "Ann Lee left .", "Peter visited New York ."]
+    want = [json.loads(r.to_json()) for r in tagger.tag(texts)]
+    got = runtime.tag(texts)
+    assert [[(e["text"], e["type"], e["start"], e["end"], e["char_start"]) for e in r["entities"]] for r in got] == \
+        [[(e["text"], e["type"], e["start"], e["end"], e["char_start"]) for e in r["entities"]] for r in want]
+    assert any(r["entities"] for r in want)
+    assert [e["score"] for r in got for e in r["entities"]] == pytest.approx([e["score"] for r in want for e in r["entities"]], abs=2e-4)

@@ -34,7 +34,8 @@ def _train(raw: dict, out: Path) -> Path:
 
 @pytest.fixture(scope="session")
 def tagging_run(tmp_path_factory) -> Path:
-    """A tiny tagger (IOB1 CoNLL of template sentences, CRF, char CNN); tests must not modify it."""
+    """A tiny tagger (IOB1 CoNLL of template sentences, CRF, char CNN, same-word pooling over runs of sentences);
+    tests must not modify it."""
     root = tmp_path_factory.mktemp("serve-ner")
     for split, n, seed in (("train", 40, 0), ("valid", 10, 1), ("test", 10, 2)):
         rng = random.Random(seed)
@@ -46,7 +47,7 @@ def tagging_run(tmp_path_factory) -> Path:
         "task": "tagging",
         "data": {"format": "conll", "dir": str(root), "scheme": "iob1", "train": "train", "dev": "valid", "test": "test"},
         "encoder": {"emb_dim": 8, "hidden_size": 8, "dropout": 0.0},
-        "tagging": {"char_emb_dim": 4, "char_filters": 4, "case_dim": 2},
+        "tagging": {"char_emb_dim": 4, "char_filters": 4, "case_dim": 2, "same_word_pooling": True, "context_tokens": 12},
         "train": {"epochs": 40, "max_tokens": 60, "lr": 0.02, "log_every": 1000, "threads": 1, "early_stopping": 0, "device": "cpu"},
     }, root / "run")
 
