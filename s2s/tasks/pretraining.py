@@ -75,8 +75,9 @@ class LanguageModel(nn.Module):
     def forward(self, batch: "LMBatch") -> Output:
         next_nll, prev_nll, count = self.nll(batch)
         directions = 2 if self.lm.prev is not None else 1
-        targets = max(count * directions, 1)
-        return Output((next_nll + prev_nll) / targets, next_nll.new_zeros(0), count * directions)
+        # The loss is the mean NLL per prediction (two per token with both directions); num_tokens counts the
+        # tokens, so metrics.jsonl's tokens_per_s is text read per second.
+        return Output((next_nll + prev_nll) / max(count * directions, 1), next_nll.new_zeros(0), count)
 
 
 def build_model(config: Config, num_words: int, num_chars: int = 0) -> LanguageModel:
