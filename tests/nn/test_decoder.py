@@ -104,3 +104,42 @@ def test_seq2seq_forward_backward_on_the_device(tiny_seq2seq, id_pairs, device, 
     if len(losses) == 2:
         assert losses[1] == pytest.approx(losses[0], rel=2e-2)
         assert torch.nn.functional.cosine_similarity(grads[0], grads[1], dim=0) > 0.99
+
+
+@pytest.mark.parametrize("layers", [1, 2])
+def test_fp32_training_defers_weight_gradients_to_one_product_with_the_same_result(layers, id_pairs, monkeypatch):
+    """Training in fp32 runs the decoder's steps on step_linear (the weights' gradients summed over the steps in one
+    product each); in float64 the loss and every gradient equal those of the per-step path (torch.lstm_cell, the
+    attention's and combine's own layers), dropout included."""
+    import s2s.nn.decoder as decoder_module
+    from s2s.nn.encoder import Encoder
+    from s2s.tasks.translation import Seq2Seq
+
+    torch.manual_seed(0)
+    encoder = Encoder(VOCAB, 6, 5, 1, "lstm", 0.3, True)
+    model = Seq2Seq(encoder, AttentionDecoder(VOCAB, 6, 7, encoder.output_size, 9, layers, 0.3)).double()
+    batch = make_batch(*id_pairs())
+    results = []
+    for deferred in (False, True):
+        monkeypatch.setattr(decoder_module, "defer_weight_grads", lambda x, deferred=deferred: deferred)
+        torch.manual_seed(1)  # the same dropout masks
+        model.zero_grad(set_to_none=True)
+        loss = model(batch).loss
+        loss.backward()
+        results.append((loss.detach(), {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}))
+    (plain, plain_grads), (fast, fast_grads) = results
+    torch.testing.assert_close(fast, plain, rtol=0, atol=1e-12)
+    assert fast_grads.keys() == plain_grads.keys() and len(plain_grads) == len(list(model.parameters()))
+    for name in plain_grads:
+        torch.testing.assert_close(fast_grads[name], plain_grads[name], rtol=0, atol=1e-12, msg=name)
+
+
+def test_decoder_defers_weight_gradients_only_when_training_in_fp32():
+    from s2s.nn.fast import defer_weight_grads
+
+    x = torch.zeros(2)
+    assert defer_weight_grads(x)
+    with torch.no_grad():
+        assert not defer_weight_grads(x)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert not defer_weight_grads(x)
