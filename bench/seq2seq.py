@@ -26,9 +26,9 @@ output length (*_tok_per_sent) next to it: a model that runs on keeps batches fu
 Every table starts with a line naming the CPU, the vector ISA torch's kernels run (emulated under
 ATEN_CPU_CAPABILITY=avx2), oneDNN's and MKL's limits (ONEDNN_MAX_CPU_ISA, MKL_ENABLE_INSTRUCTIONS: all three
 variables emulate an AVX2 CPU) and the ISA each reports, and AMX / AVX-512 bf16; the JSON carries it as "cpu".
-Unless --no-heads, it also times the other two heads at the same thread count with untrained models of
-the default configs: tagging (bench/tagging.py, CoNLL-2003 test sentences/s) and classification
-(bench/classify.py, IMDB reviews/s).
+Unless --no-heads, it also times the other three heads at the same thread count with untrained models of
+the default configs: tagging (bench/tagging.py, CoNLL-2003 test sentences/s), classification
+(bench/classify.py, IMDB reviews/s) and forecasting (bench/forecast.py, ETTh1 test windows/s at batch 256).
 """
 from __future__ import annotations
 
@@ -212,7 +212,7 @@ def main() -> None:
                         "threads (default 0: one per thread, as `s2s translate` does on a CPU)")
     parser.add_argument("--no-in-flight", action="store_true", help="beam search decodes each batch of 64 to its end "
                         "(the previous releases' way) instead of starting new sentences as others finish")
-    parser.add_argument("--no-heads", action="store_true", help="skip the tagging and classification lines")
+    parser.add_argument("--no-heads", action="store_true", help="skip the tagging, classification and forecasting lines")
     parser.add_argument("--device", default="cpu", choices=("cpu", "cuda", "auto"), help="where to train and decode (default cpu)")
     parser.add_argument("--batch-size", type=int, default=64, help="sentences per training batch")
     parser.add_argument("--decode-batch-size", type=int, default=64, help="sentences per decoding batch (beam search: in flight)")
@@ -267,6 +267,7 @@ def main() -> None:
         tagging = run_script("tagging.py", threads)
         results["tagging_sent_s"] = tagging["sentences_per_s"]
         results["classify_reviews_s"] = run_script("classify.py", [*threads, "--json-only"])["reviews_per_s"]
+        results["forecast_windows_s"] = run_script("forecast.py", [*threads, "--json-only"])["windows_per_s"]
     results["amp"] = args.amp
     results["threads"] = args.threads
     results["torch"] = torch.__version__

@@ -127,6 +127,17 @@ def test_training_beats_repeat_last_and_scores_every_test_window(run_dir, data_d
     assert f"{DEV - HORIZON + 1} windows (every one)" in out and "repeat last value" in out and "MAE of OT" in out
 
 
+def test_speed_benchmark_times_every_test_window_of_a_run(run_dir):
+    """bench/forecast.py (the benchmark's forecasting line) on a trained run: every test window, at its shape."""
+    import subprocess
+
+    script = Path(__file__).resolve().parents[2] / "bench" / "forecast.py"
+    done = subprocess.run([sys.executable, str(script), "--model", str(run_dir), "--json-only"], capture_output=True, text=True, check=True)
+    result = json.loads(done.stdout.splitlines()[-1])
+    assert result["windows"] == TEST - HORIZON + 1 and result["seq_len"] == SEQ and result["horizon"] == HORIZON
+    assert result["variables"] == 3 and result["windows_per_s"] > 0 and "test split" in result["data"]
+
+
 def test_forecaster_api_and_cli_agree(run_dir, data_dir, tmp_path, capsys):
     forecaster = Forecaster.load(run_dir, device="cpu")
     history = read_series(data_dir / "sine.csv", "date")
