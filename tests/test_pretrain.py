@@ -242,3 +242,11 @@ def test_ner_smoke_recipe_pretrained(tmp_path):
     assert result.returncode == 0, result.stderr[-2000:]
     assert (tmp_path / "run" / "pretrain" / checkpoint.BEST).is_file()
     assert "encoder.init" in (tmp_path / "run" / "member1.log").read_text()
+
+
+def test_windows_run_the_texts_end_to_end_with_a_boundary():
+    texts = [["a", "b", "c"], ["d"], ["e", "f"]]
+    out = list(pretraining.windows(iter(texts), 3))
+    b = pretraining.BOUNDARY
+    assert out == [["a", "b", "c"], [b, "d", b], ["e", "f", b]]
+    assert list(pretraining.windows(iter([["a"]]), 5)) == [["a", b]]
