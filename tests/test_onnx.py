@@ -4,7 +4,6 @@ the runtime runs where importing torch fails."""
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -15,9 +14,8 @@ pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
-from test_serve_runs import classification_run, tagging_run  # noqa: E402,F401  (fixtures)
+from test_serve_runs import classification_run, spread_run, tagging_run  # noqa: E402,F401  (fixtures)
 
-from s2s import checkpoint  # noqa: E402
 from s2s.cli import main  # noqa: E402
 from s2s.data.batching import pad  # noqa: E402
 from s2s.data.sentencepiece import BOS, EOS  # noqa: E402
@@ -33,26 +31,13 @@ SOURCES = ["der hund sieht ein ball", "die katze mag ein haus", "", "der mann si
 
 
 @pytest.fixture(scope="module")
-def spread_run(trained_run, tmp_path_factory) -> Path:
-    """The tiny translation run with its weights redrawn from N(0, 0.5): outputs of many lengths, EOS at many
-    steps, close beam scores (the trained run's 12 updates mostly repeat one piece)."""
-    run = tmp_path_factory.mktemp("onnx") / "run"
-    shutil.copytree(trained_run, run)
-    payload = checkpoint.load(run / "best.pt")
-    g = torch.Generator().manual_seed(0)
-    payload["model"] = {k: torch.randn(v.shape, generator=g) * 0.5 if v.is_floating_point() else v for k, v in payload["model"].items()}
-    checkpoint.save(payload, run / "best.pt")
-    return run
-
-
-@pytest.fixture(scope="module")
-def exported(spread_run) -> Path:
+def exported(spread_run) -> Path:  # noqa: F811
     out = spread_run.parent / "onnx"
     assert main(["-q", "export", "--model", str(spread_run), "--format", "onnx", "--out", str(out)]) == 0
     return out
 
 
-def test_numpy_search_equals_torch_search(spread_run, exported):
+def test_numpy_search_equals_torch_search(spread_run, exported):  # noqa: F811
     translator, runtime = Translator.load(spread_run, device="cpu"), OnnxTranslator(exported)
     g = torch.Generator().manual_seed(1)
     vocab = translator.sp_src.get_piece_size()
@@ -71,7 +56,7 @@ def test_numpy_search_equals_torch_search(spread_run, exported):
             assert [max(h, key=lambda x: x.score).tokens for h in got] == expected
 
 
-def test_onnx_translations_equal_the_torch_path(spread_run, exported):
+def test_onnx_translations_equal_the_torch_path(spread_run, exported):  # noqa: F811
     translator, runtime = Translator.load(spread_run, device="cpu"), load(exported)
     meta = json.loads((exported / "onnx.json").read_text())
     assert meta["opset"] == 17 and meta["task"] == "translation"
@@ -100,7 +85,7 @@ assert "torch" not in [m.split(".")[0] for m in sys.modules if sys.modules[m] is
 """
 
 
-def test_the_runtime_needs_no_torch(spread_run, exported):
+def test_the_runtime_needs_no_torch(spread_run, exported):  # noqa: F811
     expected = Translator.load(spread_run, device="cpu").translate(SOURCES, beam_size=3)
     result = subprocess.run([sys.executable, "-c", BLOCK_TORCH, str(exported), json.dumps(SOURCES), "3"], capture_output=True,
                             text=True, cwd=ROOT, timeout=120)

@@ -14,11 +14,12 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 
 pytest.importorskip("fastapi")
 pytest.importorskip("httpx")
 from fastapi.testclient import TestClient  # noqa: E402
-from test_serve_runs import classification_run, tagging_run  # noqa: E402,F401  (fixtures)
+from test_serve_runs import classification_run, spread_run, tagging_run  # noqa: E402,F401  (fixtures)
 
 from s2s.serve import Limits, build_app  # noqa: E402
 from s2s.serve.batcher import Batcher, QueueFull  # noqa: E402
@@ -154,6 +155,32 @@ def test_concurrent_requests_share_a_batch_and_each_gets_its_own_answer():
     assert results[:16] == [[f"k:{i}"] for i in range(16)] and results[16] == ["other:x", "other:y"]
     assert calls[0] == ("k", list(range(16))) and calls[1] == ("other", ["x", "y"])  # 16 requests, one batch
     assert not any("late" in items for _, items in calls)
+
+
+def test_continuous_batching_gives_each_sentence_the_beam_searchs_answer(spread_run):  # noqa: F811
+    """Sentences joining a running search at different steps (the batch refilled as others end) get what beam search
+    over all of them at once gives, and each answer comes as soon as its sentence ends."""
+    from s2s.serve.stream import StreamingTranslator
+    from s2s.tasks.translation import Translator
+
+    translator = Translator.load(spread_run, device="cpu")
+    g = torch.Generator().manual_seed(3)
+    vocab = translator.sp_src.get_piece_size()
+    sources = [torch.randint(4, vocab, (int(n),), generator=g).tolist() for n in torch.randint(1, 8, (40,), generator=g)]
+    sources[5] = []
+    for beam in (2, 3):
+        expected = [translator.sp_tgt.decode(ids) for ids in translator.translate_ids([translator.sp_src.decode(x) for x in sources], beam)]
+        stream = StreamingTranslator(translator, beam, in_flight=8)
+        try:
+            futures = []
+            for i, ids in enumerate(translator.source_ids([translator.sp_src.decode(x) for x in sources])):
+                futures.append(stream.submit(ids))
+                if i % 7 == 0:
+                    time.sleep(0.005)  # let the search run a few steps before more arrive
+            found = [translator.sp_tgt.decode(f.result(timeout=60)) for f in futures]
+        finally:
+            stream.stop()
+        assert found == expected
 
 
 def free_port() -> int:

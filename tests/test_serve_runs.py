@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import json
 import random
+import shutil
 from pathlib import Path
 
 import pytest
+import torch
 
+from s2s import checkpoint
 from s2s import config as config_lib
 
 PEOPLE, PLACES, ORGS = ["Alan Shearer", "Peter", "Ann Lee"], ["Paris", "New York", "Italy"], ["EU", "Reuters"]
@@ -75,6 +78,19 @@ def classification_run(tmp_path_factory) -> Path:
                   "label_smoothing": 0.0, "device": "cpu", "seed": 3},
         "decode": {"batch_size": 8},
     }, root / "run")
+
+
+@pytest.fixture(scope="session")
+def spread_run(trained_run, tmp_path_factory) -> Path:
+    """The tiny translation run with its weights redrawn from N(0, 0.5): outputs of many lengths, EOS at many
+    steps, close beam scores (the trained run's 12 updates mostly repeat one piece)."""
+    run = tmp_path_factory.mktemp("onnx") / "run"
+    shutil.copytree(trained_run, run)
+    payload = checkpoint.load(run / "best.pt")
+    g = torch.Generator().manual_seed(0)
+    payload["model"] = {k: torch.randn(v.shape, generator=g) * 0.5 if v.is_floating_point() else v for k, v in payload["model"].items()}
+    checkpoint.save(payload, run / "best.pt")
+    return run
 
 
 def test_the_tiny_runs_have_their_best_checkpoints(tagging_run, classification_run, trained_run):

@@ -33,6 +33,7 @@ class Limits:
     max_wait_ms: float = 5.0  # how long the first text of a batch waits for others
     queue_size: int = 1024  # texts waiting at most
     timeout_s: float = 30.0  # a request's time at most, queueing included
+    continuous: bool = True  # beam search with sentences joining as others end (s2s.serve.stream), not rounds
 
 
 class ApiError(Exception):
@@ -106,11 +107,15 @@ def build_app(served: dict[str, Served], limits: Limits | None = None, threads: 
     batcher = Batcher(lambda key, items: served[key[0]].run(key[1:], items), executor, limits.max_batch,
                       limits.max_wait_ms / 1000, limits.queue_size)
 
+    streams = {}  # (model name, beam size) -> StreamingTranslator, made on first use
+
     @asynccontextmanager
     async def lifespan(app):
         batcher.start()
         yield
         await batcher.stop()  # uvicorn has let the requests in flight finish by now
+        for stream in streams.values():
+            stream.stop()
         executor.shutdown(wait=True)
 
     app = FastAPI(title="s2s", description="Recurrent sequence models: translation, tagging, classification, forecasting.",
@@ -181,6 +186,28 @@ def build_app(served: dict[str, Served], limits: Limits | None = None, threads: 
         except S2SError as e:
             raise ApiError(422, str(e)) from None
 
+    async def stream_decode(model: Served, beam: int, texts: list[str]) -> list[dict]:
+        """Beam search with continuous batching: each sentence joins the model's running search."""
+        import queue
+
+        from s2s.serve.stream import StreamingTranslator
+
+        key = (model.name, beam)
+        if key not in streams:
+            streams[key] = StreamingTranslator(model.api, beam, limits.max_batch, limits.queue_size, threads)
+        futures = []
+        try:
+            for ids in model.api.source_ids(texts):
+                futures.append(asyncio.wrap_future(streams[key].submit(ids)))
+            found = await asyncio.wait_for(asyncio.gather(*futures), limits.timeout_s)
+        except queue.Full:
+            for f in futures:
+                f.cancel()
+            raise ApiError(503, f"busy: {limits.queue_size} sentences are waiting; retry later") from None
+        except asyncio.TimeoutError:
+            raise ApiError(504, f"request cancelled after {limits.timeout_s:g} s", limit="timeout_s", max=limits.timeout_s) from None
+        return [{"text": model.api.sp_tgt.decode(ids)} for ids in found]
+
     @app.post("/translate", summary="translate texts")
     async def translate(request: TranslateRequest):
         model = pick("translation", request.model)
@@ -188,7 +215,10 @@ def build_app(served: dict[str, Served], limits: Limits | None = None, threads: 
         beam = request.beam_size or model.api.search.beam_size
         if request.n_best > beam:
             raise ApiError(422, f"n_best {request.n_best} is more than the beam keeps ({beam})")
-        found = await decode(model, (beam, request.n_best), request.texts)
+        if limits.continuous and beam > 1 and request.n_best == 1 and request.texts:
+            found = await stream_decode(model, beam, request.texts)
+        else:
+            found = await decode(model, (beam, request.n_best), request.texts)
         out = {"model": model.name, "translations": [f["text"] for f in found]}
         if request.n_best > 1:
             out["n_best"] = [f["n_best"] for f in found]
