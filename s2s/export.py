@@ -155,11 +155,20 @@ def _onnx(module: nn.Module, args: tuple, path: Path, inputs: list[str], outputs
     # The tagger's same-word pooling uses an in-place `&=`, which the exporter has no symbolic for: it is an And.
     torch.onnx.register_custom_op_symbolic("aten::__iand_", _iand, ONNX_OPSET)
     torch.onnx.register_custom_op_symbolic("aten::eye", _eye, ONNX_OPSET)
+    from s2s.nn import fast
+
     module.eval()
-    with torch.no_grad(), warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation and batch-size notes
-        torch.onnx.export(module, args, str(path), input_names=inputs, output_names=outputs, dynamic_axes=dynamic,
-                          opset_version=ONNX_OPSET, dynamo=False)
+    # Traced through nn.Linear, not the packed oneDNN products that decoding on some CPUs takes (s2s.nn.fast):
+    # the exporter has no symbolic for those, and onnxruntime has its own kernels.
+    packed = getattr(fast, "PACKED_FP32", None)
+    try:
+        fast.PACKED_FP32 = False
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation and batch-size notes
+            torch.onnx.export(module, args, str(path), input_names=inputs, output_names=outputs, dynamic_axes=dynamic,
+                              opset_version=ONNX_OPSET, dynamo=False)
+    finally:
+        fast.PACKED_FP32 = packed
 
 
 def export_onnx(model: Path, task: str, out: Path) -> dict:
