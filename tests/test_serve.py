@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import os
 import signal
 import socket
@@ -19,7 +20,7 @@ import torch
 pytest.importorskip("fastapi")
 pytest.importorskip("httpx")
 from fastapi.testclient import TestClient  # noqa: E402
-from test_serve_runs import classification_run, spread_run, tagging_run  # noqa: E402,F401  (fixtures)
+from test_serve_runs import classification_run, forecasting_run, spread_run, tagging_run  # noqa: E402,F401  (fixtures)
 
 from s2s.serve import Limits, build_app  # noqa: E402
 from s2s.serve.batcher import Batcher, QueueFull  # noqa: E402
@@ -79,6 +80,21 @@ def test_health_models_and_page(client, served):
     page = client.get("/")
     assert page.status_code == 200 and 'id="submit"' in page.text
     assert client.get("/openapi.json").status_code == 200
+
+
+def test_forecast_equals_the_forecaster(forecasting_run):  # noqa: F811
+    served = load_models([forecasting_run])
+    forecaster = next(iter(served.values())).api
+    history = [[math.sin(2 * math.pi * i / 24), 0.01 * i] for i in range(20)]
+    with TestClient(build_app(served)) as c:
+        r = c.post("/forecast", json={"history": history})
+        assert r.status_code == 200, r.text
+        assert r.json()["columns"] == ["sin", "OT"]
+        expected = forecaster.predict(torch.tensor(history, dtype=torch.float64))
+        assert torch.allclose(torch.tensor(r.json()["forecast"], dtype=torch.float64), expected)
+        short = c.post("/forecast", json={"history": history[:3]})  # shorter than the look-back
+        assert short.status_code == 422 and "look" in short.json()["error"]
+        assert c.post("/forecast", json={"history": [[1.0, "x"]]}).status_code == 422
 
 
 def bad_requests(served) -> list[tuple[str, dict, int]]:

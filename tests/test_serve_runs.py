@@ -93,6 +93,24 @@ def spread_run(trained_run, tmp_path_factory) -> Path:
     return run
 
 
+@pytest.fixture(scope="session")
+def forecasting_run(tmp_path_factory) -> Path:
+    """A tiny forecaster of a noisy sine (2 variables, look-back 12, horizon 4); tests must not modify it."""
+    import math
+
+    root = tmp_path_factory.mktemp("serve-sine")
+    rows = ["date,sin,OT"] + [f"2020-01-{1 + i // 24:02d} {i % 24:02d}:00:00,{math.sin(2 * math.pi * i / 24):.4f},{0.01 * i:.4f}"
+                              for i in range(200)]
+    (root / "sine.csv").write_text("\n".join(rows) + "\n", encoding="utf-8")
+    return _train({
+        "task": "forecasting",
+        "data": {"dir": str(root), "file": "sine.csv", "train_rows": 140, "dev_rows": 30, "test_rows": 30},
+        "encoder": {"emb_dim": 8, "hidden_size": 8, "dropout": 0.0},
+        "forecasting": {"seq_len": 12, "horizon": 4, "segment": 4},
+        "train": {"epochs": 1, "max_tokens": 32, "lr": 0.01, "threads": 1, "log_every": 50, "early_stopping": 0, "device": "cpu"},
+    }, root / "run")
+
+
 def test_the_tiny_runs_have_their_best_checkpoints(tagging_run, classification_run, trained_run):
     for run in (tagging_run, classification_run, trained_run):
         assert (run / "best.pt").is_file()
