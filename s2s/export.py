@@ -45,11 +45,11 @@ def _task_files(task: str, run_dir: Path) -> list[str]:
     """The tokenizer or vocabulary files a run of `task` needs beside its weights."""
     if task == "translation":
         return sorted(p.name for p in run_dir.glob("spm.*.model"))
-    if task in ("tagging", "classification"):
-        from s2s import tasks
+    from s2s import tasks
 
+    if task in ("tagging", "classification"):
         return [tasks.get(task).VOCAB_FILE]
-    return [p.name for p in run_dir.glob("*.json")]  # forecasting: its statistics
+    return [tasks.get(task).SCALER_FILE]  # forecasting: the training rows' statistics
 
 
 def export(model: str | Path, fmt: str, out: str | Path) -> dict:

@@ -8,7 +8,7 @@ import struct
 import pytest
 
 pytest.importorskip("safetensors")
-from test_serve_runs import classification_run, tagging_run  # noqa: E402,F401  (fixtures)
+from test_serve_runs import classification_run, forecasting_run, tagging_run  # noqa: E402,F401  (fixtures)
 
 from s2s.cli import main  # noqa: E402
 from s2s.errors import S2SError  # noqa: E402
@@ -40,6 +40,16 @@ def test_tagger_and_classifier_as_safetensors(tagging_run, classification_run, t
     export(classification_run, tmp_path / "cls")
     reviews = ["the movie was great", "awful plot"]
     assert Classifier.load(tmp_path / "cls").predict(reviews) == Classifier.load(classification_run).predict(reviews)
+
+
+def test_forecaster_as_safetensors(forecasting_run, tmp_path):  # noqa: F811
+    import torch
+
+    from s2s.tasks.forecasting import Forecaster
+
+    export(forecasting_run, tmp_path / "fc")
+    history = torch.linspace(0, 1, 40, dtype=torch.float64).view(20, 2)
+    assert torch.equal(Forecaster.load(tmp_path / "fc").predict(history), Forecaster.load(forecasting_run).predict(history))
 
 
 def test_a_damaged_safetensors_file_fails_in_one_line(trained_run, tmp_path):
