@@ -133,6 +133,37 @@ def train_run(args: argparse.Namespace) -> dict:
     return results
 
 
+def decode_timed(model, test: list[list[int]], order: list[int], beam: int, args: argparse.Namespace,
+                 workers: int, fixed: int = 0) -> tuple[list[list[int]], float]:
+    """Decode the sentences `order` of `test` as `s2s translate` would (greedy: batches; beam search: groups of
+    them with a batch of sentences in flight), exactly `fixed` steps each or free-running to 100; returns the
+    hypotheses in `order`'s order and the seconds it took."""
+    device = next(model.parameters()).device
+    size = args.decode_batch_size
+    in_flight = 0 if args.no_in_flight else size
+    batches = [order[start : start + size] for start in range(0, len(order), size)]
+    units = batches if beam == 1 or not in_flight else in_flight_groups(order, size, workers)
+
+    def decode(rows: list[int]) -> list[list[int]]:
+        tokens, lengths = pad([test[i] for i in rows])
+        limits = torch.full_like(lengths, fixed or 100)
+        tokens, lengths = tokens.to(device), lengths.to(device)  # as Translator does (the limits stay on the CPU)
+        with autocast(device, args.amp):
+            if beam == 1:
+                return greedy_search(model, tokens, lengths, limits, BOS, EOS, min_len=fixed)
+            return beam_search(model, tokens, lengths, limits, BOS, EOS, beam, alpha=1.0, in_flight=in_flight, min_len=fixed)
+
+    if device.type == "cuda":  # the first kernels of a fresh process load and tune: not decoding's speed
+        decode(units[0][:8])
+    sync(device)
+    t0 = time.perf_counter()
+    hyps = [h for unit in parallel_map(decode, units, workers) for h in unit]
+    sync(device)
+    seconds = time.perf_counter() - t0
+    by_row = dict(zip([i for unit in units for i in unit], hyps))
+    return [by_row[i] for i in order], seconds
+
+
 def decode_run(args: argparse.Namespace) -> dict:
     """Decode the test set with the weights train_run saved, in a fresh process as `s2s translate`
     would (in the training process decoding ran ~10% slower: oneDNN's kernel cache and the heap
@@ -144,33 +175,12 @@ def decode_run(args: argparse.Namespace) -> dict:
     order = sorted(range(len(test)), key=lambda i: len(test[i]))
     if args.decode_sentences:
         order = order[: args.decode_sentences]
-    size = args.decode_batch_size
-    batches = [order[start : start + size] for start in range(0, len(order), size)]
     workers = cpu_workers(device, args.workers)
-    in_flight = 0 if args.no_in_flight else size
     fixed = args.fixed_length  # 0: free-running, to the limit of 100
     prefix = "fixed_" if fixed else ""
     results = {}
     for name, beam in (("greedy", 1), ("beam5", 5)):
-        # As `s2s translate`: greedy decodes batches, beam search groups of them with a batch of sentences in flight.
-        units = batches if beam == 1 or not in_flight else in_flight_groups(order, size, workers)
-
-        def decode(rows: list[int], beam: int = beam) -> list[list[int]]:
-            tokens, lengths = pad([test[i] for i in rows])
-            limits = torch.full_like(lengths, fixed or 100)
-            tokens, lengths = tokens.to(device), lengths.to(device)  # as Translator does (the limits stay on the CPU)
-            with autocast(device, args.amp):
-                if beam == 1:
-                    return greedy_search(model, tokens, lengths, limits, BOS, EOS, min_len=fixed)
-                return beam_search(model, tokens, lengths, limits, BOS, EOS, beam, alpha=1.0, in_flight=in_flight, min_len=fixed)
-
-        if device.type == "cuda":  # the first kernels of a fresh process load and tune: not decoding's speed
-            decode(units[0][:8])
-        sync(device)
-        t0 = time.perf_counter()
-        hyps = [h for unit in parallel_map(decode, units, workers) for h in unit]
-        sync(device)
-        seconds = time.perf_counter() - t0
+        hyps, seconds = decode_timed(model, test, order, beam, args, workers, fixed)
         generated = sum(len(h) + 1 for h in hyps)  # + EOS
         if fixed:
             assert generated == fixed * len(order), f"{name}: {generated} tokens, not {fixed} a sentence"

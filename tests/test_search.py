@@ -430,3 +430,22 @@ def test_beam_hypotheses_scores_and_attention(sharp_model, sources, seed, in_fli
                 logp = torch.log_softmax(model(batch).logits.float(), -1)[0]
             forced = logp.gather(1, batch.tgt_out[0].unsqueeze(1)).sum()
             assert float(forced) == pytest.approx(h.logprob, abs=1e-4)
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_fp32_decoding_on_packed_onednn_weights_gives_the_mkl_paths_outputs(tiny_seq2seq, sources, monkeypatch, seed):
+    """Every fp32 decoding path gives the same translations (issue 23): the products on oneDNN packed weights (the
+    default where torch runs AVX-512) and on MKL's sgemm (the default elsewhere), greedy and beam 5."""
+    from s2s.nn import fast
+
+    if not fast._PACKED_OPS:
+        pytest.skip("this torch build has no oneDNN packed linear ops")
+    model = _spread_weights(tiny_seq2seq(seed=seed))
+    sentences, src, src_lengths = sources(seed)
+    limits = max_lengths(src_lengths, 2.0, 6)
+    outputs = []
+    for packed in (False, True):
+        monkeypatch.setattr(fast, "PACKED_FP32", packed)
+        outputs.append((greedy_search(model, src, src_lengths, limits, BOS, EOS),
+                        beam_search(model, src, src_lengths, limits, BOS, EOS, 5, alpha=1.0)))
+    assert outputs[0] == outputs[1]

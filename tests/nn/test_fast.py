@@ -61,3 +61,25 @@ def test_step_linear_gives_the_gradients_of_f_linear_at_every_step():
     torch.testing.assert_close(fast, plain, rtol=0, atol=1e-12)
     for a, b in zip(fast_grads, plain_grads):
         torch.testing.assert_close(a, b, rtol=0, atol=1e-12)
+
+
+def test_fp32_inference_linear_on_packed_weights_is_nn_linear_to_rounding(monkeypatch):
+    """The fp32 oneDNN path: nn.Linear's result to fp32 rounding (the sums run in another order), followed across
+    weight updates, and only where chosen: not in training, nor where PACKED_FP32 is off."""
+    from s2s.nn import fast
+
+    if not fast._PACKED_OPS:
+        pytest.skip("this torch build has no oneDNN packed linear ops")
+    torch.manual_seed(0)
+    layer, x = torch.nn.Linear(48, 33), torch.randn(7, 48)
+    monkeypatch.setattr(fast, "PACKED_FP32", True)
+    with torch.no_grad():
+        assert fast._packed_dtype(x) == torch.float32
+        torch.testing.assert_close(inference_linear(layer, x), layer(x), rtol=1e-5, atol=1e-5)
+        layer.weight.mul_(-2.0)
+        torch.testing.assert_close(inference_linear(layer, x), layer(x), rtol=1e-5, atol=1e-5)
+    assert fast._packed_dtype(x) is None and inference_linear(layer, x).requires_grad  # training: the plain layer
+    monkeypatch.setattr(fast, "PACKED_FP32", False)
+    with torch.no_grad():
+        assert fast._packed_dtype(x) is None
+    assert fast.packed_fp32_default() == (torch.backends.cpu.get_cpu_capability() == "AVX512")
