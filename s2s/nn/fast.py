@@ -114,5 +114,6 @@ def step_linear(x: torch.Tensor, w: SequenceWeight, bias: torch.Tensor | None = 
 
 
 def defer_weight_grads(x: torch.Tensor) -> bool:
-    """Whether a recurrence on x should use sequence_weight/step_linear: when it is trained in fp32."""
-    return torch.is_grad_enabled() and not torch.is_autocast_enabled(x.device.type)
+    """Whether a recurrence on x should use sequence_weight/step_linear: when it is trained in fp32 on a CPU
+    (a GPU keeps torch.lstm_cell's fused kernel, which the written-out cell would replace by several)."""
+    return x.device.type == "cpu" and torch.is_grad_enabled() and not torch.is_autocast_enabled("cpu")

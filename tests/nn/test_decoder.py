@@ -143,3 +143,4 @@ def test_decoder_defers_weight_gradients_only_when_training_in_fp32():
         assert not defer_weight_grads(x)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         assert not defer_weight_grads(x)
+    assert not defer_weight_grads(torch.zeros(2, device="meta"))  # not on a CPU: a GPU keeps lstm_cell's fused kernel
