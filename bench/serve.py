@@ -31,6 +31,12 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of process `pid` so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def percentile(values: list[float], q: float) -> float:
     values = sorted(values)
     return values[min(len(values) - 1, int(round(q / 100 * (len(values) - 1))))]
@@ -129,6 +135,7 @@ def main() -> None:
     parser.add_argument("--max-wait-ms", type=float, default=5.0)
     parser.add_argument("--words", type=int, default=12, help="words of the idle client's sentence (default: 12)")
     parser.add_argument("--idle-requests", type=int, default=50)
+    parser.add_argument("--batching", default="continuous", choices=["continuous", "rounds"], help="the server's --batching")
     parser.add_argument("--stress-rounds", type=int, default=50, help="times each bad request is sent (default: 50; 0 = none)")
     args = parser.parse_args()
 
@@ -136,7 +143,7 @@ def main() -> None:
     used = [sentences[i % len(sentences)] for i in range(args.requests)]
     env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
     results = {"machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs", "time_utc": time.strftime("%Y-%m-%d %H:%M", time.gmtime()),
-               "model": args.model, "threads": args.threads, "beam_size": args.beam_size, "requests": args.requests}
+               "load_average": os.getloadavg()[0], "model": args.model, "batching": args.batching, "threads": args.threads, "beam_size": args.beam_size, "requests": args.requests}
 
     # The batch baseline: the same sentences in one call, after loading.
     import torch
@@ -159,11 +166,10 @@ def main() -> None:
     cli = time.perf_counter() - start
     path.unlink()
     results["cli"] = {"sentences_per_s": round(len(used) / cli, 2), "seconds": round(cli, 3)}
-    del translator
 
     port = free_port()
     server = subprocess.Popen([sys.executable, "-m", "s2s", "-q", "serve", "--model", args.model, "--port", str(port), "--threads",
-                               str(args.threads), "--max-wait-ms", str(args.max_wait_ms)], env=env)
+                               str(args.threads), "--max-wait-ms", str(args.max_wait_ms), "--batching", args.batching], env=env)
     url = f"http://127.0.0.1:{port}"
     try:
         import httpx
@@ -177,12 +183,25 @@ def main() -> None:
         asyncio.run(load(url, used, 4, 16, args.beam_size))  # warm-up
         results["serve"] = []
         for clients in map(int, args.clients.split(",")):
+            # The batch baseline again just before each level: on a shared machine the share of the CPU this
+            # benchmark gets changes from minute to minute, and a share of batch throughput should compare like with like.
+            start, cpu = time.perf_counter(), time.process_time()
+            translator.translate(used, beam_size=args.beam_size)
+            before, before_cpu = len(used) / (time.perf_counter() - start), len(used) / (time.process_time() - cpu)
+            cpu = cpu_seconds(server.pid)
             found = asyncio.run(load(url, used, clients, args.requests, args.beam_size))
+            # Throughput per CPU second of the server process (decoding, HTTP and JSON together) against the batch's:
+            # what each would do on a core of its own, whatever else the machine runs meanwhile.
+            found["server_sentences_per_cpu_s"] = round(args.requests / (cpu_seconds(server.pid) - cpu), 2)
+            found["batch_sentences_per_cpu_s"] = round(before_cpu, 2)
+            found["cpu_share_of_batch"] = round(found["server_sentences_per_cpu_s"] / before_cpu, 3)
             answers = found.pop("answers")
             found["same_as_batch"] = sum(answers[i] == batch[i] for i in range(args.requests))
-            found["share_of_batch"] = round(found["sentences_per_s"] / results["batch"]["sentences_per_s"], 3)
+            found["batch_sentences_per_s"] = round(before, 2)
+            found["share_of_batch"] = round(found["sentences_per_s"] / before, 3)
             results["serve"].append(found)
             print(json.dumps(found), flush=True)
+        del translator
         idle = next((s for s in sentences if len(s.split()) == args.words), sentences[0])
         found = asyncio.run(load(url, [idle], 1, args.idle_requests, 1))
         found.pop("answers")
@@ -197,10 +216,12 @@ def main() -> None:
     print(json.dumps(results, ensure_ascii=False))
     print(f"\nbatch (Translator.translate, beam {args.beam_size}): {results['batch']['sentences_per_s']} sentences/s; "
           f"`s2s translate` incl. startup: {results['cli']['sentences_per_s']} sentences/s")
-    print("clients  requests/s  sentences/s  share of batch  p50 ms  p95 ms  p99 ms  same as batch")
+    print(f"batching: {args.batching}; load average at the start {results['load_average']:.1f}")
+    print("clients  requests/s  sentences/s  batch just before  share of batch  per CPU s: server  batch  share  p50 ms  p95 ms  p99 ms  same")
     for r in results["serve"]:
-        print(f"{r['clients']:>7}  {r['requests_per_s']:>10}  {r['sentences_per_s']:>11}  {r['share_of_batch']:>14}  {r['p50_ms']:>6}  "
-              f"{r['p95_ms']:>6}  {r['p99_ms']:>6}  {r['same_as_batch']}/{args.requests}")
+        print(f"{r['clients']:>7}  {r['requests_per_s']:>10}  {r['sentences_per_s']:>11}  {r['batch_sentences_per_s']:>17}  {r['share_of_batch']:>14}  "
+              f"{r['server_sentences_per_cpu_s']:>17}  {r['batch_sentences_per_cpu_s']:>5}  {r['cpu_share_of_batch']:>5}  "
+              f"{r['p50_ms']:>6}  {r['p95_ms']:>6}  {r['p99_ms']:>6}  {r['same_as_batch']}/{args.requests}")
     i = results["idle"]
     print(f"idle client, greedy, {i['words']} words: p50 {i['p50_ms']} ms, p95 {i['p95_ms']} ms")
     if "stress" in results:

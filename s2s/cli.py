@@ -379,7 +379,8 @@ def cmd_serve(args: argparse.Namespace) -> None:
     from s2s.serve import Limits, serve
 
     limits = Limits(max_body_bytes=args.max_body_kb * 1024, max_texts=args.max_texts, max_tokens=args.max_tokens,
-                    max_batch=args.max_batch, max_wait_ms=args.max_wait_ms, queue_size=args.queue_size, timeout_s=args.timeout)
+                    max_batch=args.max_batch, max_wait_ms=args.max_wait_ms, queue_size=args.queue_size, timeout_s=args.timeout,
+                    continuous=args.batching == "continuous")
     serve(args.model, args.host, args.port, limits, threads=args.threads)
 
 
@@ -645,6 +646,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-batch", type=int, default=64, metavar="N", help="texts decoded together at most (default: 64)")
     p.add_argument("--max-wait-ms", type=float, default=5.0, metavar="MS", help="how long a batch waits for more texts (default: 5)")
     p.add_argument("--queue-size", type=int, default=1024, metavar="N", help="texts waiting at most; more are refused with 503 (default: 1024)")
+    p.add_argument("--batching", default="continuous", choices=["continuous", "rounds"], help="beam search: continuous (sentences join "
+                   "a running search as others end, each answered the step it ends) or rounds (the texts that arrived together, "
+                   "answered when the round ends; greedy and n-best always decode in rounds) (default: continuous)")
     p.add_argument("--max-texts", type=int, default=64, metavar="N", help="texts per request at most (default: 64)")
     p.add_argument("--max-tokens", type=int, default=400, metavar="N", help="whitespace-separated tokens per text at most (default: 400)")
     p.add_argument("--max-body-kb", type=int, default=256, metavar="KB", help="request body size at most (default: 256)")
