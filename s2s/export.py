@@ -26,6 +26,7 @@ from torch import nn
 
 from s2s import checkpoint
 from s2s.errors import S2SError
+from s2s.search import VOCAB_CHUNK
 
 log = logging.getLogger(__name__)
 
@@ -108,7 +109,15 @@ class _Step(nn.Module):
 
         final = states[:, 0]  # unused by a step; Memory wants one
         logits, state, weights = self.model.step(prev, DecoderState(h, c, att), Memory(keys, states, mask, final))
-        return torch.log_softmax(logits.float(), dim=-1), state.h, state.c, state.att, weights
+        logp = torch.log_softmax(logits.float(), dim=-1)  # (N, V)
+        # Each chunk of VOCAB_CHUNK tokens' best log-probability, which beam search's top-k starts from
+        # (s2s.search.best_extensions): a reduction onnxruntime does faster than numpy.
+        V = logp.size(1)
+        full = V - V % VOCAB_CHUNK
+        bounds = [logp[:, :full].reshape(logp.size(0), -1, VOCAB_CHUNK).amax(-1)] if full else []
+        if full < V:
+            bounds.append(logp[:, full:].amax(-1, keepdim=True))
+        return logp, torch.cat(bounds, dim=1), state.h, state.c, state.att, weights
 
 
 class _Emissions(nn.Module):
@@ -193,15 +202,15 @@ def export_onnx(model: Path, task: str, out: Path) -> dict:
         # that the step's reshape keeps the beam count free.
         rows = torch.arange(2).repeat_interleave(2)
         _onnx(_Step(m), (torch.tensor([2, 2, 5, 6]), h[:, rows], c[:, rows], att[rows], keys, states, mask), out / "decoder_step.onnx",
-              ["prev", "h", "c", "att", "keys", "states", "mask"], ["logp", "h_out", "c_out", "att_out", "weights"],
+              ["prev", "h", "c", "att", "keys", "states", "mask"], ["logp", "chunk_max", "h_out", "c_out", "att_out", "weights"],
               {"prev": {0: "N"}, "h": {1: "N"}, "c": {1: "N"}, "att": {0: "N"}, "keys": {0: "B", 1: "S"}, "states": {0: "B", 1: "S"},
-               "mask": {0: "B", 1: "S"}, "logp": {0: "N"}, "h_out": {1: "N"}, "c_out": {1: "N"}, "att_out": {0: "N"},
+               "mask": {0: "B", 1: "S"}, "logp": {0: "N"}, "chunk_max": {0: "N"}, "h_out": {1: "N"}, "c_out": {1: "N"}, "att_out": {0: "N"},
                "weights": {0: "N", 1: "S"}})
         s = t.search
         meta |= {"graphs": {"encoder": "encoder.onnx", "step": "decoder_step.onnx"},
                  "tokenizers": [p.name for p in model_paths(out, t.config.vocab.joint)], "beam_size": s.beam_size, "length_penalty": s.length_penalty,
                  "max_len_a": s.max_len_a, "max_len_b": s.max_len_b, "max_src_len": s.max_src_len,
-                 "batch_size": t.decode.batch_size}
+                 "batch_size": t.decode.batch_size, "vocab_chunk": VOCAB_CHUNK}
     elif task == "classification":
         from s2s.tasks.classification import VOCAB_FILE, Classifier
 

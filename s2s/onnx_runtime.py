@@ -93,6 +93,9 @@ class OnnxTranslator:
         src, tgt = meta["tokenizers"]
         self.sp_src, self.sp_tgt = load_sentencepiece(folder / src), load_sentencepiece(folder / tgt)
         self.beam_size, self.alpha = meta["beam_size"], meta["length_penalty"]
+        self.vocab_size = self.sp_tgt.get_piece_size()
+        self.vocab_chunk = meta["vocab_chunk"]
+        self.chunk_max: np.ndarray | None = None  # the last step's, (N, G)
 
     def encode(self, src: np.ndarray, lengths: np.ndarray) -> tuple[dict, tuple]:
         keys, states, mask, h, c, att = self.encoder.run(None, {"src": src, "src_lengths": lengths})
@@ -100,7 +103,7 @@ class OnnxTranslator:
 
     def step(self, prev: np.ndarray, state: tuple, memory: dict) -> tuple[np.ndarray, tuple]:
         """prev (N,) -> log-probabilities (N, V) and the new state; memory has N / K rows, K decoder rows each."""
-        logp, h, c, att, _ = self.step_graph.run(None, {"prev": prev, "h": state[0], "c": state[1], "att": state[2], **memory})
+        logp, self.chunk_max, h, c, att, _ = self.step_graph.run(None, {"prev": prev, "h": state[0], "c": state[1], "att": state[2], **memory})
         return logp, (h, c, att)
 
     def source_ids(self, sentences: list[str]) -> list[list[int]]:
@@ -113,14 +116,18 @@ class OnnxTranslator:
         src = self.source_ids(list(sentences))
         todo = sorted((i for i, ids in enumerate(src) if ids), key=lambda i: len(src[i]))
         out: list[list[int]] = [[] for _ in src]
-        for start in range(0, len(todo), batch_size):
-            rows = todo[start : start + batch_size]
+        # Greedy in batches of batch_size; beam search keeps batch_size sentences in flight over groups of 16
+        # batches (s2s.search.in_flight_groups with one worker, as Translator.translate_ids on one thread).
+        step = batch_size if beam_size == 1 else 16 * batch_size
+        for start in range(0, len(todo), step):
+            rows = todo[start : start + step]
             tokens, lengths = _pad([src[i] for i in rows])
             limits = (lengths.astype(np.float32) * np.float32(self.meta["max_len_a"])).astype(np.int64) + self.meta["max_len_b"]
             if beam_size == 1:
                 found = greedy_search(self, tokens, lengths, limits)
             else:
-                found = [max(h, key=lambda x: x.score).tokens for h in beam_hypotheses(self, tokens, lengths, limits, beam_size, self.alpha)]
+                found = [max(h, key=lambda x: x.score).tokens
+                         for h in beam_hypotheses(self, tokens, lengths, limits, beam_size, self.alpha, in_flight=batch_size)]
             for i, hyp in zip(rows, found):
                 out[i] = hyp
         return out
@@ -165,18 +172,22 @@ def greedy_search(model: OnnxTranslator, src: np.ndarray, lengths: np.ndarray, l
 VOCAB_CHUNK = 64
 
 
-def best_extensions(logp: np.ndarray, scores: np.ndarray, k: int, chunk: int = VOCAB_CHUNK) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def best_extensions(logp: np.ndarray, scores: np.ndarray, k: int, chunk: int = VOCAB_CHUNK,
+                    chunk_max: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The k best one-token extensions of each sentence's beams, best first: their scores, the beam each extends
-    and its token, each (n, k). logp (n * width, V), scores (n, width). As s2s.search.best_extensions: each chunk
-    of `chunk` tokens is bounded by its best log-probability, the k best extensions lie in the k chunks with the
-    best bounds, so the selection runs over width * V / chunk bounds and k * chunk candidates, not width * V."""
+    and its token, each (n, k). logp (n * width, V), scores (n, width); chunk_max (n * width, G), when given, each
+    chunk's best log-probability (the step graph computes them). As s2s.search.best_extensions: each chunk of
+    `chunk` tokens is bounded by its best log-probability, the k best extensions lie in the k chunks with the best
+    bounds, so the selection runs over width * V / chunk bounds and k * chunk candidates, not width * V."""
     n, width = scores.shape
     V = logp.shape[1]
-    full = V - V % chunk
-    bounds = [logp[:, :full].reshape(n * width, -1, chunk).max(-1)] if full else []
-    if full < V:  # the last, shorter chunk
-        bounds.append(logp[:, full:].max(-1, keepdims=True))
-    bound = np.concatenate(bounds, axis=1)  # (n*width, G)
+    if chunk_max is None:
+        full = V - V % chunk
+        bounds = [logp[:, :full].reshape(n * width, -1, chunk).max(-1)] if full else []
+        if full < V:  # the last, shorter chunk
+            bounds.append(logp[:, full:].max(-1, keepdims=True))
+        chunk_max = np.concatenate(bounds, axis=1)  # (n*width, G)
+    bound = chunk_max
     G = bound.shape[1]
     bound = (bound + scores.reshape(-1, 1)).reshape(n, width * G)
     p = min(k, width * G)
@@ -195,47 +206,94 @@ def best_extensions(logp: np.ndarray, scores: np.ndarray, k: int, chunk: int = V
     return top, flat // V, flat % V
 
 
+# beam_hypotheses with in_flight refills its batch when 1 / REFILL_FREE of it is free, as s2s.search's.
+REFILL_FREE = 4
+
+
+def _join(state: tuple, other: tuple) -> tuple:
+    return np.concatenate([state[0], other[0]], 1), np.concatenate([state[1], other[1]], 1), np.concatenate([state[2], other[2]])
+
+
+def _join_memory(memory: dict, other: dict) -> dict:
+    """This batch's rows, then other's, padded to the longer source (zero keys and states, mask False)."""
+    length = max(memory["mask"].shape[1], other["mask"].shape[1])
+    grow = lambda x: np.pad(x, [(0, 0), (0, length - x.shape[1])] + [(0, 0)] * (x.ndim - 2))  # noqa: E731
+    return {k: np.concatenate([grow(memory[k]), grow(other[k])]) for k in memory}
+
+
 def beam_hypotheses(model: OnnxTranslator, src: np.ndarray, lengths: np.ndarray, limits: np.ndarray, beam_size: int,
-                    alpha: float = 1.0) -> list[list[Hypothesis]]:
-    """s2s.search.beam_hypotheses (without refilling: every sentence starts at once): each sentence's finished
-    hypotheses. A sentence starts with one row (all its beams are equal), fans out to K at the first step, and
+                    alpha: float = 1.0, in_flight: int = 0) -> list[list[Hypothesis]]:
+    """s2s.search.beam_hypotheses over numpy: each sentence's finished hypotheses, in the order they finished.
+
+    At most in_flight sentences (0: all) decode at once, the next ones (in the order given) joining as others end.
+    A batch that starts empty gives each sentence one row (its beams are all equal) and fans out to K at the
+    first step; sentences joining a running batch start with K rows, all but the first scored -inf. A sentence
     ends when its best candidate ends in EOS or at its length limit."""
     K = beam_size
     total = src.shape[0]
-    memory, state = model.encode(src, lengths)
-    alive = np.arange(total)
-    scores = np.zeros((total, 1), dtype=np.float32)  # (n, width)
-    history = np.zeros((total, 0), dtype=np.int64)  # (n*width, t)
-    prev = np.full(total, BOS, dtype=np.int64)
+    in_flight = in_flight or total
+    fan_out = model.vocab_size >= K
+    alive = born = deadline = prev = np.zeros(0, dtype=np.int64)
+    history = np.zeros((0, 0), dtype=np.int64)  # (n*width, t - base): the tokens of steps base..t-1
+    state = memory = scores = None
     finished: list[list[Hypothesis]] = [[] for _ in range(total)]
-    width, t = 1, 0
-    while alive.size:
+    started = base = t = 0
+    width = K
+    while True:
         n = alive.size
+        if started < total and (n == 0 or in_flight - n >= max(1, in_flight // REFILL_FREE)):
+            count = min(in_flight - n, total - started)
+            new_lengths = lengths[started : started + count]
+            new_memory, new_state = model.encode(src[started : started + count, : int(new_lengths.max())], new_lengths)
+            if n == 0:
+                width = 1 if fan_out else K
+            if width > 1:
+                new_state = _select(new_state, np.repeat(np.arange(count), width))
+            new_scores = np.full((count, width), -np.inf, dtype=np.float32)
+            new_scores[:, 0] = 0.0
+            if n == 0:
+                memory, state, scores = new_memory, new_state, new_scores
+            else:
+                memory, state, scores = _join_memory(memory, new_memory), _join(state, new_state), np.concatenate([scores, new_scores])
+            alive = np.concatenate([alive, np.arange(started, started + count)])
+            born = np.concatenate([born, np.full(count, t)])
+            deadline = np.concatenate([deadline, t + limits[started : started + count]])
+            history = np.concatenate([history, np.zeros((count * width, history.shape[1]), dtype=np.int64)])
+            prev = np.concatenate([prev, np.full(count * width, BOS, dtype=np.int64)])
+            started += count
+            n = alive.size
+        if n == 0:
+            break
         logp, state = model.step(prev, state, memory)  # (n*width, V)
-        V = logp.shape[1]
-        at_limit = limits <= t + 1  # (n,)
+        chunk_max = model.chunk_max
+        at_limit = deadline <= t + 1  # (n,)
         if at_limit.any():  # only EOS may follow at the limit
             rows = np.nonzero(np.repeat(at_limit, width))[0]
             eos = logp[rows, EOS].copy()
             logp[rows] = -np.inf
             logp[rows, EOS] = eos
-        k = min(K, width * V)
-        top, origin, tokens = best_extensions(logp, scores, k)  # (n, k) each, best first
+            chunk_max[rows] = -np.inf
+            chunk_max[rows, EOS // model.vocab_chunk] = eos
+        top, origin, tokens = best_extensions(logp, scores, K, model.vocab_chunk, chunk_max)  # (n, K) each, best first
         rows = (np.arange(n)[:, None] * width + origin).reshape(-1)
         history = np.concatenate([history[rows], tokens.reshape(-1, 1)], axis=1)
-        state, width = _select(state, rows), k
+        state, width = _select(state, rows), K
         is_eos = tokens == EOS
         for i, j in zip(*np.nonzero(is_eos)):
             if top[i, j] > -np.inf:
-                score = float(top[i, j])
-                finished[int(alive[i])].append(Hypothesis(history[i * k + j, :-1].tolist(), score, score / length_penalty(t + 1, alpha)))
+                score, b = float(top[i, j]), int(born[i])
+                hyp = history[i * K + j, b - base : -1].tolist()
+                finished[int(alive[i])].append(Hypothesis(hyp, score, score / length_penalty(t + 1 - b, alpha)))
         scores = np.where(is_eos, -np.inf, top).astype(np.float32)
         done = is_eos[:, 0] | at_limit
         if done.any():
             keep = np.nonzero(~done)[0]
-            keep_rows = (keep[:, None] * k + np.arange(k)).reshape(-1)
-            alive, limits, scores = alive[keep], limits[keep], scores[keep]
+            keep_rows = (keep[:, None] * K + np.arange(K)).reshape(-1)
+            alive, born, deadline, scores = alive[keep], born[keep], deadline[keep], scores[keep]
             history, tokens = history[keep_rows], tokens[keep]
+            if alive.size:  # forget the steps before the oldest live sentence began
+                oldest = int(born.min())
+                history, base = history[:, oldest - base :], oldest
             state, memory = _select(state, keep_rows), _select_memory(memory, keep)
         prev = tokens.reshape(-1).astype(np.int64)
         t += 1

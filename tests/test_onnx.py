@@ -46,9 +46,9 @@ def test_numpy_search_equals_torch_search(spread_run, exported):  # noqa: F811
     limits = max_lengths(lengths, 1.5, 5)
     expected = torch_greedy_search(translator.model, tokens, lengths, limits, BOS, EOS)
     assert greedy_search(runtime, tokens.numpy(), lengths.numpy(), limits.numpy()) == expected
-    for beam in (1, 2, 4):
-        want = torch_beam_hypotheses(translator.model, tokens, lengths, limits, BOS, EOS, beam, 1.0)
-        got = beam_hypotheses(runtime, tokens.numpy(), lengths.numpy(), limits.numpy(), beam, 1.0)
+    for beam, in_flight in ((1, 0), (2, 0), (4, 0), (3, 2), (4, 3)):  # in_flight: sentences join as others end
+        want = torch_beam_hypotheses(translator.model, tokens, lengths, limits, BOS, EOS, beam, 1.0, in_flight=in_flight)
+        got = beam_hypotheses(runtime, tokens.numpy(), lengths.numpy(), limits.numpy(), beam, 1.0, in_flight=in_flight)
         for w, h in zip(want, got):
             assert [x.tokens for x in h] == [x.tokens for x in w]
             assert [x.score for x in h] == pytest.approx([x.score for x in w], abs=1e-4)
