@@ -195,6 +195,8 @@ def main() -> None:
             found["server_sentences_per_cpu_s"] = round(args.requests / (cpu_seconds(server.pid) - cpu), 2)
             found["batch_sentences_per_cpu_s"] = round(before_cpu, 2)
             found["cpu_share_of_batch"] = round(found["server_sentences_per_cpu_s"] / before_cpu, 3)
+            streams = httpx.get(url + "/health").json().get("streams", [])
+            found["mean_in_flight"] = next((s["mean_in_flight"] for s in streams if s["beam_size"] == args.beam_size), None)
             answers = found.pop("answers")
             found["same_as_batch"] = sum(answers[i] == batch[i] for i in range(args.requests))
             found["batch_sentences_per_s"] = round(before, 2)

@@ -245,7 +245,11 @@ def build_app(served: dict[str, Served], limits: Limits | None = None, threads: 
 
     @app.get("/health", summary="liveness, models and queue")
     async def health():
-        return {"status": "ok", "models": len(served), "waiting": batcher.pending, "batches": batcher.batches}
+        out = {"status": "ok", "models": len(served), "waiting": batcher.pending, "batches": batcher.batches}
+        if streams:  # continuous batching: how full each running beam search has been
+            out["streams"] = [{"model": name, "beam_size": beam, "steps": s.steps, "waiting": s.queue.qsize(),
+                               "mean_in_flight": round(s.sentence_steps / max(1, s.steps), 2)} for (name, beam), s in streams.items()]
+        return out
 
     @app.get("/models", summary="the served models: task, config summary, dev scores")
     async def models():

@@ -38,6 +38,7 @@ class StreamingTranslator:
         self.threads = threads
         self._stop = False
         self._futures: list[Future] = []  # the sentences in flight
+        self.steps = self.sentence_steps = 0  # decoding steps run, and the sentences in flight summed over them (/health)
         self._thread = threading.Thread(target=self._run, name=f"s2s-stream-beam{beam_size}", daemon=True)
         self._thread.start()
 
@@ -125,6 +126,7 @@ class StreamingTranslator:
                     finished += [[] for _ in jobs]
                     n += count
             logits, state, _ = model.step(prev, state, memory)
+            self.steps, self.sentence_steps = self.steps + 1, self.sentence_steps + n
             logp = torch.log_softmax(logits, dim=-1, dtype=torch.float32)  # (n*width, V)
             at_limit = deadline <= t + 1  # (n,)
             if bool(at_limit.any()):  # only EOS may follow at the limit
