@@ -124,6 +124,37 @@ async def stress(url: str, sentences: list[str], expected: list[str], rounds: in
     return counts
 
 
+def in_process(translator, used: list[str], clients: int, beam_size: int) -> dict:
+    """Continuous batching without HTTP: `clients` threads each hand s2s.serve.stream one sentence and wait for its
+    answer before the next; what the decoding alone gives, set against the server's numbers."""
+    import threading
+
+    from s2s.serve.stream import StreamingTranslator
+
+    src = translator.source_ids(used)
+    stream = StreamingTranslator(translator, beam_size, in_flight=64)
+    todo, lock = iter(range(len(src))), threading.Lock()
+
+    def client():
+        while True:
+            with lock:
+                i = next(todo, None)
+            if i is None:
+                return
+            stream.submit(src[i]).result()
+
+    start, cpu = time.perf_counter(), time.process_time()
+    threads = [threading.Thread(target=client) for _ in range(clients)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    wall, cpu = time.perf_counter() - start, time.process_time() - cpu
+    stream.stop()
+    return {"clients": clients, "sentences_per_s": round(len(src) / wall, 2), "sentences_per_cpu_s": round(len(src) / cpu, 2),
+            "mean_in_flight": round(stream.sentence_steps / max(1, stream.steps), 2)}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", required=True, help="a translation run directory")
@@ -136,6 +167,7 @@ def main() -> None:
     parser.add_argument("--words", type=int, default=12, help="words of the idle client's sentence (default: 12)")
     parser.add_argument("--idle-requests", type=int, default=50)
     parser.add_argument("--batching", default="continuous", choices=["continuous", "rounds"], help="the server's --batching")
+    parser.add_argument("--in-process", action="store_true", help="also: continuous batching without HTTP, 16 client threads")
     parser.add_argument("--stress-rounds", type=int, default=50, help="times each bad request is sent (default: 50; 0 = none)")
     args = parser.parse_args()
 
@@ -166,6 +198,13 @@ def main() -> None:
     cli = time.perf_counter() - start
     path.unlink()
     results["cli"] = {"sentences_per_s": round(len(used) / cli, 2), "seconds": round(cli, 3)}
+    if args.in_process:
+        start, cpu = time.perf_counter(), time.process_time()
+        translator.translate(used, beam_size=args.beam_size)
+        batch_now = {"batch_sentences_per_s": round(len(used) / (time.perf_counter() - start), 2),
+                     "batch_sentences_per_cpu_s": round(len(used) / (time.process_time() - cpu), 2)}
+        results["in_process"] = in_process(translator, used, 16, args.beam_size) | batch_now
+        print(json.dumps(results["in_process"]), flush=True)
 
     port = free_port()
     server = subprocess.Popen([sys.executable, "-m", "s2s", "-q", "serve", "--model", args.model, "--port", str(port), "--threads",
@@ -226,6 +265,11 @@ def main() -> None:
               f"{r['p50_ms']:>6}  {r['p95_ms']:>6}  {r['p99_ms']:>6}  {r['same_as_batch']}/{args.requests}")
     i = results["idle"]
     print(f"idle client, greedy, {i['words']} words: p50 {i['p50_ms']} ms, p95 {i['p95_ms']} ms")
+    if "in_process" in results:
+        r = results["in_process"]
+        print(f"in process, 16 client threads, no HTTP: {r['sentences_per_s']} sentences/s ({r['sentences_per_s'] / r['batch_sentences_per_s']:.2f} "
+              f"of the batch's {r['batch_sentences_per_s']}), {r['sentences_per_cpu_s']} per CPU s ({r['sentences_per_cpu_s'] / r['batch_sentences_per_cpu_s']:.2f} "
+              f"of {r['batch_sentences_per_cpu_s']}), {r['mean_in_flight']} sentences in flight")
     if "stress" in results:
         print("stress:", json.dumps(results["stress"]))
 
