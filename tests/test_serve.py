@@ -242,7 +242,12 @@ def test_term_finishes_the_request_in_flight_then_exits_0(trained_run):
 
         thread = threading.Thread(target=ask)
         thread.start()
-        time.sleep(0.3)  # the request is being decoded
+        end = time.monotonic() + 60
+        while time.monotonic() < end:  # until the request is being decoded
+            streams = httpx.get(f"http://127.0.0.1:{port}/health").json().get("streams", [])
+            if streams and streams[0]["steps"] > 0:
+                break
+            time.sleep(0.02)
         proc.send_signal(signal.SIGTERM)
         thread.join(60)
         assert proc.wait(60) == 0
