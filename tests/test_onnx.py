@@ -80,17 +80,27 @@ BLOCK_TORCH = """
 import json, sys
 sys.modules["torch"] = None  # `import torch` now raises ImportError
 from s2s.onnx_runtime import load
-print(json.dumps(load(sys.argv[1]).translate(json.loads(sys.argv[2]), beam_size=int(sys.argv[3]))))
+model, texts = load(sys.argv[1]), json.loads(sys.argv[2])
+found = model.translate(texts, beam_size=3) if hasattr(model, "translate") else model.tag(texts) if hasattr(model, "tag") else model.predict(texts)
+print(json.dumps(found))
 assert "torch" not in [m.split(".")[0] for m in sys.modules if sys.modules[m] is not None]
 """
 
 
-def test_the_runtime_needs_no_torch(spread_run, exported):  # noqa: F811
-    expected = Translator.load(spread_run, device="cpu").translate(SOURCES, beam_size=3)
-    result = subprocess.run([sys.executable, "-c", BLOCK_TORCH, str(exported), json.dumps(SOURCES), "3"], capture_output=True,
-                            text=True, cwd=ROOT, timeout=120)
+def without_torch(folder: Path, texts: list[str]):
+    result = subprocess.run([sys.executable, "-c", BLOCK_TORCH, str(folder), json.dumps(texts)], capture_output=True, text=True,
+                            cwd=ROOT, timeout=120)
     assert result.returncode == 0, result.stderr
-    assert json.loads(result.stdout) == expected
+    return json.loads(result.stdout)
+
+
+def test_the_runtime_needs_no_torch(spread_run, exported, classification_run, tagging_run, tmp_path):  # noqa: F811
+    assert without_torch(exported, SOURCES) == Translator.load(spread_run, device="cpu").translate(SOURCES, beam_size=3)
+    for run, texts in ((classification_run, ["the movie was great", "awful plot"]), (tagging_run, ["Alan Shearer visited Paris ."])):
+        out = tmp_path / run.parent.name
+        assert main(["-q", "export", "--model", str(run), "--format", "onnx", "--out", str(out)]) == 0
+        model = load(out)  # the same runtime with torch importable: the subprocess must give what it gives
+        assert without_torch(out, texts) == json.loads(json.dumps(model.tag(texts) if hasattr(model, "tag") else model.predict(texts)))
 
 
 def test_onnx_tagger_finds_the_torch_paths_entities(tagging_run, tmp_path):  # noqa: F811
