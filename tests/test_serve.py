@@ -143,6 +143,23 @@ def test_a_request_over_its_time_is_cancelled_with_504(served):
         assert r.status_code == 504 and r.json()["limit"] == "timeout_s"
 
 
+def test_a_body_that_trickles_in_is_cut_off_with_408(trained_run):
+    port = free_port()
+    proc = start_server([trained_run], port, "--timeout", "1")
+    try:
+        wait_until_up(port, proc)
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+            s.sendall(b"POST /translate HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"te")
+            answer = s.recv(4096).decode()  # the rest never comes
+        assert answer.startswith("HTTP/1.1 408") and "timeout_s" in answer
+        import httpx
+
+        assert httpx.post(f"http://127.0.0.1:{port}/translate", json={"texts": SOURCES, "beam_size": 1}).status_code == 200
+    finally:
+        proc.terminate()
+        proc.communicate(timeout=60)
+
+
 def test_concurrent_requests_share_a_batch_and_each_gets_its_own_answer():
     calls = []
 

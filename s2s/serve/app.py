@@ -2,7 +2,7 @@
 
 Every failure a client can cause is answered with a JSON body {"error": ...} and a 4xx status: a body over
 the size limit 413, too many texts or too long a text 413 (naming the limit), malformed JSON 400, wrong
-types or values 422, an unknown model 400, a full queue 503, a request over its time 504. The server itself
+types or values 422, an unknown model 400, a full queue 503, a body not received within the request timeout 408, a request over its time 504. The server itself
 stays up: a failing batch fails its own requests only.
 """
 # No `from __future__ import annotations`: FastAPI reads the request models from the route annotations, and
@@ -46,8 +46,8 @@ class BodyLimit:
     """ASGI middleware: a request body over `limit` bytes gets 413 before any of it is parsed, whether it
     declares its length or comes in chunks."""
 
-    def __init__(self, app, limit: int):
-        self.app, self.limit = app, limit
+    def __init__(self, app, limit: int, timeout: float = 30.0):
+        self.app, self.limit, self.timeout = app, limit, timeout
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http" or scope["method"] not in ("POST", "PUT", "PATCH"):
@@ -55,8 +55,13 @@ class BodyLimit:
         declared = dict(scope["headers"]).get(b"content-length")
         too_big = declared is not None and declared.isdigit() and int(declared) > self.limit
         chunks, size = [], 0
+        end = asyncio.get_running_loop().time() + self.timeout
         while not too_big:
-            message = await receive()
+            try:  # a body that trickles in is cut off at the request timeout, as decoding is
+                message = await asyncio.wait_for(receive(), max(0.0, end - asyncio.get_running_loop().time()))
+            except asyncio.TimeoutError:
+                return await _send_json(send, 408, {"error": f"request body not received within {self.timeout:g} s", "limit": "timeout_s",
+                                                    "max": self.timeout})
             if message["type"] == "http.disconnect":
                 return
             chunks.append(message.get("body", b""))
@@ -260,4 +265,4 @@ def build_app(served: dict[str, Served], limits: Limits | None = None, threads: 
     async def page():
         return PAGE.read_text(encoding="utf-8")
 
-    return BodyLimit(app, limits.max_body_bytes)
+    return BodyLimit(app, limits.max_body_bytes, limits.timeout_s)
