@@ -22,6 +22,7 @@ log = logging.getLogger(__name__)
 def serve(runs: list[str | Path], host: str = "127.0.0.1", port: int = 8000, limits: Limits | None = None, threads: int = 1) -> None:
     """Load `runs` and serve them until TERM or Ctrl-C, which let the requests in flight finish first."""
     try:
+        import fastapi  # noqa: F401  (build_app's)
         import uvicorn
     except ImportError:
         raise S2SError('s2s serve needs FastAPI and uvicorn: pip install -e ".[serve]"') from None
