@@ -8,7 +8,8 @@
 Both decode a whole batch at once, stop each sentence at its own length limit
 (so a sentence decodes the same alone or in any batch), and drop finished
 sentences from the batch so that short outputs stop costing compute; beam search
-can also keep a number of sentences in flight, starting the next as others finish.
+can also keep a number of sentences in flight, starting the next as others finish, and
+(beam_steps) take them from a caller while it runs, handing each back the step it ends.
 
 Lengths count generated tokens including EOS, i.e. the decoder steps a sentence costs: a limit of L
 allows at most L - 1 tokens before EOS, and min_len = L keeps EOS out of the first L - 1 steps. With
@@ -20,7 +21,7 @@ nor EOS: its -min_length m (EOS not allowed before m tokens) is min_len = m + 1 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable, Iterator
 
 import torch
 from torch.nn.functional import pad as nn_pad
@@ -191,40 +192,65 @@ def beam_hypotheses(
     a few long outputs, whose steps cost nearly as much as full ones (on a CPU a step's time goes
     to reading the weights). 0 starts every sentence at once.
     """
-    K = beam_size
-    device = src.device
     total = src.size(0)
-    in_flight = in_flight or total
+    started = 0  # sentences src[:started] have begun
+
+    def source(room: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None:
+        nonlocal started
+        if started == total:
+            return None
+        count = min(room, total - started)
+        lengths = src_lengths[started : started + count]
+        batch = src[started : started + count, : int(lengths.max())], lengths, max_lens[started : started + count]
+        started += count
+        return batch
+
+    finished: list[list[Hypothesis]] = [[] for _ in range(total)]
+    for _ in beam_steps(model, source, finished.__setitem__, bos, eos, beam_size, alpha, in_flight or total, min_len, attention):
+        pass
+    return finished
+
+
+@torch.no_grad()
+def beam_steps(model: Any, source: Callable[[int], tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None],
+               on_finished: Callable[[int, list[Hypothesis]], None], bos: int, eos: int, beam_size: int, alpha: float,
+               in_flight: int, min_len: int = 0, attention: bool = False) -> Iterator[int]:
+    """beam_hypotheses' search with its sentences fed in while it runs: yields after each decoder step the
+    number of sentences that step decoded, and ends when none is in flight and `source` has none.
+
+    source(room) gives the next sentences to start, at most `room`: (src (B, S), src_lengths (B,), max_lens (B,))
+    on the model's device, or None when none is waiting. It is asked when the batch is empty (room == in_flight)
+    or when 1 / REFILL_FREE of the in_flight sentences' places are free, so a server's source may wait for a
+    sentence when room == in_flight. Sentences are numbered 0, 1, ... in the order the source gives them, and
+    on_finished(number, hypotheses) gets each one's finished hypotheses (as beam_hypotheses) the step it ends.
+    """
+    K = beam_size
     # Rows are sentence-major, `width` per sentence; the encoder memory has one row per sentence,
     # shared by its beams in the attention. All K beams of a sentence start identical, so a first
     # step can run one row per sentence (width 1) and fan out to K beams; sentences that join a
     # running batch (and all, when the beam is wider than the vocabulary) start with K rows, all
     # but the first scored -inf.
     fan_out = model.vocab_size >= K
-    alive = torch.empty(0, dtype=torch.long, device=device)  # sentence ids decoding (n,)
-    born = torch.empty_like(alive)  # the step each started at
-    deadline = torch.empty_like(alive)  # the step by which each must have ended (its length limit)
-    history = torch.empty(0, 0, dtype=torch.long, device=device)  # (n*width, t - base): the tokens of steps base..t-1
-    base = 0  # the step of history's first column: the oldest live sentence's start
-    prev = torch.empty_like(alive)  # (n*width,) the tokens each row feeds in
-    state = memory = scores = None  # decoder state, attention memory, beam scores (n, width)
-    finished: list[list[Hypothesis]] = [[] for _ in range(total)]
-    # With `attention`, each row's attention weights of steps base..t-1 beside `history`: (n*width, t - base, S).
-    attn = torch.empty(0, 0, 0, device=device) if attention else None
-    started = 0  # sentences src[:started] have begun
-    youngest = 0  # the step the last sentences started at
-    width = K
-    t = 0
+    n = started = t = 0  # sentences in flight and begun, the step
+    found: dict[int, list[Hypothesis]] = {}  # the finished hypotheses of each sentence in flight
+    source_len: dict[int, int] = {}  # with `attention`, each sentence's source length, to cut its weights to
     while True:
-        n = alive.numel()
         # Refill when a quarter of the batch is free (or it is empty): each refill costs an encoder
         # call and copies of the decoding state.
-        if started < total and (n == 0 or in_flight - n >= max(1, in_flight // REFILL_FREE)):
-            count = min(in_flight - n, total - started)
-            lengths = src_lengths[started : started + count]
-            new_memory = model.encode(src[started : started + count, : int(lengths.max())], lengths)
-            if n == 0:  # an empty batch (the first, or all finished) may start with one row per sentence
-                width = 1 if fan_out else K
+        batch = source(in_flight - n) if n == 0 or in_flight - n >= max(1, in_flight // REFILL_FREE) else None
+        if batch is not None:
+            new_src, lengths, max_lens = batch
+            count, device = new_src.size(0), new_src.device
+            new_memory = model.encode(new_src, lengths)
+            if n == 0:  # an empty batch (the first, or all finished) starts afresh, with one row per sentence if it may
+                width, base = (1 if fan_out else K), t  # base: the step of history's first column
+                alive = torch.empty(0, dtype=torch.long, device=device)  # sentence numbers decoding (n,)
+                born = torch.empty_like(alive)  # the step each started at
+                deadline = torch.empty_like(alive)  # the step by which each must have ended (its length limit)
+                prev = torch.empty_like(alive)  # (n*width,) the tokens each row feeds in
+                history = alive.new_zeros(0, 0)  # (n*width, t - base): the tokens of steps base..t-1
+                # With `attention`, each row's attention weights of steps base..t-1 beside `history`: (n*width, t - base, S).
+                attn = torch.empty(0, 0, 0, device=device) if attention else None
             new_state = model.init_state(new_memory)
             if width > 1:
                 new_state = new_state.select(torch.arange(count, device=device).repeat_interleave(width))
@@ -237,18 +263,19 @@ def beam_hypotheses(
             ids = torch.arange(started, started + count, device=device)
             alive = torch.cat([alive, ids])
             born = torch.cat([born, torch.full_like(ids, t)])
-            deadline = torch.cat([deadline, t + max_lens[started : started + count].to(device)])
+            deadline = torch.cat([deadline, t + max_lens.to(device)])
             history = torch.cat([history, history.new_zeros(count * width, history.size(1))])
             if attn is not None:  # widened to the memory's (padded) source length
                 S = memory.mask.size(1)
                 attn = attn.new_zeros(0, attn.size(1), S) if n == 0 else nn_pad(attn, (0, S - attn.size(2)))
                 attn = torch.cat([attn, attn.new_zeros(count * width, attn.size(1), S)])
+                source_len.update(zip(range(started, started + count), lengths.tolist()))
             prev = torch.cat([prev, torch.full((count * width,), bos, dtype=torch.long, device=device)])
             started += count
-            youngest = t
+            youngest = t  # the step the last sentences started at
             n = alive.numel()
         if n == 0:
-            break
+            return
         logits, state, weights = model.step(prev, state, memory)  # weights (n*width, S)
         # log_softmax in fp32 is one fused pass (also over bf16 logits), faster than a cast then logsumexp.
         logp = torch.log_softmax(logits, dim=-1, dtype=torch.float32)  # (n*width, V)
@@ -276,11 +303,14 @@ def beam_hypotheses(
                     b = int(born[i])
                     hyp = history[i * K + j, b - base : -1].tolist()
                     sentence = int(alive[i])
-                    weights_of = None if attn is None else attn[i * K + j, b - base : -1, : int(src_lengths[sentence])].cpu()
-                    finished[sentence].append(Hypothesis(hyp, score, score / length_penalty(t + 1 - b, alpha), weights_of))
+                    weights_of = None if attn is None else attn[i * K + j, b - base : -1, : source_len[sentence]].cpu()
+                    found.setdefault(sentence, []).append(Hypothesis(hyp, score, score / length_penalty(t + 1 - b, alpha), weights_of))
         scores = top_scores.masked_fill(is_eos, float("-inf"))
         done = is_eos[:, 0] | at_limit  # the best candidate ended, or no room is left
         if bool(done.any()):
+            for sentence in alive[done].tolist():  # handed back the step it ends
+                source_len.pop(sentence, None)
+                on_finished(sentence, found.pop(sentence, []))
             keep = (~done).nonzero().squeeze(1)
             keep_rows = (keep.unsqueeze(1) * K + torch.arange(K, device=device)).view(-1)
             alive, born, deadline, scores = alive[keep], born[keep], deadline[keep], scores[keep]
@@ -295,4 +325,5 @@ def beam_hypotheses(
             state, memory = state.select(keep_rows), memory.select(keep)
         prev = tokens.reshape(-1)
         t += 1
-    return finished
+        yield n
+        n = alive.numel()

@@ -131,6 +131,49 @@ def test_in_flight_batching_decodes_as_all_at_once(sharp_model, sources, seed, i
         assert beam_search(model, src, src_lengths, limits, BOS, EOS, beam_size, in_flight=in_flight) == at_once
 
 
+@pytest.mark.parametrize("beam_size", [1, 3, 30])
+@pytest.mark.parametrize("seed", SEEDS)
+def test_sentences_fed_in_while_the_search_runs_get_beam_hypotheses_answers(sharp_model, sources, seed, beam_size):
+    """beam_steps with sentences arriving late, a few at a time (fewer than there is room for, the source asked
+    when nothing waits, the batch emptying before the last), gives each sentence the hypotheses beam_hypotheses
+    gives it among all at once, each sentence's handed back the step it ends."""
+    from s2s.search import beam_hypotheses, beam_steps
+
+    model = sharp_model(seed)
+    sentences, src, src_lengths = sources(seed)
+    limits = max_lengths(src_lengths, 1.0, 3)
+    at_once = beam_hypotheses(model, src, src_lengths, limits, BOS, EOS, beam_size, 0.7, attention=True)
+    arrivals = [(0, [3, 0]), (1, [5]), (2, [1, 6, 2]), (4, [7]), (40, [4])]  # (step, sentences), the last after all end
+    step, given, started, ended, got = 0, [], {}, {}, {}
+
+    def source(room):
+        waiting = [i for when, ids in arrivals if when <= step for i in ids if i not in started]
+        if not waiting and room == 4 and len(started) < len(sentences):  # nothing in flight: wait for the next
+            waiting = [i for _, ids in arrivals for i in ids if i not in started][:1]
+        if not waiting:
+            return None
+        batch = waiting[:room]
+        given.extend(batch)
+        started.update((i, step) for i in batch)
+        tokens, lengths = pad([sentences[i] for i in batch])
+        return tokens.to(src.device), lengths.to(src.device), limits[batch]
+
+    def on_finished(number, hyps):
+        assert given[number] not in got
+        got[given[number]], ended[given[number]] = hyps, step
+
+    for n in beam_steps(model, source, on_finished, BOS, EOS, beam_size, 0.7, 4, attention=True):
+        assert 1 <= n <= 4
+        step += 1
+    assert sorted(got) == list(range(len(sentences))) and started[4] > max(ended[i] for i in range(len(sentences)) if i != 4)
+    for i, hyps in got.items():
+        assert [h.tokens for h in hyps] == [h.tokens for h in at_once[i]], f"sentence {i}"
+        assert [h.score for h in hyps] == pytest.approx([h.score for h in at_once[i]], abs=1e-4)
+        for h, g in zip(hyps, at_once[i]):
+            assert torch.allclose(h.attention, g.attention, atol=1e-5)
+        assert len(hyps[-1].tokens) == ended[i] - started[i]  # its last hypothesis ended at that step
+
+
 def _spread_weights(model):
     """`model` in eval mode with weights drawn from N(0, 0.5): sharp enough distributions that beams diverge."""
     model.eval()
