@@ -423,6 +423,14 @@ class Parser(argparse.ArgumentParser):
         self.exit(2, f"error: {self.prog}: {message} (see {self.prog} --help)\n")
 
 
+def _training_args(p: argparse.ArgumentParser, config_help: str) -> None:
+    """The arguments `s2s train` and `s2s pretrain` share."""
+    p.add_argument("config", help=config_help)
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key, e.g. --set train.lr=3e-4 (repeatable)")
+    p.add_argument("--out", metavar="RUN_DIR", help="run directory (default: runs/<config name>)")
+    p.add_argument("--resume", action="store_true", help="continue the run in RUN_DIR from last.pt exactly where it stopped")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from s2s import __version__
     from s2s.tasks import TASKS
@@ -439,10 +447,7 @@ def build_parser() -> argparse.ArgumentParser:
         "best.pt / last.pt checkpoints and metrics.jsonl.",
         epilog="`s2s config TASK` prints every key of a task with its default and what it does.",
     )
-    p.add_argument("config", help="YAML config (see configs/)")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key, e.g. --set train.lr=3e-4 (repeatable)")
-    p.add_argument("--out", metavar="RUN_DIR", help="run directory (default: runs/<config name>)")
-    p.add_argument("--resume", action="store_true", help="continue the run in RUN_DIR from last.pt exactly where it stopped")
+    _training_args(p, "YAML config (see configs/)")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser(
@@ -453,10 +458,7 @@ def build_parser() -> argparse.ArgumentParser:
         "metrics.jsonl (dev perplexity) as `s2s train`; a head starts from it with --set encoder.init=RUN_DIR.",
         epilog="`s2s config pretraining` prints every key; docs/pretraining.md walks through it.",
     )
-    p.add_argument("config", help="YAML config with task: pretraining (see configs/*pretrain*.yaml)")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key, e.g. --set train.lr=3e-4 (repeatable)")
-    p.add_argument("--out", metavar="RUN_DIR", help="run directory (default: runs/<config name>)")
-    p.add_argument("--resume", action="store_true", help="continue the run in RUN_DIR from last.pt exactly where it stopped")
+    _training_args(p, "YAML config with task: pretraining (see configs/*pretrain*.yaml)")
     p.set_defaults(func=cmd_pretrain)
 
     p = _predict_command(sub, "translate", "translate raw sentences, one per line", "Translate raw sentences (one per line, stdin by "
