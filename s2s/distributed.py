@@ -10,13 +10,17 @@ import contextlib
 import datetime
 import logging
 import os
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.distributed as dist
 
 from s2s.errors import S2SError
+
+if TYPE_CHECKING:
+    from s2s.data.store import TokenStore
 
 
 def launched() -> bool:
@@ -126,3 +130,16 @@ def all_sum(*values: float) -> list[float]:
     x = torch.tensor(values, dtype=torch.float64, device=device)
     dist.all_reduce(x)
     return x.tolist()
+
+
+def open_or_build_store(folder: Path, key: dict, build: Callable[[], TokenStore]) -> TokenStore:
+    """The token store in `folder` if it was built with `key`, else build() it: rank 0 (or a single process)
+    builds and verifies; the other torchrun ranks open what rank 0 built, checking sizes only."""
+    from s2s.data.store import open_store
+
+    store = open_store(folder, key, verify=is_main())
+    if store is None:
+        if not is_main():
+            raise S2SError(f"{folder}: rank {rank()} found no token store of this data (rank 0 builds it)")
+        store = build()
+    return store

@@ -131,3 +131,18 @@ def test_one_process_resumes_a_torchrun_run(ddp_runs, tmp_path, corpus_dir, tiny
     # Stopped 2 updates of 2 processes into epoch 2: one process goes on after its 4th batch.
     last = checkpoint.load(run / checkpoint.LAST)["progress"]
     assert (last["epoch"], last["batch"], last["world_size"]) == (1, 6, 1)
+
+
+def test_only_rank_0_builds_a_missing_token_store(tmp_path, monkeypatch):
+    """Another rank that finds no store (rank 0 builds it before the barrier) fails with one line, never builds."""
+    from s2s import distributed
+    from s2s.errors import S2SError
+
+    built = []
+    monkeypatch.setattr(distributed, "is_main", lambda: False)
+    monkeypatch.setattr(distributed, "rank", lambda: 1)
+    with pytest.raises(S2SError, match=r"store: rank 1 found no token store of this data \(rank 0 builds it\)"):
+        distributed.open_or_build_store(tmp_path / "store", {"data": 1}, lambda: built.append(1))
+    assert built == []
+    monkeypatch.setattr(distributed, "is_main", lambda: True)
+    assert distributed.open_or_build_store(tmp_path / "store", {"data": 1}, lambda: "built") == "built"

@@ -26,7 +26,7 @@ from s2s import checkpoint, distributed
 from s2s.config import Config
 from s2s.data.batching import pad
 from s2s.data.labelled import FORMATS, Example, format_of, hold_out_order, iter_labelled, read_labelled
-from s2s.data.store import StoreWriter, TokenStore, file_digest, fingerprint, open_store
+from s2s.data.store import StoreWriter, TokenStore, file_digest, fingerprint
 from s2s.data.tokenize import text_tokens, truncate
 from s2s.data.vocab import Vocabulary, load_json, save_json
 from s2s.device import resolve_device
@@ -236,11 +236,7 @@ class Task:
                "settings": [data.max_train, data.dev_size, data.dev_seed, data.max_text_tokens, data.truncate, v.lowercase,
                             data.text_field, data.label_field]}
         folder = run_dir / STORE
-        self.store = open_store(folder, key, verify=distributed.is_main())
-        if self.store is None:
-            if not distributed.is_main():
-                raise S2SError(f"{folder}: rank {distributed.rank()} found no token store of this data (rank 0 builds it)")
-            self.store = self.build_store(config, folder, key, rows)
+        self.store = distributed.open_or_build_store(folder, key, lambda: self.build_store(config, folder, key, rows))
         self.lengths = self.store.lengths
         counts = self.store.meta["label_counts"]
         log.info("%s: %d training rows (%s), %d dev rows; %d words", train_path, len(self.store),

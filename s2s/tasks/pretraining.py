@@ -35,7 +35,7 @@ from s2s.data.conll import iter_conll
 from s2s.data.features import CASES, case_id, clip_word
 from s2s.data.io import iter_file_lines
 from s2s.data.labelled import texts_from_jsonl
-from s2s.data.store import StoreWriter, TokenStore, file_digest, fingerprint, open_store
+from s2s.data.store import StoreWriter, TokenStore, file_digest, fingerprint
 from s2s.data.tokenize import normalize, text_tokens, tokenize
 from s2s.data.vocab import PAD, UNK, Vocabulary, load_json, save_json
 from s2s.errors import S2SError
@@ -205,11 +205,7 @@ class Task:
         key = {"data": fingerprint(*files), "vocab": file_digest(vocab_path),
                "settings": [p.head, p.bptt, p.dev_every, config.data.max_train, config.data.text_field, v.lowercase]}
         folder = run_dir / STORE
-        self.store = open_store(folder, key, verify=distributed.is_main())
-        if self.store is None:
-            if not distributed.is_main():
-                raise S2SError(f"{folder}: rank {distributed.rank()} found no token store of this data (rank 0 builds it)")
-            self.store = self.build_store(config, folder, key)
+        self.store = distributed.open_or_build_store(folder, key, lambda: self.build_store(config, folder, key))
         self.lengths = self.store.lengths
         self.dev = list(windows((tokens for held, tokens in split_texts(config) if held), p.bptt))
         if not self.dev:

@@ -31,7 +31,7 @@ from s2s.config import Config, DecodeConfig
 from s2s.data.conll import Sentence, gold_and_predicted, iter_conll, read_conll
 from s2s.data.features import CASES, case_id, clip_word
 from s2s.data.schemes import Span, allowed_transitions, convert, split_tag, spans, to_tags
-from s2s.data.store import StoreWriter, TokenStore, fingerprint, open_store
+from s2s.data.store import StoreWriter, TokenStore, fingerprint
 from s2s.data.tokenize import normalize, tokenize
 from s2s.data.vocab import PAD, UNK, Vocabulary, load_json, save_json
 from s2s.data.word_vectors import init_embedding, read_word_vectors
@@ -403,11 +403,7 @@ class Task:
         key = {"data": fingerprint(train_path), "vocab": v.digest(),
                "settings": [data.max_train, data.max_len, data.scheme, m.tag_scheme, data.strict_tags]}
         folder = run_dir / STORE
-        self.store = open_store(folder, key, verify=distributed.is_main())
-        if self.store is None:
-            if not distributed.is_main():
-                raise S2SError(f"{folder}: rank {distributed.rank()} found no token store of this data (rank 0 builds it)")
-            self.store = self.build_store(config, folder, key)
+        self.store = distributed.open_or_build_store(folder, key, lambda: self.build_store(config, folder, key))
         log.info("%s: %d sentences; %d words, %d characters, %d tags", train_path, len(self.store), len(v.words), len(v.chars), len(v.tags))
         unknown = unknown_types(self.dev, data.scheme, v.tags)
         if unknown:

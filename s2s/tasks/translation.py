@@ -19,7 +19,7 @@ from s2s.config import Config
 from s2s.data.batching import pad
 from s2s.data.parallel import describe, fingerprint, iter_pairs, load_split, read_parallel
 from s2s.data.sentencepiece import BOS, EOS, Sample, load_sentencepiece, model_paths, train_sentencepiece
-from s2s.data.store import StoreWriter, TokenStore, file_digest, open_store
+from s2s.data.store import StoreWriter, TokenStore, file_digest
 from s2s.device import autocast, cpu_workers, parallel_map, resolve_device
 from s2s.errors import S2SError
 from s2s.metrics import bleu_chrf
@@ -154,12 +154,7 @@ class Task:
         key = {"data": fingerprint(data, data.train), "tokenizers": sorted({file_digest(src_path), file_digest(tgt_path)}),
                "max_train": data.max_train, "max_len": data.max_len}
         folder = run_dir / STORE
-        # Rank 0 (or a single process) builds; the other torchrun ranks open what it built.
-        self.store = open_store(folder, key, verify=distributed.is_main())
-        if self.store is None:
-            if not distributed.is_main():
-                raise S2SError(f"{folder}: rank {distributed.rank()} found no token store of this data (rank 0 builds it)")
-            self.store = self.build_store(folder, key)
+        self.store = distributed.open_or_build_store(folder, key, lambda: self.build_store(folder, key))
         log.info("%s: %d training pairs (token store %s)", describe(data, data.train), len(self.store), folder)
         # Batching cost of an example: its longer side (target + EOS).
         self.lengths = self.store.lengths
