@@ -36,14 +36,8 @@ class BahdanauAttention(nn.Module):
         """query (B * K, Q): K queries per memory row, in row order (a sentence's K beams share its
         encoder output, so beam search does not copy it per beam); proj_keys (B, S, A); values (B, S, V);
         mask (B, S) bool, True = real. Returns context (B * K, V) and weights (B * K, S), exactly 0 on padding."""
-        return self.attend(inference_linear(self.query_proj, query), proj_keys, values, mask)
-
-    def attend(
-        self, proj_query: torch.Tensor, proj_keys: torch.Tensor, values: torch.Tensor, mask: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """forward with the query already projected: proj_query (B * K, A) = W_q q."""
         B, S, A = proj_keys.shape
-        q = proj_query.to(proj_keys.dtype).view(B, -1, 1, A)  # (B, K, 1, A)
+        q = inference_linear(self.query_proj, query).to(proj_keys.dtype).view(B, -1, 1, A)  # (B, K, 1, A)
         hidden = (q + proj_keys.unsqueeze(1)).tanh_()  # (B, K, S, A); in place: one (B, K, S, A) buffer, not two
         # On fp32 keys under autocast (decoding on a CPU) the rest stays fp32 too: autocast would copy
         # `hidden` to bf16 for two tiny products whose oneDNN kernels are compiled anew for every

@@ -15,7 +15,7 @@ from torch import nn
 
 from s2s.nn.attention import BahdanauAttention
 from s2s.nn.encoder import EncoderOutput
-from s2s.nn.fast import SequenceWeight, defer_weight_grads, inference_linear, sequence_weight, step_linear
+from s2s.nn.fast import inference_linear
 
 
 class DecoderState(NamedTuple):
@@ -30,15 +30,6 @@ class DecoderState(NamedTuple):
     def join(self, other: "DecoderState") -> "DecoderState":
         """This batch's rows, then other's."""
         return DecoderState(torch.cat([self.h, other.h], 1), torch.cat([self.c, other.c], 1), torch.cat([self.att, other.att]))
-
-
-class StepWeights(NamedTuple):
-    """The weights every teacher-forced step uses, for fp32 training: their gradients are computed once
-    per batch over all steps (s2s.nn.fast.step_linear), not once per step."""
-
-    lstm: list[tuple[SequenceWeight, torch.Tensor]]  # per layer: [W_ih | W_hh] (4H, I + H), b_ih + b_hh (4H,)
-    query: SequenceWeight  # the attention's W_q
-    combine: SequenceWeight
 
 
 class Memory(NamedTuple):
@@ -107,57 +98,31 @@ class AttentionDecoder(nn.Module):
         keys = self.attention.project_keys(enc.states)
         return Memory(keys, enc.states.to(keys.dtype), enc.mask, enc.final)
 
-    def _lstm_step(
-        self, x: torch.Tensor, h: torch.Tensor, c: torch.Tensor, weights: StepWeights | None = None
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+    def _lstm_step(self, x: torch.Tensor, h: torch.Tensor, c: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """One time step of the stacked self.rnn: x (B, I), h and c (L, B, H).
 
         Calls torch.lstm_cell on self.rnn's own weights: for a single step it runs about twice
-        as fast on CPU as calling the nn.LSTM module (which sets up a whole-sequence kernel each time).
-        With `weights` (fp32 training) the same cell is written out, on the joined weights of the step."""
+        as fast on CPU as calling the nn.LSTM module (which sets up a whole-sequence kernel each time)."""
         hs, cs = [], []
         for layer in range(self.num_layers):
             if layer:  # nn.LSTM's dropout between stacked layers
                 x = nn.functional.dropout(x, self.rnn.dropout, self.training)
-            if weights is None:
-                h_l, c_l = torch.lstm_cell(x, (h[layer], c[layer]), *self.rnn.all_weights[layer])  # w_ih, w_hh, b_ih, b_hh
-            else:  # torch.lstm_cell's gates, in its order (input, forget, cell, output)
-                w, b = weights.lstm[layer]
-                i, f, g, o = step_linear(torch.cat([x, h[layer]], dim=-1), w, b).chunk(4, dim=-1)  # (B, H) each
-                c_l = torch.sigmoid(f) * c[layer] + torch.sigmoid(i) * torch.tanh(g)
-                h_l = torch.sigmoid(o) * torch.tanh(c_l)
+            h_l, c_l = torch.lstm_cell(x, (h[layer], c[layer]), *self.rnn.all_weights[layer])  # w_ih, w_hh, b_ih, b_hh
             hs.append(h_l)
             cs.append(c_l)
             x = h_l
         return torch.stack(hs), torch.stack(cs)
 
-    def _step(
-        self, emb: torch.Tensor, state: DecoderState, memory: Memory, weights: StepWeights | None = None
-    ) -> tuple[torch.Tensor, DecoderState, torch.Tensor]:
+    def _step(self, emb: torch.Tensor, state: DecoderState, memory: Memory) -> tuple[torch.Tensor, DecoderState, torch.Tensor]:
         """emb (B, E) -> attentional vector (B, O), new state, attention weights (B, S)."""
         x = torch.cat([emb, state.att], dim=-1)  # (B, E + O)
-        h, c = self._lstm_step(x, state.h, state.c, weights)
+        h, c = self._lstm_step(x, state.h, state.c)
         query = h[-1]  # (B, H)
-        if weights is None:
-            context, attn = self.attention(query, memory.keys, memory.states, memory.mask)  # (B, D), (B, S)
-        else:
-            context, attn = self.attention.attend(step_linear(query, weights.query), memory.keys, memory.states, memory.mask)
+        context, weights = self.attention(query, memory.keys, memory.states, memory.mask)  # (B, D), (B, S)
         # In query's dtype: under autocast `combine` casts its input to that dtype anyway, and a cat of
         # mixed dtypes (fp32 context when decoding on a CPU) would first write an fp32 copy.
-        joined = torch.cat([query, context.to(query.dtype)], dim=-1)  # (B, H + D)
-        if weights is None:
-            att = torch.tanh(inference_linear(self.combine, joined))  # (B, O)
-        else:
-            att = torch.tanh(step_linear(joined, weights.combine, self.combine.bias))
-        return att, DecoderState(h, c, att), attn
-
-    def _step_weights(self) -> StepWeights:
-        """The step weights of one teacher-forced batch (their gradients are summed over its steps)."""
-        lstm = []
-        for layer in range(self.num_layers):
-            w_ih, w_hh, b_ih, b_hh = self.rnn.all_weights[layer]
-            lstm.append((sequence_weight(torch.cat([w_ih, w_hh], dim=1)), b_ih + b_hh))
-        return StepWeights(lstm, sequence_weight(self.attention.query_proj.weight), sequence_weight(self.combine.weight))
+        att = torch.tanh(inference_linear(self.combine, torch.cat([query, context.to(query.dtype)], dim=-1)))  # (B, O)
+        return att, DecoderState(h, c, att), weights
 
     def step(self, prev: torch.Tensor, state: DecoderState, memory: Memory) -> tuple[torch.Tensor, DecoderState, torch.Tensor]:
         """One decoding step: prev (B,) token ids -> logits (B, V), new state, weights (B, S).
@@ -172,10 +137,9 @@ class AttentionDecoder(nn.Module):
         memory = self.memory(enc)
         state = self.init_state(memory)
         embs = self.dropout(self.embed(tgt_in))  # (B, T, E)
-        weights = self._step_weights() if defer_weight_grads(embs) else None
         atts = []
         for t in range(tgt_in.size(1)):
-            att, state, _ = self._step(embs[:, t], state, memory, weights)
+            att, state, _ = self._step(embs[:, t], state, memory)
             atts.append(att)
         # One output projection for all steps: the largest matmul runs once, not T times.
         return self.output(self.dropout(torch.stack(atts, dim=1)))  # (B, T, V)

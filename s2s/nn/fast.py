@@ -1,11 +1,9 @@
-"""Linear maps on faster paths that keep the math: decoding's products on a CPU on weights laid out
-once for oneDNN (under bf16 autocast, and in fp32 where oneDNN's kernels beat MKL's), and training a
-recurrence with its weight gradients computed once per sequence instead of once per step."""
+"""Decoding's linear layers on a CPU on weights laid out once for oneDNN: under bf16 autocast, and in fp32
+where oneDNN's kernels beat MKL's."""
 from __future__ import annotations
 
 import functools
 import weakref
-from typing import NamedTuple
 
 import torch
 
@@ -56,64 +54,3 @@ def inference_linear(layer: torch.nn.Linear, x: torch.Tensor) -> torch.Tensor:
         packed = _PACKED[layer] = (key, weight, bias)
     return torch.ops.mkldnn._linear_pointwise(x.to(dtype), packed[1], packed[2], "none", [], "")
 
-
-class SequenceWeight(NamedTuple):
-    """A weight used at every step of a recurrence in training, for step_linear (made by sequence_weight)."""
-
-    weight: torch.Tensor  # an alias of the weight, whose backward computes its gradient
-    steps: list  # (gradient of the output, input) of each step, filled by the steps' backward
-
-
-class _SequenceWeightGrad(torch.autograd.Function):
-    """The identity on a weight. Every step_linear on its alias passes no gradient to it, so autograd
-    runs this backward after all of theirs (its incoming gradient is zeros) and it computes the weight's
-    gradient in one product over all the steps: sum_t g_t^T x_t = G^T X.
-
-    Why: per step, autograd would compute a (out, in) gradient from only the batch's rows and add it to
-    the total, writing and re-reading the whole matrix once per step; memory traffic, not arithmetic,
-    is what those small products cost on a CPU (docs/speed.md)."""
-
-    @staticmethod
-    def forward(ctx, weight: torch.Tensor, steps: list) -> torch.Tensor:
-        ctx.steps = steps
-        return weight.view_as(weight)
-
-    @staticmethod
-    def backward(ctx, _zeros: torch.Tensor):
-        grads, inputs = zip(*ctx.steps)
-        ctx.steps.clear()
-        return torch.cat(grads).t().mm(torch.cat(inputs)), None  # (out, T*B) @ (T*B, in)
-
-
-class _StepLinear(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, x: torch.Tensor, weight: torch.Tensor, steps: list) -> torch.Tensor:
-        ctx.save_for_backward(x, weight)
-        ctx.steps = steps
-        return x.mm(weight.t())
-
-    @staticmethod
-    def backward(ctx, grad: torch.Tensor):
-        x, weight = ctx.saved_tensors
-        ctx.steps.append((grad, x))
-        return grad.mm(weight) if ctx.needs_input_grad[0] else None, None, None
-
-
-def sequence_weight(weight: torch.Tensor) -> SequenceWeight:
-    """`weight` for step_linear at every step of one sequence (one forward pass: make a new one per batch)."""
-    steps: list = []
-    return SequenceWeight(_SequenceWeightGrad.apply(weight, steps), steps)
-
-
-def step_linear(x: torch.Tensor, w: SequenceWeight, bias: torch.Tensor | None = None) -> torch.Tensor:
-    """x (B, in) @ weight^T (+ bias) -> (B, out), as F.linear, with the weight's gradient left to w's
-    single product over all steps. Only for fp32 training: autocast would need the products' dtypes
-    carried into the backward."""
-    y = _StepLinear.apply(x, w.weight, w.steps)
-    return y if bias is None else y + bias
-
-
-def defer_weight_grads(x: torch.Tensor) -> bool:
-    """Whether a recurrence on x should use sequence_weight/step_linear: when it is trained in fp32 on a CPU
-    (a GPU keeps torch.lstm_cell's fused kernel, which the written-out cell would replace by several)."""
-    return x.device.type == "cpu" and torch.is_grad_enabled() and not torch.is_autocast_enabled("cpu")

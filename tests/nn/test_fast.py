@@ -35,33 +35,6 @@ def test_inference_linear_equals_nn_linear_and_follows_weight_updates(bias):
         assert inference_linear(layer, x).requires_grad
 
 
-# --- training a recurrence: weight gradients once per sequence -------------------------------------------
-
-
-def test_step_linear_gives_the_gradients_of_f_linear_at_every_step():
-    """A toy recurrence through step_linear: the same outputs and gradients (weight, bias, input, initial
-    state) as through F.linear, the weight's gradient summed over steps in one product."""
-    from s2s.nn.fast import sequence_weight, step_linear
-
-    torch.manual_seed(0)
-    weight, bias = torch.randn(6, 10, dtype=torch.double, requires_grad=True), torch.randn(6, dtype=torch.double, requires_grad=True)
-    xs, h0 = torch.randn(5, 3, 4, dtype=torch.double, requires_grad=True), torch.randn(3, 6, dtype=torch.double, requires_grad=True)
-
-    def run(deferred: bool):
-        w = sequence_weight(weight) if deferred else None
-        h, total = h0, 0.0
-        for x in xs:
-            joined = torch.cat([x, h], dim=-1)  # (3, 10)
-            h = torch.tanh(step_linear(joined, w, bias) if deferred else torch.nn.functional.linear(joined, weight, bias))
-            total = total + (h * h).sum()
-        grads = torch.autograd.grad(total, (weight, bias, xs, h0))
-        return total, grads
-
-    (plain, plain_grads), (fast, fast_grads) = run(False), run(True)
-    torch.testing.assert_close(fast, plain, rtol=0, atol=1e-12)
-    for a, b in zip(fast_grads, plain_grads):
-        torch.testing.assert_close(a, b, rtol=0, atol=1e-12)
-
 
 def test_fp32_inference_linear_on_packed_weights_is_nn_linear_to_rounding(monkeypatch):
     """The fp32 oneDNN path: nn.Linear's result to fp32 rounding (the sums run in another order), followed across
