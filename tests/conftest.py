@@ -215,3 +215,19 @@ def run_recipe(name: str, *args: str, timeout: float | None = None) -> subproces
     """`bash recipes/NAME ARGS...` from the repository, its output captured as text."""
     script = Path(__file__).resolve().parents[1] / "recipes" / name
     return subprocess.run(["bash", str(script), *map(str, args)], capture_output=True, text=True, timeout=timeout)
+
+
+PEOPLE, PLACES, ORGS = ["Alan Shearer", "Peter", "Ann Lee"], ["Paris", "New York", "Italy"], ["EU", "Reuters"]
+
+
+def template_sentence(rng: random.Random) -> list[tuple[str, str]]:
+    """One IOB1-tagged (word, tag) sentence from a template: the tiny tagging data of the tests."""
+    def entity(name: str, kind: str) -> list[tuple[str, str]]:
+        return [(w, f"I-{kind}") for w in name.split()]
+
+    choice = rng.randrange(3)
+    if choice == 0:
+        return entity(rng.choice(PEOPLE), "PER") + [("visited", "O")] + entity(rng.choice(PLACES), "LOC") + [(".", "O")]
+    if choice == 1:
+        return [("the", "O")] + entity(rng.choice(ORGS), "ORG") + [("said", "O"), ("on", "O"), ("Monday", "O")]
+    return entity(rng.choice(PEOPLE), "PER") + [("left", "O"), (".", "O")]

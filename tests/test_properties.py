@@ -32,6 +32,7 @@ import yaml
 from hypothesis import HealthCheck, Phase, event, example, given, reject, settings
 from hypothesis import strategies as st
 from hypothesis.control import currently_in_test_context
+from conftest import template_sentence
 
 from s2s import config as config_lib
 from s2s.cli import main
@@ -648,24 +649,12 @@ def input_lines(data: bytes) -> list[str] | None:
         return None
 
 
-# Tiny tagging data (IOB1 template sentences) and tiny labelled reviews: the sort tests/tasks use, copied.
-PEOPLE, PLACES, ORGS = ["Alan Shearer", "Peter", "Ann Lee"], ["Paris", "New York", "Italy"], ["EU", "Reuters"]
-
-
+# Tiny tagging data (conftest's IOB1 template sentences) and tiny labelled reviews.
 def ner_lines(n: int, seed: int) -> list[str]:
     rng = random.Random(seed)
     lines = ["-DOCSTART- -X- -X- O", ""]
     for _ in range(n):
-        def entity(name, kind):
-            return [(w, f"I-{kind}") for w in name.split()]
-        choice = rng.randrange(3)
-        if choice == 0:
-            words = entity(rng.choice(PEOPLE), "PER") + [("visited", "O")] + entity(rng.choice(PLACES), "LOC") + [(".", "O")]
-        elif choice == 1:
-            words = [("the", "O")] + entity(rng.choice(ORGS), "ORG") + [("said", "O"), ("on", "O"), ("Monday", "O")]
-        else:
-            words = entity(rng.choice(PEOPLE), "PER") + [("left", "O"), (".", "O")]
-        lines += [f"{w} NN O {t}" for w, t in words] + [""]
+        lines += [f"{w} NN O {t}" for w, t in template_sentence(rng)] + [""]
     return lines
 
 

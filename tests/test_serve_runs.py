@@ -9,23 +9,13 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import template_sentence
 
 from s2s import checkpoint
 from s2s import config as config_lib
 
-PEOPLE, PLACES, ORGS = ["Alan Shearer", "Peter", "Ann Lee"], ["Paris", "New York", "Italy"], ["EU", "Reuters"]
 WORDS = {"pos": ["great", "superb", "loved"], "neg": ["awful", "boring", "hated"]}
 FILLER = ["the", "movie", "plot", "actor", "was", "and", "a", "film", "it", "."]
-
-
-def _sentence(rng: random.Random) -> list[tuple[str, str]]:
-    entity = lambda name, kind: [(w, f"I-{kind}") for w in name.split()]  # noqa: E731
-    choice = rng.randrange(3)
-    if choice == 0:
-        return entity(rng.choice(PEOPLE), "PER") + [("visited", "O")] + entity(rng.choice(PLACES), "LOC") + [(".", "O")]
-    if choice == 1:
-        return [("the", "O")] + entity(rng.choice(ORGS), "ORG") + [("said", "O"), ("on", "O"), ("Monday", "O")]
-    return entity(rng.choice(PEOPLE), "PER") + [("left", "O"), (".", "O")]
 
 
 def _train(raw: dict, out: Path) -> Path:
@@ -44,7 +34,7 @@ def tagging_run(tmp_path_factory) -> Path:
         rng = random.Random(seed)
         lines = ["-DOCSTART- -X- -X- O", ""]
         for _ in range(n):
-            lines += [f"{w} NN O {t}" for w, t in _sentence(rng)] + [""]
+            lines += [f"{w} NN O {t}" for w, t in template_sentence(rng)] + [""]
         (root / f"{split}.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
     return _train({
         "task": "tagging",

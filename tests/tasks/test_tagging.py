@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import check_against_seqeval, run_recipe
+from conftest import check_against_seqeval, run_recipe, template_sentence
 
 from s2s import checkpoint
 from s2s import config as config_lib
@@ -29,29 +29,13 @@ ROOT = Path(__file__).resolve().parents[2]
 CONLL = ROOT.parent / "shared" / "data" / "conll2003"
 ENCODER_KEYS = {f.name for f in dataclasses.fields(EncoderConfig)}
 
-PEOPLE = ["Alan Shearer", "Peter", "Ann Lee"]
-PLACES = ["Paris", "New York", "Italy"]
-ORGS = ["EU", "Reuters"]
-
-
-def _sentence(rng: random.Random) -> list[tuple[str, str]]:
-    """One IOB1-tagged sentence from a template."""
-    def entity(name: str, kind: str) -> list[tuple[str, str]]:
-        return [(w, f"I-{kind}") for w in name.split()]
-
-    choice = rng.randrange(3)
-    if choice == 0:
-        return entity(rng.choice(PEOPLE), "PER") + [("visited", "O")] + entity(rng.choice(PLACES), "LOC") + [(".", "O")]
-    if choice == 1:
-        return [("the", "O")] + entity(rng.choice(ORGS), "ORG") + [("said", "O"), ("on", "O"), ("Monday", "O")]
-    return entity(rng.choice(PEOPLE), "PER") + [("left", "O"), (".", "O")]
 
 
 def _write_conll(path: Path, n: int, seed: int) -> None:
     rng = random.Random(seed)
     lines = ["-DOCSTART- -X- -X- O", ""]
     for _ in range(n):
-        lines += [f"{w} NN O {t}" for w, t in _sentence(rng)] + [""]
+        lines += [f"{w} NN O {t}" for w, t in template_sentence(rng)] + [""]
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 
