@@ -12,13 +12,13 @@ tokenising, batching, the forward pass and the softmax.
 from __future__ import annotations
 
 import argparse
-import json
 import random
 import statistics
 import time
 from pathlib import Path
 
 import torch
+from report import report
 
 from s2s import config as config_lib
 from s2s.data.labelled import format_of, read_labelled
@@ -80,10 +80,7 @@ def main() -> None:
         "threads": args.threads,
         "torch": torch.__version__,
     }
-    if not args.json_only:
-        for key, value in results.items():
-            print(f"{key:<20}{value}")
-    print(json.dumps(results))
+    report(results, args.json_only)
 
 
 if __name__ == "__main__":

@@ -10,11 +10,11 @@ covers predict_windows: batching, the forward pass and adding each window's leve
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 
 import torch
+from report import report
 
 from s2s import config as config_lib
 from s2s.data.series import windows
@@ -69,10 +69,7 @@ def main() -> None:
         "threads": args.threads,
         "torch": torch.__version__,
     }
-    if not args.json_only:
-        for key, value in results.items():
-            print(f"{key:<16}{value}")
-    print(json.dumps(results))
+    report(results, args.json_only)
 
 
 if __name__ == "__main__":
