@@ -106,7 +106,7 @@ def main() -> None:
             row[f"{name}_sent_s"] = round(len(order) / statistics.median(timed), 1) if timed else 0.0
             row[f"{name}_differ"] = differ[(path, beam)]
         rows.append(row)
-    base = {k: v for k, v in rows[0].items()} if paths[0] == "default" else None
+    base = rows[0] if paths[0] == "default" else None  # the row the others are compared with
 
     print(cpu)
     print(f"threads {threads}, {len(order)} sentences, timed at exactly {args.fixed_length} steps, medians of {args.rounds} rounds;"
