@@ -215,6 +215,9 @@ class ForecastingConfig:
     norm: str = key("last", "instance normalisation: subtract each window's last value or mean, add it back to the forecast", FC,
                     choices=("last", "mean", "none"))
     loss: str = key("mse", "training loss on the z-scored values", FC, choices=("mse", "mae"))
+    decoder: str = key("linear", "segrnn: linear: the last state -> all steps by one linear layer; pmf: one more RNN step per "
+                       "output segment from the last state, fed a learned position and variable embedding, each -> its "
+                       "segment's rows (SegRNN's parallel multi-step forecasting)", FC, choices=("linear", "pmf"))
 
 
 @dataclass(frozen=True)
@@ -359,6 +362,11 @@ def _check_combinations(config: Config, where: str) -> None:
         if e.num_layers != 1 or not e.bidirectional:
             raise S2SError(f"{where}: key 'tagging.lm_vocab' needs a one-layer bidirectional encoder "
                            f"(encoder.num_layers is {e.num_layers}, encoder.bidirectional {e.bidirectional})")
+    if task == "forecasting" and config.forecasting.decoder == "pmf":
+        # Its decoding steps continue the encoder's own recurrence, which runs forward only.
+        if config.forecasting.model != "segrnn" or e.bidirectional:
+            raise S2SError(f"{where}: key 'forecasting.decoder' pmf needs forecasting.model segrnn and encoder.bidirectional false "
+                           f"(they are {config.forecasting.model} and {str(e.bidirectional).lower()})")
     if task == "pretraining":
         # A deeper bidirectional layer reads both directions, so its forward state has already seen the next word.
         if e.num_layers != 1 and e.bidirectional:

@@ -5,7 +5,8 @@ z-scored values, next to the repeat-last-value and a linear baseline on the same
 Two models (forecasting.model):
 - segrnn (Lin et al. 2023, "SegRNN"): channel independence (each variable is a series of its own, one
   shared model), each window cut into segments of `segment` rows, each segment projected and fed to the
-  RNN, and the last state mapped to all `horizon` steps at once (parallel multi-step decoding).
+  RNN, and the last state mapped to all `horizon` steps at once (parallel multi-step decoding): by one linear
+  layer (forecasting.decoder linear) or, as SegRNN's PMF, by one more RNN step per output segment (pmf).
 - lstm: the RNN tutorials' recipe: every variable at each step, last state -> all steps.
 Both subtract each window's last value (or mean; forecasting.norm) and add it back: the instance
 normalisation of RevIN/NLinear, which removes the level shift between training and test months.
@@ -39,17 +40,25 @@ class SeriesForecaster(nn.Module):
     """The next `horizon` rows from the last `seq_len`, all at once, from the shared encoder's last state.
     segrnn: every variable of every window is a sequence of its own (channel independence) read as
     segments of `segment` rows, each projected by the encoder's input projection (Lin et al. 2023,
-    sec. 3.2, without the channel and position embeddings of its PMF decoding); lstm: the window's rows
+    sec. 3.2), decoded by a linear layer or by PMF's parallel RNN steps; lstm: the window's rows
     are the steps and the last state gives every variable's forecast."""
 
     def __init__(self, encoder: Encoder, channels: int, seq_len: int, horizon: int, model: str, segment: int,
-                 norm: str, dropout: float, loss: str):
+                 norm: str, dropout: float, loss: str, decoder: str = "linear"):
         super().__init__()
         self.encoder, self.channels, self.seq_len, self.horizon = encoder, channels, seq_len, horizon
-        self.model, self.segment, self.norm, self.loss = model, segment, norm, loss
+        self.model, self.segment, self.norm, self.loss, self.decoder = model, segment, norm, loss, decoder
         self.dropout = nn.Dropout(dropout)
-        # segrnn: one variable's forecast per state; lstm: every variable's.
-        self.out = nn.Linear(encoder.output_size, horizon * (1 if model == "segrnn" else channels))
+        if decoder == "pmf":
+            # One decoding step per output segment, all in parallel: the step's input says which segment
+            # (position) of which variable (channel) it forecasts; half the width each, as SegRNN.
+            self.out_segments = -(-horizon // segment)
+            width = encoder.rnn.input_size
+            self.position = nn.Parameter(torch.randn(self.out_segments, width - width // 2))
+            self.channel = nn.Parameter(torch.randn(channels, width // 2))
+            self.out = nn.Linear(encoder.output_size, segment)
+        else:  # segrnn: one variable's forecast per state; lstm: every variable's.
+            self.out = nn.Linear(encoder.output_size, horizon * (1 if model == "segrnn" else channels))
 
     def predict(self, src: torch.Tensor) -> torch.Tensor:
         """src (B, L, C) z-scored -> forecast (B, H, C) z-scored."""
@@ -62,11 +71,29 @@ class SeriesForecaster(nn.Module):
             if short:  # the front padded with the first row, to whole segments
                 x = torch.cat([x[:, :1].expand(B, short, C), x], dim=1)  # (B, L', C), L' a multiple of w
             x = x.transpose(1, 2).reshape(B * C, -1, self.segment)  # (B*C, L'/w, w): segments of each variable
-        steps = torch.full((x.size(0),), x.size(1), dtype=torch.long)
-        final = self.encoder(x, steps).final  # (B*C or B, D)
-        y = self.out(self.dropout(final))  # (B*C, H) or (B, H*C)
+        if self.decoder == "pmf":
+            y = self._decode_segments(x, B, C)  # (B*C, H)
+        else:
+            steps = torch.full((x.size(0),), x.size(1), dtype=torch.long)
+            final = self.encoder(x, steps).final  # (B*C or B, D)
+            y = self.out(self.dropout(final))  # (B*C, H) or (B, H*C)
         y = y.view(B, C, self.horizon).transpose(1, 2) if self.model == "segrnn" else y.view(B, self.horizon, C)
         return y + level  # (B, H, C)
+
+    def _decode_segments(self, x: torch.Tensor, B: int, C: int) -> torch.Tensor:
+        """x (B*C, N, w) segments -> (B*C, H): the encoder's RNN reads the segments, then takes one more step
+        per output segment from its final state (all M of them at once, none reading another's output)."""
+        enc, M = self.encoder, self.out_segments
+        # Every window has all its segments, so the RNN runs unpacked (packing would only add work).
+        _, hidden = enc.rnn(enc.dropout(enc.project(x)))  # (layers, B*C, D), or (h, c) for an LSTM
+        spread = lambda h: h.repeat_interleave(M, dim=1)  # noqa: E731  (layers, B*C*M, D): row bc*M + m
+        hidden = tuple(spread(h) for h in hidden) if isinstance(hidden, tuple) else spread(hidden)
+        query = torch.cat([self.position[None, :, :].expand(C, -1, -1),
+                           self.channel[:, None, :].expand(-1, M, -1)], dim=-1)  # (C, M, E)
+        query = query[None].expand(B, -1, -1, -1).reshape(B * C * M, 1, -1)  # row (b*C + c)*M + m
+        out, _ = enc.rnn(query, hidden)  # (B*C*M, 1, D)
+        y = self.out(self.dropout(out[:, 0]))  # (B*C*M, w)
+        return y.view(B * C, M * self.segment)[:, : self.horizon]
 
     def forward(self, batch) -> Output:
         pred = self.predict(batch.src)
@@ -78,7 +105,7 @@ def build_model(config: Config, channels: int) -> SeriesForecaster:
     e, f = config.encoder, config.forecasting
     input_size = f.segment if f.model == "segrnn" else channels
     encoder = Encoder(0, e.emb_dim, e.hidden_size, e.num_layers, e.cell, e.dropout, e.bidirectional, input_size=input_size)
-    return SeriesForecaster(encoder, channels, f.seq_len, f.horizon, f.model, f.segment, f.norm, e.dropout, f.loss)
+    return SeriesForecaster(encoder, channels, f.seq_len, f.horizon, f.model, f.segment, f.norm, e.dropout, f.loss, f.decoder)
 
 
 class WindowBatch(NamedTuple):

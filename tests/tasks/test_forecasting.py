@@ -39,11 +39,11 @@ def write_sine(path, rows: int = ROWS, seed: int = 0):
     return path
 
 
-def tiny_config(data_dir, **forecasting):
+def tiny_config(data_dir, encoder: dict | None = None, **forecasting):
     return config_lib.from_dict({
         "task": "forecasting",
         "data": {"dir": str(data_dir), "file": "sine.csv", "train_rows": TRAIN, "dev_rows": DEV, "test_rows": TEST},
-        "encoder": {"emb_dim": 16, "hidden_size": 16, "dropout": 0.0},
+        "encoder": {"emb_dim": 16, "hidden_size": 16, "dropout": 0.0, **(encoder or {})},
         "forecasting": {"seq_len": SEQ, "horizon": HORIZON, "segment": 6, **forecasting},
         "train": {"epochs": 6, "max_tokens": 32, "lr": 0.01, "threads": 1, "log_every": 50, "early_stopping": 0},
         "decode": {"batch_size": 64},
@@ -67,10 +67,11 @@ def run_dir(data_dir, tmp_path_factory):
     return path
 
 
-@pytest.mark.parametrize("model", ["segrnn", "lstm"])
+@pytest.mark.parametrize("model", ["segrnn", "lstm", "pmf"])
 def test_each_model_overfits_one_batch(data_dir, tmp_path, model):
     torch.manual_seed(0)
-    task = Task(tiny_config(data_dir, model=model), tmp_path)
+    keys = {"model": "segrnn", "decoder": "pmf"} if model == "pmf" else {"model": model}
+    task = Task(tiny_config(data_dir, **keys), tmp_path)
     batch = task.batch(list(range(16)))
     optimizer = torch.optim.Adam(task.model.parameters(), lr=0.01)
     first = None
@@ -90,6 +91,30 @@ def test_forecast_moves_with_the_level_of_its_window(data_dir, tmp_path):
     with torch.no_grad():
         assert torch.allclose(model.predict(src + 2.5), model.predict(src) + 2.5, atol=1e-5)
         assert model.predict(src).shape == (3, HORIZON, 3)
+
+
+@pytest.mark.parametrize("cell", ["gru", "lstm"])
+def test_pmf_forecasts_each_window_alone_whatever_the_horizon(data_dir, tmp_path, cell):
+    # 12 rows of horizon in segments of 5: three decoding steps, the last one's rows past 12 dropped.
+    model = Task(tiny_config(data_dir, {"cell": cell}, decoder="pmf", segment=5), tmp_path).model.eval()
+    src = torch.randn(4, SEQ, 3)
+    with torch.no_grad():
+        out = model.predict(src)
+        assert out.shape == (4, HORIZON, 3)
+        assert torch.allclose(model.predict(src[2:3]), out[2:3], atol=1e-5)  # no window reads another's
+        assert torch.allclose(model.predict(src + 1.5), out + 1.5, atol=1e-5)
+    # the channel embedding tells the variables apart: the same series in two columns gets two forecasts
+    same = torch.randn(1, SEQ, 1).expand(1, SEQ, 3)
+    with torch.no_grad():
+        pred = model.predict(same)
+    assert not torch.allclose(pred[..., 0], pred[..., 1])
+
+
+def test_pmf_needs_a_forward_segrnn(data_dir):
+    with pytest.raises(config_lib.S2SError, match="forecasting.decoder"):
+        tiny_config(data_dir, {"bidirectional": True}, decoder="pmf")
+    with pytest.raises(config_lib.S2SError, match="forecasting.decoder"):
+        tiny_config(data_dir, model="lstm", decoder="pmf")
 
 
 def test_a_look_back_of_part_segments_is_padded_at_the_front(data_dir, tmp_path):
