@@ -21,9 +21,11 @@ PACKED_FP32: bool | None = None
 
 @functools.cache  # a fact about the machine (and the ISA limits it was started with)
 def packed_fp32_default() -> bool:
-    """oneDNN's packed fp32 products where torch runs AVX-512 kernels: there they beat MKL's sgemm at the
-    decoder's shapes, while on AVX2 the two were level (docs/speed.md, bench/paths.py)."""
-    return _PACKED_OPS and torch.backends.cpu.get_cpu_capability() == "AVX512"
+    """oneDNN's packed fp32 products on every x86 CPU with AVX2 or AVX-512: they beat MKL's sgemm at the
+    decoder's shapes on Intel with AVX-512, and on AMD EPYC by more (MKL takes a generic path there and
+    barely uses a second thread at 64 rows), and were level with it on Intel limited to AVX2 (docs/speed.md,
+    bench/paths.py). Elsewhere (ARM, older x86) nn.Linear's own BLAS."""
+    return _PACKED_OPS and torch.backends.cpu.get_cpu_capability() in ("AVX2", "AVX512")
 
 
 def _packed_dtype(x: torch.Tensor) -> torch.dtype | None:

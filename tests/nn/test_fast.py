@@ -55,4 +55,23 @@ def test_fp32_inference_linear_on_packed_weights_is_nn_linear_to_rounding(monkey
     monkeypatch.setattr(fast, "PACKED_FP32", False)
     with torch.no_grad():
         assert fast._packed_dtype(x) is None
-    assert fast.packed_fp32_default() == (torch.backends.cpu.get_cpu_capability() == "AVX512")
+    assert fast.packed_fp32_default() == (torch.backends.cpu.get_cpu_capability() in ("AVX2", "AVX512"))
+
+
+@pytest.mark.parametrize("capability, packed", [("default", False), ("avx2", True)])
+def test_fp32_library_is_chosen_from_the_isa_torch_runs(capability, packed):
+    """The choice is read at run time: a CPU (or an emulation) without AVX2 keeps nn.Linear's BLAS; AVX2 and
+    AVX-512 take the packed oneDNN path (where the torch build has it)."""
+    import os
+    import platform
+    import subprocess
+    import sys
+
+    from s2s.nn import fast
+
+    if packed and not (fast._PACKED_OPS and platform.machine().lower() in ("x86_64", "amd64")):
+        pytest.skip("no oneDNN packed linear ops on this build or CPU")
+    out = subprocess.run([sys.executable, "-c", "from s2s.nn import fast; print(fast.packed_fp32_default())"],
+                         env={**os.environ, "ATEN_CPU_CAPABILITY": capability},
+                         capture_output=True, text=True, check=True).stdout.strip()
+    assert out == str(packed)
