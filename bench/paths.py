@@ -33,7 +33,7 @@ import torch
 import s2s.search
 from s2s.device import cpu_description, cpu_workers, probe_isas
 from s2s.nn import fast
-from seq2seq import ROOT, decode_timed, setup
+from seq2seq import ROOT, decode_timed, ensure_data, setup
 
 PATHS = ("default", "mkl", "onednn", "chunk32", "chunk128", "workers1")
 
@@ -70,8 +70,9 @@ def main() -> None:
         weights = args.weights
         if not weights:
             weights = str(Path(tmp) / "model.pt")
+            ensure_data(args.data)
             subprocess.run([sys.executable, str(ROOT / "bench" / "seq2seq.py"), "--train-run", "--data", args.data,
-                            "--threads", str(args.threads), "--weights", weights], check=True, capture_output=True)
+                            "--threads", str(args.threads), "--weights", weights], check=True, stdout=subprocess.DEVNULL)
         opts = argparse.Namespace(threads=args.threads, data=args.data, device="cpu", decode_batch_size=64,
                                   no_in_flight=False, amp=False)
         _, _, test, model = setup(opts)
