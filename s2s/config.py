@@ -217,7 +217,9 @@ class ForecastingConfig:
     loss: str = key("mse", "training loss on the z-scored values", FC, choices=("mse", "mae"))
     decoder: str = key("linear", "segrnn: linear: the last state -> all steps by one linear layer; pmf: one more RNN step per "
                        "output segment from the last state, fed a learned position and variable embedding, each -> its "
-                       "segment's rows (SegRNN's parallel multi-step forecasting)", FC, choices=("linear", "pmf"))
+                       "segment's rows (SegRNN's parallel multi-step forecasting); attention: the translation head's "
+                       "Bahdanau attention decoder, one step per output segment over the encoder's segment states", FC,
+                       choices=("linear", "pmf", "attention"))
 
 
 @dataclass(frozen=True)
@@ -362,6 +364,8 @@ def _check_combinations(config: Config, where: str) -> None:
         if e.num_layers != 1 or not e.bidirectional:
             raise S2SError(f"{where}: key 'tagging.lm_vocab' needs a one-layer bidirectional encoder "
                            f"(encoder.num_layers is {e.num_layers}, encoder.bidirectional {e.bidirectional})")
+    if task == "forecasting" and config.forecasting.decoder == "attention" and config.forecasting.model != "segrnn":
+        raise S2SError(f"{where}: key 'forecasting.decoder' attention needs forecasting.model segrnn (it is {config.forecasting.model})")
     if task == "forecasting" and config.forecasting.decoder == "pmf":
         # Its decoding steps continue the encoder's own recurrence, which runs forward only.
         if config.forecasting.model != "segrnn" or e.bidirectional:

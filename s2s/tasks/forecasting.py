@@ -6,7 +6,8 @@ Two models (forecasting.model):
 - segrnn (Lin et al. 2023, "SegRNN"): channel independence (each variable is a series of its own, one
   shared model), each window cut into segments of `segment` rows, each segment projected and fed to the
   RNN, and the last state mapped to all `horizon` steps at once (parallel multi-step decoding): by one linear
-  layer (forecasting.decoder linear) or, as SegRNN's PMF, by one more RNN step per output segment (pmf).
+  layer (forecasting.decoder linear) or, as SegRNN's PMF, by one more RNN step per output segment (pmf);
+  or the translation head's Bahdanau attention decoder generates the horizon segment by segment (attention).
 - lstm: the RNN tutorials' recipe: every variable at each step, last state -> all steps.
 Both subtract each window's last value (or mean; forecasting.norm) and add it back: the instance
 normalisation of RevIN/NLinear, which removes the level shift between training and test months.
@@ -28,6 +29,7 @@ from s2s.data.series import Scaler, Series, read_series, split_rows, windows
 from s2s.device import resolve_device
 from s2s.errors import S2SError
 from s2s.nn import Output
+from s2s.nn.decoder import AttentionDecoder
 from s2s.nn.encoder import Encoder
 from s2s.plot import plot_forecasts, require_matplotlib
 
@@ -57,6 +59,13 @@ class SeriesForecaster(nn.Module):
             self.position = nn.Parameter(torch.randn(self.out_segments, width - width // 2))
             self.channel = nn.Parameter(torch.randn(channels, width // 2))
             self.out = nn.Linear(encoder.output_size, segment)
+        elif decoder == "attention":
+            # N-vs-M: the translation head's decoder, one step per output segment, attending over the
+            # encoder's segment states; its "tokens" are the segments' positions, its output a segment's rows.
+            self.out_segments = -(-horizon // segment)
+            size = encoder.output_size
+            self.attend = AttentionDecoder(self.out_segments, encoder.rnn.input_size, size, size, size, dropout=dropout)
+            self.attend.output = nn.Linear(self.attend.out_size, segment)
         else:  # segrnn: one variable's forecast per state; lstm: every variable's.
             self.out = nn.Linear(encoder.output_size, horizon * (1 if model == "segrnn" else channels))
 
@@ -73,6 +82,10 @@ class SeriesForecaster(nn.Module):
             x = x.transpose(1, 2).reshape(B * C, -1, self.segment)  # (B*C, L'/w, w): segments of each variable
         if self.decoder == "pmf":
             y = self._decode_segments(x, B, C)  # (B*C, H)
+        elif self.decoder == "attention":
+            enc = self.encoder(x, torch.full((x.size(0),), x.size(1), dtype=torch.long))  # states (B*C, N, D)
+            positions = torch.arange(self.out_segments, device=x.device).expand(x.size(0), -1)  # (B*C, M)
+            y = self.attend(positions, enc).reshape(x.size(0), -1)[:, : self.horizon]  # (B*C, H)
         else:
             steps = torch.full((x.size(0),), x.size(1), dtype=torch.long)
             final = self.encoder(x, steps).final  # (B*C or B, D)

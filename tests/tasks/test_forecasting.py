@@ -67,10 +67,10 @@ def run_dir(data_dir, tmp_path_factory):
     return path
 
 
-@pytest.mark.parametrize("model", ["segrnn", "lstm", "pmf"])
+@pytest.mark.parametrize("model", ["segrnn", "lstm", "pmf", "attention"])
 def test_each_model_overfits_one_batch(data_dir, tmp_path, model):
     torch.manual_seed(0)
-    keys = {"model": "segrnn", "decoder": "pmf"} if model == "pmf" else {"model": model}
+    keys = {"model": "segrnn", "decoder": model} if model in ("pmf", "attention") else {"model": model}
     task = Task(tiny_config(data_dir, **keys), tmp_path)
     batch = task.batch(list(range(16)))
     optimizer = torch.optim.Adam(task.model.parameters(), lr=0.01)
@@ -108,6 +108,19 @@ def test_pmf_forecasts_each_window_alone_whatever_the_horizon(data_dir, tmp_path
     with torch.no_grad():
         pred = model.predict(same)
     assert not torch.allclose(pred[..., 0], pred[..., 1])
+
+
+def test_attention_decoder_forecasts_each_window_alone_whatever_the_horizon(data_dir, tmp_path):
+    # 12 rows of horizon in segments of 5: three decoder steps over the encoder's segment states.
+    model = Task(tiny_config(data_dir, {"bidirectional": True}, decoder="attention", segment=5), tmp_path).model.eval()
+    src = torch.randn(4, SEQ, 3)
+    with torch.no_grad():
+        out = model.predict(src)
+        assert out.shape == (4, HORIZON, 3)
+        assert torch.allclose(model.predict(src[2:3]), out[2:3], atol=1e-5)
+        assert torch.allclose(model.predict(src + 1.5), out + 1.5, atol=1e-5)
+    with pytest.raises(config_lib.S2SError, match="forecasting.decoder"):
+        tiny_config(data_dir, model="lstm", decoder="attention")
 
 
 def test_pmf_needs_a_forward_segrnn(data_dir):
