@@ -15,7 +15,7 @@ from torch import nn
 
 from s2s.nn.attention import BahdanauAttention
 from s2s.nn.encoder import EncoderOutput
-from s2s.nn.fast import inference_linear
+from s2s.nn.fast import inference_linear, inference_lstm_cell
 
 
 class DecoderState(NamedTuple):
@@ -107,7 +107,7 @@ class AttentionDecoder(nn.Module):
         for layer in range(self.num_layers):
             if layer:  # nn.LSTM's dropout between stacked layers
                 x = nn.functional.dropout(x, self.rnn.dropout, self.training)
-            h_l, c_l = torch.lstm_cell(x, (h[layer], c[layer]), *self.rnn.all_weights[layer])  # w_ih, w_hh, b_ih, b_hh
+            h_l, c_l = inference_lstm_cell(self.rnn, layer, x, (h[layer], c[layer]))  # torch.lstm_cell when training
             hs.append(h_l)
             cs.append(c_l)
             x = h_l

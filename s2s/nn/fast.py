@@ -48,11 +48,35 @@ def inference_linear(layer: torch.nn.Linear, x: torch.Tensor) -> torch.Tensor:
     dtype = _packed_dtype(x)
     if dtype is None:
         return layer(x)
-    key = (layer.weight.data_ptr(), layer.weight._version, dtype)
-    packed = _PACKED.get(layer)
-    if packed is None or packed[0] != key:
-        weight = torch.ops.mkldnn._reorder_linear_weight(layer.weight.detach().to(dtype), None)
-        bias = None if layer.bias is None else layer.bias.detach().to(dtype)
-        packed = _PACKED[layer] = (key, weight, bias)
-    return torch.ops.mkldnn._linear_pointwise(x.to(dtype), packed[1], packed[2], "none", [], "")
+    weight, bias = _packed(layer, 0, dtype, (layer.weight,), () if layer.bias is None else (layer.bias,))
+    return torch.ops.mkldnn._linear_pointwise(x.to(dtype), weight, bias, "none", [], "")
 
+
+def _packed(owner: torch.nn.Module, slot: int, dtype: torch.dtype, weights: tuple[torch.Tensor, ...],
+            biases: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """owner's weights, joined along their input side and laid out for oneDNN, and the sum of its biases:
+    made once and kept until one of them changes (in-place updates bump a tensor's version); `slot` tells
+    apart several products of one owner."""
+    key = (dtype, *((t.data_ptr(), t._version) for t in weights + biases))
+    cache = _PACKED.setdefault(owner, {})
+    if slot not in cache or cache[slot][0] != key:
+        joined = torch.cat([w.detach() for w in weights], dim=1)
+        bias = sum(b.detach() for b in biases).to(dtype) if biases else None
+        cache[slot] = (key, torch.ops.mkldnn._reorder_linear_weight(joined.to(dtype), None), bias)
+    return cache[slot][1], cache[slot][2]
+
+
+def inference_lstm_cell(rnn: torch.nn.LSTM, layer: int, x: torch.Tensor,
+                        hc: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """torch.lstm_cell(x, hc, *rnn.all_weights[layer]), for decoding on a CPU. Where fp32 products run on
+    oneDNN (inference_linear), the cell's two products are one, of [x, h] by the joined packed weights
+    [W_ih, W_hh]: MKL's sgemm at decoding's 64 rows is the slow library on AMD CPUs (docs/speed.md)."""
+    w_ih, w_hh, *biases = rnn.all_weights[layer]
+    if _packed_dtype(x) != torch.float32:
+        return torch.lstm_cell(x, hc, w_ih, w_hh, *biases)
+    h, c = hc
+    weight, bias = _packed(rnn, layer, torch.float32, (w_ih, w_hh), tuple(biases))
+    gates = torch.ops.mkldnn._linear_pointwise(torch.cat([x, h], dim=1), weight, bias, "none", [], "")
+    i, f, g, o = gates.chunk(4, dim=1)  # torch.lstm_cell's gate order
+    c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+    return torch.sigmoid(o) * torch.tanh(c), c

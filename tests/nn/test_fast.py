@@ -75,3 +75,30 @@ def test_fp32_library_is_chosen_from_the_isa_torch_runs(capability, packed):
                          env={**os.environ, "ATEN_CPU_CAPABILITY": capability},
                          capture_output=True, text=True, check=True).stdout.strip()
     assert out == str(packed)
+
+
+@pytest.mark.parametrize("bias", [True, False])
+def test_inference_lstm_cell_is_torch_lstm_cell_to_rounding(monkeypatch, bias):
+    """Decoding's LSTM cell on one packed product of [x, h]: torch.lstm_cell's h and c to fp32 rounding, for each
+    layer of a stack, across weight updates; torch.lstm_cell itself where the packed fp32 path is off or in training."""
+    from s2s.nn import fast
+
+    if not fast._PACKED_OPS:
+        pytest.skip("this torch build has no oneDNN packed linear ops")
+    torch.manual_seed(0)
+    rnn = torch.nn.LSTM(12, 16, num_layers=2, bias=bias)
+    x, h, c = torch.randn(5, 12), torch.randn(5, 16), torch.randn(5, 16)
+    monkeypatch.setattr(fast, "PACKED_FP32", True)
+    with torch.no_grad():
+        for layer, inp in ((0, x), (1, h)):
+            want = torch.lstm_cell(inp, (h, c), *rnn.all_weights[layer])
+            torch.testing.assert_close(fast.inference_lstm_cell(rnn, layer, inp, (h, c)), want, rtol=1e-5, atol=1e-5)
+        rnn.weight_hh_l0.mul_(-2.0)  # as an optimizer step does between validations
+        if bias:
+            rnn.bias_ih_l0.add_(1.0)
+        torch.testing.assert_close(fast.inference_lstm_cell(rnn, 0, x, (h, c)),
+                                   torch.lstm_cell(x, (h, c), *rnn.all_weights[0]), rtol=1e-5, atol=1e-5)
+    assert fast.inference_lstm_cell(rnn, 0, x, (h, c))[0].requires_grad  # training: torch.lstm_cell, gradients flow
+    monkeypatch.setattr(fast, "PACKED_FP32", False)
+    with torch.no_grad():
+        assert torch.equal(fast.inference_lstm_cell(rnn, 0, x, (h, c))[0], torch.lstm_cell(x, (h, c), *rnn.all_weights[0])[0])
