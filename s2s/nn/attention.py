@@ -6,7 +6,7 @@ import contextlib
 import torch
 from torch import nn
 
-from s2s.nn.fast import inference_linear
+from s2s.nn.fast import inference_linear, inference_tanh_
 
 
 class BahdanauAttention(nn.Module):
@@ -38,7 +38,7 @@ class BahdanauAttention(nn.Module):
         mask (B, S) bool, True = real. Returns context (B * K, V) and weights (B * K, S), exactly 0 on padding."""
         B, S, A = proj_keys.shape
         q = inference_linear(self.query_proj, query).to(proj_keys.dtype).view(B, -1, 1, A)  # (B, K, 1, A)
-        hidden = (q + proj_keys.unsqueeze(1)).tanh_()  # (B, K, S, A); in place: one (B, K, S, A) buffer, not two
+        hidden = inference_tanh_(q + proj_keys.unsqueeze(1))  # (B, K, S, A); in place: one (B, K, S, A) buffer, not two
         # On fp32 keys under autocast (decoding on a CPU) the rest stays fp32 too: autocast would copy
         # `hidden` to bf16 for two tiny products whose oneDNN kernels are compiled anew for every
         # (B, S) shape, most of a first decoding pass's compiles (values: see

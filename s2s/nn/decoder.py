@@ -15,7 +15,7 @@ from torch import nn
 
 from s2s.nn.attention import BahdanauAttention
 from s2s.nn.encoder import EncoderOutput
-from s2s.nn.fast import inference_linear, inference_lstm_cell
+from s2s.nn.fast import inference_linear, inference_lstm_cell, inference_tanh_
 
 
 class DecoderState(NamedTuple):
@@ -121,7 +121,7 @@ class AttentionDecoder(nn.Module):
         context, weights = self.attention(query, memory.keys, memory.states, memory.mask)  # (B, D), (B, S)
         # In query's dtype: under autocast `combine` casts its input to that dtype anyway, and a cat of
         # mixed dtypes (fp32 context when decoding on a CPU) would first write an fp32 copy.
-        att = torch.tanh(inference_linear(self.combine, torch.cat([query, context.to(query.dtype)], dim=-1)))  # (B, O)
+        att = inference_tanh_(inference_linear(self.combine, torch.cat([query, context.to(query.dtype)], dim=-1)))  # (B, O)
         return att, DecoderState(h, c, att), weights
 
     def step(self, prev: torch.Tensor, state: DecoderState, memory: Memory) -> tuple[torch.Tensor, DecoderState, torch.Tensor]:

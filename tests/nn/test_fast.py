@@ -102,3 +102,22 @@ def test_inference_lstm_cell_is_torch_lstm_cell_to_rounding(monkeypatch, bias):
     monkeypatch.setattr(fast, "PACKED_FP32", False)
     with torch.no_grad():
         assert torch.equal(fast.inference_lstm_cell(rnn, 0, x, (h, c))[0], torch.lstm_cell(x, (h, c), *rnn.all_weights[0])[0])
+
+
+def test_inference_tanh_is_tanh_where_chosen(monkeypatch):
+    """Decoding's tanh: torch.tanh to 2e-7 on the fast fp32 path, torch.tanh itself elsewhere and in training."""
+    from s2s.nn import fast
+
+    if not fast._PACKED_OPS:
+        pytest.skip("this torch build has no oneDNN packed linear ops")
+    x = torch.linspace(-20, 20, 4001)
+    monkeypatch.setattr(fast, "PACKED_FP32", True)
+    with torch.no_grad():
+        out = fast.inference_tanh_(x.clone())
+        torch.testing.assert_close(out, torch.tanh(x), rtol=0, atol=3e-7)
+        assert out.abs().max() <= 1.0
+    y = x.clone().requires_grad_(True) * 1.0
+    assert torch.equal(fast.inference_tanh_(y), torch.tanh(x))  # training: tanh_ itself
+    monkeypatch.setattr(fast, "PACKED_FP32", False)
+    with torch.no_grad():
+        assert torch.equal(fast.inference_tanh_(x.clone()), torch.tanh(x))
