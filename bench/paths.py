@@ -7,8 +7,9 @@ Decodes the benchmark's test sentences (../shared/bench, as bench/seq2seq.py) wi
 beam 5, once for each path:
 
     default     what s2s picks on this CPU
-    mkl         fp32 products on MKL's sgemm (nn.Linear)
-    onednn      fp32 products on oneDNN packed weights (s2s.nn.fast.inference_linear)
+    mkl         fp32 products on MKL's sgemm (nn.Linear, torch.lstm_cell) and torch.tanh
+    onednn      fp32 products on oneDNN packed weights (s2s.nn.fast: inference_linear, inference_lstm_cell)
+                and tanh as 2σ(2x) − 1 (inference_tanh_)
     chunk32/128 beam search's top-k over vocabulary chunks of 32 / 128 tokens (default 64)
     workers1    one batch at a time on all threads (default: one batch per thread)
 

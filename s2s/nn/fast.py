@@ -1,5 +1,6 @@
-"""Decoding's linear layers on a CPU on weights laid out once for oneDNN: under bf16 autocast, and in fp32
-where oneDNN's kernels beat MKL's."""
+"""Decoding's products on a CPU on weights laid out once for oneDNN: under bf16 autocast, and in fp32 on x86
+CPUs with AVX2 or AVX-512, where oneDNN's kernels beat MKL's (the linear layers and the LSTM cell); on that fp32
+path also a cheaper tanh. Training, GPUs and the ONNX export keep torch's own ops."""
 from __future__ import annotations
 
 import functools
@@ -40,8 +41,8 @@ def _packed_dtype(x: torch.Tensor) -> torch.dtype | None:
 
 def inference_linear(layer: torch.nn.Linear, x: torch.Tensor) -> torch.Tensor:
     """layer(x), for decoding on a CPU. Under bf16 autocast F.linear lays the bf16 copy of the weight out
-    for oneDNN at every call, a good part of each product's time (docs/speed.md); in fp32 on AVX-512
-    oneDNN's kernels on a packed weight beat MKL's. Here the weight is laid out once (torch's own oneDNN
+    for oneDNN at every call, a good part of each product's time (docs/speed.md); in fp32 on x86 with AVX2
+    or AVX-512 oneDNN's kernels on a packed weight beat MKL's. Here the weight is laid out once (torch's own oneDNN
     ops, the ones torch.compile's CPU backend uses for frozen weights) and kept until it changes
     (in-place updates bump its version). bf16 results are nn.Linear's; fp32 ones differ from MKL's in
     the last bits (sums in another order), which left the benchmark's translations unchanged."""
