@@ -79,8 +79,8 @@ def inference_lstm_cell(rnn: torch.nn.LSTM, layer: int, x: torch.Tensor,
     weight, bias = _packed(rnn, layer, torch.float32, (w_ih, w_hh), tuple(biases))
     gates = torch.ops.mkldnn._linear_pointwise(torch.cat([x, h], dim=1), weight, bias, "none", [], "")
     i, f, g, o = gates.chunk(4, dim=1)  # torch.lstm_cell's gate order
-    c = torch.sigmoid(f) * c + torch.sigmoid(i) * inference_tanh_(g)  # g: a view of gates, used once
-    return torch.sigmoid(o) * inference_tanh_(c.clone()), c  # c itself is returned
+    c = torch.sigmoid(f) * c + torch.sigmoid(i) * _tanh_from_sigmoid_(g)  # g: a view of gates, used once
+    return torch.sigmoid(o) * _tanh_from_sigmoid_(c * 2.0, doubled=True), c  # c itself is returned
 
 
 def inference_tanh_(x: torch.Tensor) -> torch.Tensor:
@@ -89,4 +89,9 @@ def inference_tanh_(x: torch.Tensor) -> torch.Tensor:
     the two agree to 2e-7, absolute."""
     if _packed_dtype(x) != torch.float32:
         return x.tanh_()
-    return x.mul_(2.0).sigmoid_().mul_(2.0).sub_(1.0)
+    return _tanh_from_sigmoid_(x)
+
+
+def _tanh_from_sigmoid_(x: torch.Tensor, doubled: bool = False) -> torch.Tensor:
+    """tanh(x) = 2σ(2x) − 1, in x's storage; doubled: x already holds 2x (a fresh tensor made by the caller)."""
+    return (x if doubled else x.mul_(2.0)).sigmoid_().mul_(2.0).sub_(1.0)

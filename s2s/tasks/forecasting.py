@@ -82,14 +82,13 @@ class SeriesForecaster(nn.Module):
             x = x.transpose(1, 2).reshape(B * C, -1, self.segment)  # (B*C, L'/w, w): segments of each variable
         if self.decoder == "pmf":
             y = self._decode_segments(x, B, C)  # (B*C, H)
-        elif self.decoder == "attention":
-            enc = self.encoder(x, torch.full((x.size(0),), x.size(1), dtype=torch.long))  # states (B*C, N, D)
-            positions = torch.arange(self.out_segments, device=x.device).expand(x.size(0), -1)  # (B*C, M)
-            y = self.attend(positions, enc).reshape(x.size(0), -1)[:, : self.horizon]  # (B*C, H)
         else:
-            steps = torch.full((x.size(0),), x.size(1), dtype=torch.long)
-            final = self.encoder(x, steps).final  # (B*C or B, D)
-            y = self.out(self.dropout(final))  # (B*C, H) or (B, H*C)
+            enc = self.encoder(x, torch.full((x.size(0),), x.size(1), dtype=torch.long))  # states (B*C or B, N, D)
+            if self.decoder == "attention":
+                positions = torch.arange(self.out_segments, device=x.device).expand(x.size(0), -1)  # (B*C, M)
+                y = self.attend(positions, enc).reshape(x.size(0), -1)[:, : self.horizon]  # (B*C, H)
+            else:
+                y = self.out(self.dropout(enc.final))  # (B*C, H) or (B, H*C)
         y = y.view(B, C, self.horizon).transpose(1, 2) if self.model == "segrnn" else y.view(B, self.horizon, C)
         return y + level  # (B, H, C)
 
